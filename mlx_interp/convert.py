@@ -221,25 +221,79 @@ def _save_tokenizer(tok, extra: dict, out: Path) -> None:
     cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
 
 
+def pack_bits(q: np.ndarray, bits: int) -> np.ndarray:
+    """Pack integers < 2**bits into uint32 the way MLX does (first value in the lowest bits)."""
+    per = 32 // bits
+    q = q.astype(np.uint32).reshape(q.shape[0], -1, per)
+    shifts = np.arange(per, dtype=np.uint32) * np.uint32(bits)
+    return (q << shifts).sum(-1, dtype=np.uint64).astype(np.uint32)
+
+
+def minmax_quantize(w: np.ndarray, group_size: int, bits: int):
+    """Affine quantization with scale = (max-min)/(2^b-1) and bias = min per group.
+
+    Unlike ``mx.quantize`` (which keeps zero exactly representable), this reproduces a
+    GGUF Q4_1/Q4_K block grid exactly when groups align with the GGUF's 32-value blocks,
+    so re-quantizing a 4-bit GGUF to MLX 4-bit loses (almost) nothing. Returns MLX's
+    (packed weight, scales, biases); scales and biases are float16 like mlx-community's.
+    """
+    rows, cols = w.shape
+    g = w.reshape(rows, cols // group_size, group_size).astype(np.float32)
+    lo, hi = g.min(-1), g.max(-1)
+    n = 2**bits - 1
+    scale = ((hi - lo) / n).astype(np.float16)
+    bias = lo.astype(np.float16)
+    s32 = np.where(scale == 0, np.float32(1), scale.astype(np.float32))
+    q = np.clip(np.rint((g - bias.astype(np.float32)[..., None]) / s32[..., None]), 0, n)
+    return pack_bits(q.reshape(rows, cols), bits), scale, bias
+
+
+def _quantize_plan(model, weights: dict, bits: int, group_size: int, recipe: str, src_bits: dict) -> dict:
+    """Module path -> bits for every Linear/Embedding we quantize."""
+    import mlx.nn as nn
+
+    plan = {}
+    for path, m in model.named_modules():
+        if not isinstance(m, (nn.Linear, nn.Embedding)) or f"{path}.weight" not in weights:
+            continue
+        if weights[f"{path}.weight"].shape[-1] % group_size:
+            continue  # like mlx-lm: layers whose input dim is not a multiple of the group stay float
+        b = bits
+        if recipe == "mirror" and src_bits.get(path, bits) > bits:
+            b = 8  # Q5/Q6/Q8 sources keep (more than) their precision; MLX packs 4 and 8 bits here
+        plan[path] = b
+    return plan
+
+
 def convert_gguf(
     gguf_path: Path,
     out_dir: Path,
     *,
     bits: int = 4,
-    group_size: int = 64,
-    config_overrides: dict | None = None,
+    group_size: int = 32,
     recipe: str = "mirror",
+    config_overrides: dict | None = None,
     progress: Progress = print,
 ) -> Path:
-    """Convert ``gguf_path`` into ``out_dir`` atomically (temp dir, then rename)."""
+    """Convert ``gguf_path`` into ``out_dir`` atomically (temp dir, then rename).
+
+    ``bits`` 4 or 8: quantized (``recipe`` "mirror" keeps tensors that were 5-8 bit in the
+    GGUF at 8 bits; "uniform" uses ``bits`` everywhere); 16 or 32: unquantized float.
+    """
     import mlx.core as mx
-    from mlx_lm.utils import _get_classes, quantize_model, save_config, save_model
+    import mlx.nn as nn
+    from mlx_lm.utils import _get_classes, save_config, save_model
 
     if bits not in (4, 8, 16, 32):
         raise MlxInterpError(f"bits={bits} is not supported; valid: 4, 8 (quantized), 16 (float16), 32 (float32)")
+    if recipe not in ("mirror", "uniform"):
+        raise MlxInterpError(f"recipe {recipe!r} is not valid; use 'mirror' or 'uniform'")
+    if group_size not in (32, 64, 128):
+        raise MlxInterpError(f"group size {group_size} is not valid; use 32, 64 or 128")
     t0 = time.time()
     reader = _open_reader(gguf_path)
-    progress(f"converting {gguf_path.name} -> {out_dir.name} ({'%d-bit' % bits if bits < 16 else 'float%d' % bits})")
+    kind = f"{bits}-bit, group {group_size}, recipe {recipe}" if bits < 16 else f"float{bits}"
+    progress(f"converting {gguf_path.name} -> {out_dir.name} ({kind})")
     config = gguf_config(reader, config_overrides)
     weights = gguf_weights(reader, config, progress)
     tok, tok_extra = gguf_tokenizer(reader)
@@ -247,28 +301,25 @@ def convert_gguf(
 
     model_cls, args_cls = _get_classes(config)
     model = model_cls(args_cls.from_dict(config))
-    dtype = mx.float16 if bits in (4, 8, 16) else mx.float32
-    mxw = {k: mx.array(v).astype(dtype) for k, v in weights.items()}
-    del weights
     if hasattr(model, "sanitize"):
-        mxw = model.sanitize(mxw)
+        weights = model.sanitize(weights)
+    if bits in (4, 8):
+        plan = _quantize_plan(model, weights, bits, group_size, recipe, gguf_source_bits(reader))
+        nn.quantize(model, group_size, bits, class_predicate=lambda p, m: p in plan and {"group_size": group_size, "bits": plan[p]})
+        quant = {"group_size": group_size, "bits": bits, "mode": "affine"}
+        for path, b in plan.items():
+            wq, sc, bi = minmax_quantize(weights.pop(f"{path}.weight"), group_size, b)
+            weights[f"{path}.weight"], weights[f"{path}.scales"], weights[f"{path}.biases"] = wq, sc, bi
+            if b != bits:
+                quant[path] = {"group_size": group_size, "bits": b, "mode": "affine"}
+        config["quantization"] = quant
+        progress(f"  quantized {len(plan)} matrices ({sum(b != bits for b in plan.values())} kept at 8 bits)")
+    fdtype = np.float32 if bits == 32 else np.float16
+    mxw = {k: mx.array(v if v.dtype in (np.uint32, np.float16) else v.astype(fdtype)) for k, v in weights.items()}
+    del weights
     model.load_weights(list(mxw.items()), strict=True)
     del mxw
     mx.eval(model.parameters())
-    if bits in (4, 8):
-        src_bits = gguf_source_bits(reader)
-        if recipe not in ("mirror", "uniform"):
-            raise MlxInterpError(f"recipe {recipe!r} is not valid; use 'mirror' or 'uniform'")
-
-        def predicate(path, module):
-            # "mirror": never coarser than the GGUF tensor it came from (Q5_0 -> 5 bits,
-            # Q6_K -> 6, Q8_0 -> 8), written as per-layer overrides in the quantization block
-            # (the format of mlx-lm's mixed recipes, which mlx_lm.load reads).
-            b = max(bits, src_bits.get(path, bits)) if recipe == "mirror" else bits
-            return {"group_size": group_size, "bits": b, "mode": "affine"} if b != bits else True
-
-        model, config = quantize_model(model, config, group_size=group_size, bits=bits, quant_predicate=predicate)
-        progress(f"  quantized: {bits}-bit base, group size {group_size}, recipe {recipe}")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
@@ -278,7 +329,8 @@ def convert_gguf(
         save_config(config, config_path=tmp / "config.json")
         _save_tokenizer(tok, tok_extra, tmp)
         (tmp / "mlx_interp_source.json").write_text(
-            json.dumps({"gguf": gguf_path.name, "bits": bits, "group_size": group_size if bits < 16 else None}, indent=2)
+            json.dumps({"gguf": gguf_path.name, "bits": bits, "group_size": group_size if bits < 16 else None,
+                        "recipe": recipe if bits < 16 else None}, indent=2)
         )
         if out_dir.exists():
             shutil.rmtree(out_dir)

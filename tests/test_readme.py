@@ -1,0 +1,16 @@
+"""The README's Python API block runs as written (on the default model)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+def test_readme_api_example_runs(capsys):
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    block = re.search(r"## Python API\n\n```python\n(.*?)```", text, re.S).group(1)
+    ns: dict = {}
+    exec(compile(block, "README.md", "exec"), ns)
+    out = capsys.readouterr().out
+    assert "Paris" in out  # the lens table printed by the example
+    assert ns["tr"].resid[12].shape == (2, 576)

@@ -1,0 +1,81 @@
+"""Results are atomic and never overwrite; vectors round-trip with metadata; CLI works."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import mlx_interp as mi
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.vectors import VectorSet
+
+
+def test_results_never_overwrite_and_carry_provenance(tmp_path, smol):
+    a = mi.save_result("exp_test", {"x": 1}, lm=smol, config={"k": 2}, seed=3, wall_s=1.5, out_dir=tmp_path)
+    b = mi.save_result("exp_test", {"x": 2}, lm=smol, out_dir=tmp_path)
+    assert a != b and a.exists() and b.exists()
+    doc = json.loads(a.read_text())
+    assert doc["results"] == {"x": 1}
+    prov = doc["provenance"]
+    for key in ("timestamp_utc", "mlx_version", "mlx_lm_version", "git_commit", "platform", "seed", "config", "wall_s"):
+        assert key in prov
+    assert prov["model"]["layers"] == 30 and prov["model"]["width"] == 576 and prov["model"]["family"] == "llama"
+    assert json.loads(b.read_text())["results"] == {"x": 2}
+    assert not list(tmp_path.glob("exp_test/.tmp-*"))
+
+
+def test_vector_roundtrip_and_width_check(tmp_path, smol, gemma):
+    vs = VectorSet({3: np.arange(576, dtype=float), 5: np.ones(576)}, "smollm2-135m", "diff_of_means", {"note": "t"})
+    p = mi.save_vector(tmp_path / "v.safetensors", vs)
+    back = mi.load_vector(p, smol)
+    assert sorted(back.vectors) == [3, 5] and back.method == "diff_of_means" and back.meta == {"note": "t"}
+    np.testing.assert_allclose(back[3], np.arange(576))
+    with pytest.raises(MlxInterpError) as e:
+        mi.load_vector(p, gemma)
+    assert "576" in str(e.value) and "640" in str(e.value)
+    with pytest.raises(MlxInterpError):
+        mi.save_vector(tmp_path / "bad.safetensors", VectorSet({0: np.full(4, np.inf)}, "m", "x"))
+
+
+def test_diff_of_means_on_constructed_case(smol):
+    """Identical classes give a zero vector; swapping classes flips the sign exactly."""
+    a = ["The cat sat on the mat.", "A dog ran in the park."]
+    b = ["I am very happy today!", "What a wonderful surprise!"]
+    same = mi.diff_of_means(smol, a, a, layers=[4])
+    assert np.abs(same[4]).max() == 0
+    ab, ba = mi.diff_of_means(smol, a, b, layers=[4]), mi.diff_of_means(smol, b, a, layers=[4])
+    np.testing.assert_allclose(ab[4], -ba[4])
+    with pytest.raises(MlxInterpError):
+        mi.diff_of_means(smol, a[:1], b, layers=[4])
+
+
+def _cli(*args):
+    exe = shutil.which("mlx-interp")
+    cmd = [exe] if exe else [sys.executable, "-m", "mlx_interp.cli"]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True)
+
+
+def test_cli_lens_table_and_json():
+    p = _cli("lens", "--model", "smollm2-135m", "-t", " Paris", "The capital of France is")
+    assert p.returncode == 0, p.stderr
+    rows = [line for line in p.stdout.splitlines() if line.strip()[:3].strip().isdigit() or line.strip().startswith("emb")]
+    assert rows[0].strip().startswith("emb") and rows[-1].strip().startswith("29") and len(rows) == 31
+    j = _cli("lens", "--model", "smollm2-135m", "--json", "The capital of France is")
+    doc = json.loads(j.stdout)
+    assert len(doc["layers"]) == 31 and doc["layers"][-1]["top"][0][0] == " Paris"
+
+
+def test_cli_generate_side_by_side(tmp_path, smol):
+    v = np.random.default_rng(0).normal(size=576) * 3
+    f = mi.save_vector(tmp_path / "v.safetensors", VectorSet({10: v}, "smollm2-135m", "random"))
+    p = _cli("generate", "--model", "smollm2-135m", "--steer", str(f), "--alpha", "4", "--max-tokens", "12", "--json", "Hello")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["layer"] == 10 and doc["baseline"] != doc["steered"]
+    bad = _cli("generate", "--model", "gemma-3-270m", "--steer", str(f), "Hello")
+    assert bad.returncode == 2 and "width 576" in bad.stderr

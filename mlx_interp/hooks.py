@@ -23,7 +23,7 @@ import mlx.core as mx
 import numpy as np
 
 from .errors import MlxInterpError
-from .model_parts import parts
+from .model_parts import head_shape, parts
 
 EMBED = "embed"  # site name of the residual stream entering layer 0 (the scaled embeddings)
 
@@ -146,7 +146,7 @@ def hooked(model, interventions: Iterable = (), capture=None, ctx: Context | Non
             installed.append(layer)
             if want_heads:
                 attn = layer.self_attn
-                hs.n_heads.append(int(getattr(attn, "n_heads", getattr(attn, "num_heads", 0))))
+                hs.n_heads.append(head_shape(attn)[0])
                 _swap(attn.o_proj, "oproj", hs, i)
                 installed.append(attn.o_proj)
         yield hs

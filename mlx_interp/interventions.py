@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import MlxInterpError
 from .hooks import EMBED
+from .model_parts import head_shape
 from .positions import Positions
 
 Layers = Union[int, Sequence[int], str]
@@ -160,11 +161,13 @@ class Patch(Intervention):
 
     ``value``: [D] (same for every prompt and position), [B, D] (one per prompt; one
     position per prompt), or [B, k, D] (k positions per prompt, in position order).
+    ``rows``: patch only these batch rows (e.g. one (source, target) layer pair per row).
     """
 
     value: Any = None
     layer: int = 0
     positions: Positions = "last"
+    rows: Sequence[int] | None = None
 
     def bind(self, lm):
         a = as_vector(self.value, "patch value").astype(np.float32)
@@ -174,6 +177,10 @@ class Patch(Intervention):
         return self
 
     def apply(self, h, m):
+        if self.rows is not None:
+            keep = np.zeros((h.shape[0], 1), dtype=bool)
+            keep[list(self.rows)] = True
+            m = (np.ones(h.shape[:2], dtype=bool) if m is None else m) & keep
         return _patch(h, m, self._v)
 
 
@@ -208,15 +215,13 @@ class HeadPatch(Intervention):
     def bind(self, lm):
         self._layer = resolve_layers(self.layer, lm.n_layers)[0]
         self.sites = {("heads", self._layer)}
-        attn = _attn(lm, self._layer)
-        n_heads = int(getattr(attn, "n_heads", getattr(attn, "num_heads", 0)))
+        n_heads, d = head_shape(_attn(lm, self._layer))
         hs = [self.heads] if isinstance(self.heads, (int, np.integer)) else list(self.heads)
         for h in hs:
             if not -n_heads <= h < n_heads:
                 raise MlxInterpError(f"head {h} is out of range; layer {self._layer} has heads 0..{n_heads - 1}")
         self._heads = [h % n_heads for h in hs]
         a = as_vector(self.value, "head value").astype(np.float32)
-        d = attn.o_proj.weight.shape[1] * (32 // attn.o_proj.bits if hasattr(attn.o_proj, "bits") else 1) // n_heads
         if a.shape[-1] != d:
             raise MlxInterpError(f"head value has width {a.shape[-1]} but heads of layer {self._layer} have width {d}")
         if a.ndim == 1:

@@ -53,3 +53,11 @@ def parts(model: nn.Module) -> Parts:
     model_type = str(getattr(args, "model_type", ""))
     embed_scale = math.sqrt(args.hidden_size) if model_type.startswith("gemma") else None
     return Parts(top, inner, layers, inner.norm, inner.embed_tokens, softcap, embed_scale)
+
+
+def head_shape(attn) -> tuple[int, int]:
+    """(number of query heads, head width) of an attention module, from its o_proj input size."""
+    n = int(getattr(attn, "n_heads", getattr(attn, "num_heads", 0)))
+    proj = attn.o_proj
+    in_dim = proj.weight.shape[1] * (32 // proj.bits if "scales" in proj else 1)
+    return n, in_dim // n

@@ -169,8 +169,15 @@ class LoadedModel:
     def width(self) -> int:
         return int(self.config.get("hidden_size") or self.config["text_config"]["hidden_size"])
 
+    @property
+    def n_params(self) -> int:
+        from .cpu import _dense_param_count
+
+        return _dense_param_count(self.model)
+
     def describe(self) -> dict:
         return {
+            "params": self.n_params,
             "name": self.name,
             "source": self.source,
             "family": self.family,

@@ -187,3 +187,12 @@ def test_sampled_generation_is_seeded(smol):
     others = [generate(smol, "Once upon a time", max_tokens=10, temperature=1.0, seed=s, chat=False)[0].tokens for s in (1, 2, 3)]
     assert a == b
     assert any(o != greedy for o in others + [a])
+
+
+def test_patch_rows_only_touches_those_rows(smol):
+    src = run(smol, "The capital of Italy is", capture=Capture([5], "last"))
+    prompts = [PROMPT, PROMPT, PROMPT]
+    base = run(smol, prompts)
+    out = run(smol, prompts, interventions=[Patch(src.resid[5][0], layer=5, positions="last", rows=[1])])
+    assert mx.array_equal(out.logits[0], base.logits[0]).item() and mx.array_equal(out.logits[2], base.logits[2]).item()
+    assert np.abs(np.array(out.logits[1]) - np.array(base.logits[1])).max() > 1e-3

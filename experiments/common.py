@@ -1,0 +1,52 @@
+"""What every experiment script shares: arguments, model loop, progress, saving.
+
+Each ``experiments/expN_name.py`` defines ``run(lm, queries, quick) -> dict`` and calls
+``main(NAME, run, default_prompts)``; this module parses
+``--model M [--model M2 ...] [--quick] [--prompts FILE.jsonl] [--out DIR]``, loads each model,
+runs, and writes one results JSON per model through ``mlx_interp.results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable
+
+import mlx_interp as mi
+from mlx_interp.registry import DEFAULT_MODEL
+
+
+def progress(i: int, n: int, what: str = "") -> None:
+    """One overwriting status line on stderr."""
+    print(f"\r  {i}/{n} {what[:60]:<60}", end="" if i < n else "\n", file=sys.stderr, flush=True)
+
+
+def parse(description: str, argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", action="append", help=f"model alias, repo id or folder (repeatable; default {DEFAULT_MODEL})")
+    ap.add_argument("--quick", action="store_true", help="a small subset, minutes on a 2-core CPU")
+    ap.add_argument("--prompts", help="your own queries (JSONL, same schema as the built-in set)")
+    ap.add_argument("--out", default="results", help="results folder")
+    return ap.parse_args(argv)
+
+
+def main(name: str, run: Callable, load_queries: Callable, doc: str, argv=None) -> list:
+    """Run experiment ``name`` on every requested model; returns the written paths."""
+    a = parse(doc.strip().splitlines()[0], argv)
+    paths = []
+    try:
+        queries = load_queries(a.prompts)
+        for model in a.model or [DEFAULT_MODEL]:
+            t0 = time.time()
+            lm = mi.load(model)
+            print(f"{name} on {lm.name} ({lm.n_layers} layers), {len(queries)} queries{' (quick)' if a.quick else ''}", file=sys.stderr)
+            payload = run(lm, queries, a.quick)
+            path = mi.save_result(name, payload, lm=lm, wall_s=time.time() - t0, out_dir=a.out,
+                                  config={"quick": a.quick, "prompts": a.prompts or "built-in"})
+            print(f"  -> {path}")
+            paths.append(path)
+    except mi.MlxInterpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return paths

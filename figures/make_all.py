@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -48,7 +49,9 @@ def fig_twohop_scaling(docs: dict, out: Path) -> list[Path]:
         for x, yy, n in zip(params, y, names):
             a.annotate(n, (x, yy), fontsize=8, xytext=(3, 3), textcoords="offset points")
         a.set_xscale("log")
-        a.set_xlabel("parameters (millions)")
+        a.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        a.set_xticks(params, [f"{x:.0f}M" for x in params])
+        a.set_xlabel("parameters (millions, log scale)")
         a.set_ylabel(lab)
     dates = sorted({_date(d) for d in docs.values()})
     fig.suptitle(f"exp6 two-hop scaling ({', '.join(names)}; results {dates[0]}..{dates[-1]})")
@@ -70,10 +73,10 @@ def fig_rank_trajectories(docs: dict, out: Path) -> list[Path]:
             a.plot(x, np.array(r["answer_rank_by_layer"]) + 1, label=f"answer: {r['answer']}")
             a.axhline(30, color="grey", lw=0.8, ls=":")
             a.set_yscale("log")
-            a.invert_yaxis()
             a.set_title(r["prompt"][:48], fontsize=8)
             a.set_xlabel("layer")
             a.legend(fontsize=7)
+        axes[0, 0].invert_yaxis()  # once: the y axis is shared, each call would flip it again
         axes[0, 0].set_ylabel("logit-lens rank (1 = top)")
         fig.suptitle(f"exp6 logit-lens ranks of bridge and answer, {name} ({_date(d)})")
         fig.tight_layout()

@@ -9,7 +9,7 @@ from . import _blas
 _blas.preload()
 
 from .capture import Capture  # noqa: E402
-from .directions import diff_of_means  # noqa: E402
+from .directions import diff_of_means, extract  # noqa: E402
 from .errors import MlxInterpError  # noqa: E402
 from .generate import Generation, generate  # noqa: E402
 from .interventions import Ablate, Add, HeadPatch, Patch  # noqa: E402
@@ -23,6 +23,6 @@ from .vectors import VectorSet, load_vector, save_vector  # noqa: E402
 __version__ = "0.1.0"
 __all__ = [
     "Ablate", "Add", "Capture", "Generation", "HeadPatch", "LoadedModel", "MlxInterpError", "Patch", "Span",
-    "Trace", "VectorSet", "diff_of_means", "generate", "intervene", "load", "load_vector", "logit_lens", "prepare", "run",
+    "Trace", "VectorSet", "diff_of_means", "extract", "generate", "intervene", "load", "load_vector", "logit_lens", "prepare", "run",
     "save_result", "save_vector", "__version__",
 ]

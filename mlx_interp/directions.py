@@ -1,8 +1,18 @@
-"""Direction extraction from captured activations.
+"""Direction extraction from captured activations: one interface, three methods.
 
-``diff_of_means``: mean activation over the positive prompts minus the mean over the
-negative prompts, per layer, accumulated in float64 (as Arditi et al. do). More methods
-(probes, PCA of paired differences) build on ``collect``.
+``extract(lm, positive, negative, method=...)`` captures residuals (``collect``) and applies, per layer:
+
+* ``"diff_of_means"``: mean(positive) - mean(negative), accumulated in float64 (Arditi et al.);
+* ``"probe"``: L2-regularised logistic regression on a random 75/25 split; the direction is the
+  weight vector mapped back to the residual's units (divided by the feature scale), and the held-out
+  accuracy and AUROC are reported per layer;
+* ``"pca"``: first principal component of the paired differences positive_i - negative_i
+  (repeng's "pca_diff"), sign chosen so that the differences project positively, scaled to the mean
+  projection so that it has the size of a typical difference.
+
+The array-level functions (``diff_of_means_vec``, ``probe_vec``, ``pca_vec``) take [N, D] arrays, so
+they can be tested on constructed data and reused on any activations. ``split_consistency`` gives the
+cosine between vectors from two disjoint halves of the data.
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ from .errors import MlxInterpError
 from .positions import Positions
 from .trace import run
 from .vectors import VectorSet
+
+METHODS = ("diff_of_means", "probe", "pca")
 
 
 def collect(
@@ -36,33 +48,134 @@ def collect(
         tr = run(lm, prompts[i : i + batch_size], capture=Capture(layers, positions), logits="none", chat=chat)
         for layer, a in tr.resid.items():
             acc.setdefault(layer, []).append(np.array(a, dtype=np.float64))
-    out = {k: np.concatenate(v, axis=0) for k, v in acc.items()}
-    for k, v in out.items():
-        if not np.all(np.isfinite(v)):
-            raise MlxInterpError(f"captured activations at layer {k} contain NaN/inf; cannot extract a direction")
-    return out
+    return {k: np.concatenate(v, axis=0) for k, v in acc.items()}
 
 
-def diff_of_means(
+def _check(pos: np.ndarray, neg: np.ndarray, what: str = "") -> None:
+    for name, a in (("positive", pos), ("negative", neg)):
+        if a.ndim != 2 or a.shape[0] < 2:
+            raise MlxInterpError(f"{name} set{what} has {a.shape[0] if a.ndim else 0} example(s); need at least 2 per class")
+        if not np.all(np.isfinite(a)):
+            raise MlxInterpError(f"{name} activations{what} contain NaN or inf; cannot extract a direction")
+    if pos.shape[1] != neg.shape[1]:
+        raise MlxInterpError(f"positive width {pos.shape[1]} != negative width {neg.shape[1]}")
+
+
+def diff_of_means_vec(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    _check(pos, neg)
+    return pos.astype(np.float64).mean(0) - neg.astype(np.float64).mean(0)
+
+
+def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    p, n = scores[labels == 1], scores[labels == 0]
+    if len(p) == 0 or len(n) == 0:
+        return float("nan")
+    diff = p[:, None] - n[None, :]
+    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+
+
+def probe_vec(pos: np.ndarray, neg: np.ndarray, *, l2: float = 1e-2, seed: int = 0, holdout: float = 0.25,
+              steps: int = 500) -> tuple[np.ndarray, dict]:
+    """Logistic-regression direction and held-out metrics {"accuracy", "auroc", "n_train", "n_test"}."""
+    _check(pos, neg)
+    X = np.concatenate([pos, neg]).astype(np.float64)
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    mu, sd = X.mean(0), X.std(0)
+    if np.all(sd < 1e-12):
+        raise MlxInterpError("all activations are identical (zero variance); a probe cannot separate the classes")
+    sd = np.where(sd < 1e-12, 1.0, sd)
+    Z = (X - mu) / sd
+    idx = np.random.default_rng(seed).permutation(len(y))
+    n_test = max(2, int(round(holdout * len(y)))) if len(y) >= 8 else 0
+    test, train = idx[:n_test], idx[n_test:]
+    w, b = np.zeros(Z.shape[1]), 0.0
+    lr = 1.0
+    for _ in range(steps):  # full-batch gradient descent on the mean log-loss + l2
+        z = Z[train] @ w + b
+        p = 1 / (1 + np.exp(-np.clip(z, -30, 30)))
+        g = p - y[train]
+        w -= lr * (Z[train].T @ g / len(train) + l2 * w)
+        b -= lr * g.mean()
+    metrics = {"n_train": int(len(train)), "n_test": int(len(test)), "accuracy": None, "auroc": None}
+    if len(test):
+        s = Z[test] @ w + b
+        metrics["accuracy"] = float(((s > 0) == (y[test] == 1)).mean())
+        metrics["auroc"] = _auroc(s, y[test])
+    return w / sd, metrics
+
+
+def pca_vec(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """First principal component of paired differences (needs pos[i] paired with neg[i])."""
+    _check(pos, neg)
+    if pos.shape != neg.shape:
+        raise MlxInterpError(f"PCA of paired differences needs equal-size paired sets; got {len(pos)} and {len(neg)}")
+    d = pos.astype(np.float64) - neg.astype(np.float64)
+    c = d - d.mean(0)
+    if np.all(np.abs(c) < 1e-12) and np.all(np.abs(d) < 1e-12):
+        raise MlxInterpError("all paired differences are zero; there is no direction to find")
+    if np.all(np.abs(c) < 1e-12):  # every pair differs by the same vector: that vector is the direction
+        return d.mean(0)
+    _, _, vt = np.linalg.svd(c, full_matrices=False)
+    v = vt[0]
+    proj = d @ v
+    if proj.mean() < 0:
+        v, proj = -v, -proj
+    return v * float(np.abs(proj).mean())
+
+
+def vector_for(method: str, pos: np.ndarray, neg: np.ndarray, **kw) -> tuple[np.ndarray, dict]:
+    if method == "diff_of_means":
+        return diff_of_means_vec(pos, neg), {}
+    if method == "probe":
+        return probe_vec(pos, neg, **kw)
+    if method == "pca":
+        return pca_vec(pos, neg), {}
+    raise MlxInterpError(f"unknown extraction method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def split_consistency(method: str, pos: np.ndarray, neg: np.ndarray, seed: int = 0) -> float:
+    """Cosine between the vectors extracted from two disjoint random halves (pairs kept together)."""
+    n = min(len(pos), len(neg))
+    if n < 4:
+        raise MlxInterpError(f"split consistency needs at least 4 examples per class, got {n}")
+    idx = np.random.default_rng(seed).permutation(n)
+    a, b = idx[: n // 2], idx[n // 2 :]
+    va, _ = vector_for(method, pos[a], neg[a])
+    vb, _ = vector_for(method, pos[b], neg[b])
+    return float(va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb)))
+
+
+def extract(
     lm,
     positive: Sequence[str],
     negative: Sequence[str],
     *,
+    method: str = "diff_of_means",
     layers="all",
     positions: Positions = "last",
     chat: bool | None = False,
     batch_size: int = 8,
 ) -> VectorSet:
-    """mean(positive) - mean(negative) per layer."""
+    """Per-layer vectors of one method, with provenance (and probe metrics per layer)."""
+    if method not in METHODS:
+        raise MlxInterpError(f"unknown extraction method {method!r}; valid: {', '.join(METHODS)}")
     for name, s in (("positive", positive), ("negative", negative)):
         if len(s) < 2:
-            raise MlxInterpError(f"{name} set has {len(s)} prompt(s); difference of means needs at least 2 per class")
+            raise MlxInterpError(f"{name} set has {len(s)} prompt(s); need at least 2 per class")
     pos = collect(lm, positive, layers=layers, positions=positions, chat=chat, batch_size=batch_size)
     neg = collect(lm, negative, layers=layers, positions=positions, chat=chat, batch_size=batch_size)
-    vecs = {k: pos[k].mean(0) - neg[k].mean(0) for k in pos}
-    return VectorSet(
-        vecs,
-        lm.name,
-        "diff_of_means",
-        {"positions": repr(positions), "n_pos": len(positive), "n_neg": len(negative), "chat": chat},
-    )
+    vecs, metrics = {}, {}
+    for k in pos:
+        vecs[k], m = vector_for(method, pos[k], neg[k])
+        if m:
+            metrics[k] = m
+    meta = {"positions": repr(positions), "n_pos": len(positive), "n_neg": len(negative), "chat": chat}
+    if metrics:
+        meta["probe_metrics"] = metrics
+    return VectorSet(vecs, lm.name, method, meta)
+
+
+def diff_of_means(lm, positive, negative, **kw) -> VectorSet:
+    """Shortcut for ``extract(..., method="diff_of_means")``."""
+    return extract(lm, positive, negative, method="diff_of_means", **kw)

@@ -1,0 +1,91 @@
+"""Extraction methods on constructed data with known answers, and on a real model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlx_interp as mi
+from mlx_interp.datasets import refusal_prompts
+from mlx_interp.directions import diff_of_means_vec, extract, pca_vec, probe_vec, split_consistency
+from mlx_interp.errors import MlxInterpError
+
+RNG = np.random.default_rng(0)
+D = 32
+W = np.zeros(D)
+W[3] = 1.0
+
+
+def _cos(a, b):
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_diff_of_means_recovers_mean_shift():
+    pos = RNG.normal(size=(400, D)) + 2 * W
+    neg = RNG.normal(size=(400, D)) - 2 * W
+    v = diff_of_means_vec(pos, neg)
+    assert abs(v[3] - 4) < 0.3 and np.abs(np.delete(v, 3)).max() < 0.4
+
+
+def test_probe_finds_the_separating_direction_and_reports_heldout_metrics():
+    x = RNG.normal(size=(300, D))
+    y = x @ W > 0
+    v, m = probe_vec(x[y], x[~y])
+    assert _cos(v, W) > 0.9 and m["accuracy"] >= 0.9 and m["auroc"] >= 0.95 and m["n_test"] > 0
+
+
+def test_pca_of_paired_differences_finds_the_pair_direction_with_positive_sign():
+    base = RNG.normal(size=(100, D))
+    pos = base + RNG.uniform(1, 3, size=(100, 1)) * W + 0.05 * RNG.normal(size=(100, D))
+    v = pca_vec(pos, base)
+    assert _cos(v, W) > 0.95 and v[3] > 0
+
+
+def test_split_consistency_high_for_signal_low_for_noise():
+    pos = RNG.normal(size=(200, D)) + 3 * W
+    neg = RNG.normal(size=(200, D))
+    assert split_consistency("diff_of_means", pos, neg) > 0.9
+    noise = split_consistency("diff_of_means", RNG.normal(size=(200, D)), RNG.normal(size=(200, D)))
+    assert noise < 0.6
+
+
+@pytest.mark.parametrize("fn", [diff_of_means_vec, pca_vec, lambda a, b: probe_vec(a, b)[0]])
+def test_bad_activations_are_clear_errors(fn):
+    with pytest.raises(MlxInterpError) as e:
+        fn(np.ones((1, D)), np.ones((3, D)))
+    assert "at least 2" in str(e.value)
+    bad = np.ones((4, D))
+    bad[1, 2] = np.nan
+    with pytest.raises(MlxInterpError) as e:
+        fn(bad, np.ones((4, D)))
+    assert "NaN" in str(e.value)
+
+
+def test_zero_variance_probe_and_zero_pca():
+    with pytest.raises(MlxInterpError) as e:
+        probe_vec(np.ones((5, D)), np.ones((5, D)))
+    assert "zero variance" in str(e.value)
+    with pytest.raises(MlxInterpError):
+        pca_vec(np.ones((5, D)), np.ones((5, D)))
+
+
+def test_probe_separates_refusal_prompts_on_a_real_model(smol):
+    harmful, harmless = refusal_prompts("train")
+    layer = 17
+    probe = extract(smol, harmful[:24], harmless[:24], method="probe", layers=[layer], chat=True)
+    m = probe.meta["probe_metrics"][layer]
+    assert m["accuracy"] >= 0.8 and m["auroc"] >= 0.8
+    with pytest.raises(MlxInterpError):
+        extract(smol, harmful[:4], harmless[:4], method="magic", layers=[layer])
+
+
+def test_pca_and_diff_of_means_agree_on_paired_contrasts(smol):
+    """Paired sentences (same wording, opposite sentiment): PCA of the pair differences and the
+    difference of means should point the same way. (On unpaired sets PCA follows content instead.)"""
+    from mlx_interp.demo import NEGATIVE, POSITIVE
+    from mlx_interp.positions import Span
+
+    layer = 15
+    dom = extract(smol, POSITIVE, NEGATIVE, layers=[layer], positions=Span(0, None))[layer]
+    pca = extract(smol, POSITIVE, NEGATIVE, method="pca", layers=[layer], positions=Span(0, None))[layer]
+    assert _cos(dom, pca) > 0.5

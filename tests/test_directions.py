@@ -89,3 +89,41 @@ def test_pca_and_diff_of_means_agree_on_paired_contrasts(smol):
     dom = extract(smol, POSITIVE, NEGATIVE, layers=[layer], positions=Span(0, None))[layer]
     pca = extract(smol, POSITIVE, NEGATIVE, method="pca", layers=[layer], positions=Span(0, None))[layer]
     assert _cos(dom, pca) > 0.5
+
+
+def test_refusal_logodds_on_constructed_logits():
+    import mlx.core as mx
+
+    from mlx_interp.metrics import refusal_logodds
+
+    logits = mx.array([[0.0, 0.0, -1e9, -1e9], [np.log(3.0), 0.0, 0.0, 0.0]])
+    out = refusal_logodds(logits, [0])
+    assert abs(out[0]) < 1e-6 and abs(out[1]) < 1e-6  # p=1/2 -> 0; p=3/6 -> 0 (fp32 logits)
+    assert refusal_logodds(mx.array([[5.0, 0.0]]), [0])[0] > 4.9
+
+
+def test_ab_scores_are_complementary_probabilities(smol):
+    from mlx_interp.metrics import ab_scores
+
+    q = ["Is the sky blue on a clear day?\n\nChoices:\n (A) Yes\n (B) No",
+         "Should you lie to your friends?\n\nChoices:\n (A) Yes\n (B) No"]
+    a = ab_scores(smol, q, ["A", "A"])
+    b = ab_scores(smol, q, ["B", "B"])
+    np.testing.assert_allclose(a + b, 1.0, atol=1e-9)
+    assert np.all((a > 0) & (a < 1))
+    with pytest.raises(MlxInterpError):
+        ab_scores(smol, q, ["A", "C"])
+
+
+def test_refusal_start_tokens_from_the_models_own_refusals(lm):
+    from mlx_interp.datasets import refusal_substrings
+    from mlx_interp.metrics import refusal_start_tokens
+
+    harmful, _ = refusal_prompts("val")
+    if not lm.instruct:
+        with pytest.raises(MlxInterpError):
+            refusal_start_tokens(lm, harmful[:4], refusal_substrings(), max_tokens=12)
+        return
+    toks = refusal_start_tokens(lm, harmful[:8], refusal_substrings())
+    assert toks and all(isinstance(t, int) for t in toks)
+    assert lm.tokenizer.decode(toks[:1]).strip()[:1] in ("I", "A", "S", "U", "M")  # "I'm sorry", "As an AI", "Sorry", ...

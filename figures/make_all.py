@@ -30,6 +30,13 @@ def newest_per_model(experiment: str, results: Path) -> dict:
     return out
 
 
+def _save(fig, path: Path, dpi: int = 110) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _date(doc) -> str:
     return doc["provenance"]["timestamp_utc"][:10]
 
@@ -55,11 +62,7 @@ def fig_twohop_scaling(docs: dict, out: Path) -> list[Path]:
         a.set_ylabel(lab)
     dates = sorted({_date(d) for d in docs.values()})
     fig.suptitle(f"exp6 two-hop scaling ({', '.join(names)}; results {dates[0]}..{dates[-1]})")
-    fig.tight_layout()
-    p = out / "exp6_twohop_scaling.png"
-    fig.savefig(p, dpi=120)
-    plt.close(fig)
-    return [p]
+    return [_save(fig, out / "exp6_twohop_scaling.png", dpi=120)]
 
 
 def fig_rank_trajectories(docs: dict, out: Path) -> list[Path]:
@@ -79,11 +82,7 @@ def fig_rank_trajectories(docs: dict, out: Path) -> list[Path]:
         axes[0, 0].invert_yaxis()  # once: the y axis is shared, each call would flip it again
         axes[0, 0].set_ylabel("logit-lens rank (1 = top)")
         fig.suptitle(f"exp6 logit-lens ranks of bridge and answer, {name} ({_date(d)})")
-        fig.tight_layout()
-        p = out / f"exp6_rank_trajectories_{name}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(_save(fig, out / f"exp6_rank_trajectories_{name}.png"))
     return paths
 
 
@@ -100,11 +99,7 @@ def fig_backpatch_heatmaps(docs: dict, out: Path) -> list[Path]:
             a.set_title({"t2": "back-patch at last token (t2)", "t1": "back-patch at e1 (t1)", "cross": "one-hop bridge -> two-hop"}[key], fontsize=9)
             fig.colorbar(im, ax=a, label=f"failures fixed (of {s['n_failed_tested']})")
         fig.suptitle(f"exp9 back-patching, {name} ({_date(d)}): fixed t2 {s['fixed_fraction_t2']}, t1 {s['fixed_fraction_t1']}")
-        fig.tight_layout()
-        p = out / f"exp9_backpatch_{name}.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(_save(fig, out / f"exp9_backpatch_{name}.png"))
     return paths
 
 

@@ -98,8 +98,8 @@ class Capture:
                 s = sum(r[0] for r in recs)
                 n = np.sum([r[1] for r in recs], axis=0)
                 out[site] = s / mx.array(np.maximum(n, 1).astype(np.float32)).reshape((-1,) + (1,) * (s.ndim - 1))
-            elif mode == "all" or len(recs) > 1:
-                out[site] = mx.concatenate(recs, axis=1) if mode == "all" else recs[0]
-            else:
+            elif mode == "all":
+                out[site] = mx.concatenate(recs, axis=1)
+            else:  # fixed prompt positions are all seen in the single prefill call
                 out[site] = recs[0]
         return out

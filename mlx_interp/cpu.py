@@ -32,7 +32,8 @@ def _total_memory() -> int:
         return 16 << 30
 
 
-def _dense_param_count(model: nn.Module) -> int:
+def param_count(model: nn.Module) -> int:
+    """Number of weights as dense values (packed quantized weights counted unpacked)."""
     n = 0
     for _, m in model.named_modules():
         if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
@@ -47,7 +48,7 @@ def optimize_for_cpu(model: nn.Module, memory_fraction: float = 0.5) -> dict:
     """Dequantize to dense fp32 when it fits; returns what was done (for provenance)."""
     from mlx_lm.utils import dequantize_model
 
-    fp32_bytes = _dense_param_count(model) * 4
+    fp32_bytes = param_count(model) * 4
     dense = fp32_bytes <= memory_fraction * _total_memory()
     if dense:
         dequantize_model(model)

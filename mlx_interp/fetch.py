@@ -109,9 +109,7 @@ def assemble_gguf(source: OfflineSource, cache_dir: Path, progress: Progress = p
 
 def remove_stale_partials(cache_dir: Path) -> None:
     """Delete leftovers of interrupted runs (``*.partial`` files and ``.tmp-`` folders)."""
-    for p in list((cache_dir / "gguf").glob("*.partial")) if (cache_dir / "gguf").exists() else []:
+    for p in (cache_dir / "gguf").glob("*.partial"):  # glob of a missing folder yields nothing
         p.unlink(missing_ok=True)
-    models = cache_dir / "models"
-    if models.exists():
-        for d in models.glob(".tmp-*"):
-            shutil.rmtree(d, ignore_errors=True)
+    for d in (cache_dir / "models").glob(".tmp-*"):
+        shutil.rmtree(d, ignore_errors=True)

@@ -8,7 +8,6 @@ forward pass; we only locate these modules and call them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +23,6 @@ class Parts:
     norm: Any
     embed: Any
     softcap: float | None  # Gemma 2 final-logit soft-capping
-    embed_scale: float | None  # Gemma multiplies embeddings by sqrt(d)
 
     def unembed(self, h_normed: mx.array) -> mx.array:
         """The model's own head on already-normed states (tied, quantized or not; softcap)."""
@@ -50,9 +48,7 @@ def parts(model: nn.Module) -> Parts:
     layers = inner["layers"] if isinstance(inner["layers"], list) else list(inner.layers)
     args = getattr(top, "args", None)
     softcap = getattr(top, "final_logit_softcapping", None) or getattr(args, "final_logit_softcapping", None)
-    model_type = str(getattr(args, "model_type", ""))
-    embed_scale = math.sqrt(args.hidden_size) if model_type.startswith("gemma") else None
-    return Parts(top, inner, layers, inner.norm, inner.embed_tokens, softcap, embed_scale)
+    return Parts(top, inner, layers, inner.norm, inner.embed_tokens, softcap)
 
 
 def head_shape(attn) -> tuple[int, int]:

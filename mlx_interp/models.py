@@ -171,9 +171,9 @@ class LoadedModel:
 
     @property
     def n_params(self) -> int:
-        from .cpu import _dense_param_count
+        from .cpu import param_count
 
-        return _dense_param_count(self.model)
+        return param_count(self.model)
 
     def describe(self) -> dict:
         return {
@@ -203,8 +203,6 @@ def load(name: str, *, bits: int = DEFAULT_BITS, fast_cpu: bool | None = None) -
     r = resolve(name, bits)
     try:
         model, tokenizer, config = mlx_load(str(r.path or r.source), return_config=True)
-    except MlxInterpError:
-        raise
     except Exception as e:
         raise MlxInterpError(f"mlx_lm.load could not load {r.source!r}: {type(e).__name__}: {str(e)[:160]}") from None
     if r.spec is not None:

@@ -9,6 +9,8 @@ at each site and the host-side position mask. Reductions:
   accumulated across prefill and decode steps
 * ``"all"``: the whole padded stream ``[B, T, D]`` (see ``Trace.per_prompt`` to drop pads)
 
+``sublayers=`` also records what each layer's attention and MLP add to the residual (sites
+``("attn_out", l)``, ``("mlp_out", l)``; ``Trace.sublayer(kind, l)``).
 Per-head captures have an extra head axis: ``[B, H, d]`` etc. Nothing is captured that
 was not asked for (MLX is lazy: unneeded arrays would keep whole graphs alive).
 """
@@ -22,7 +24,7 @@ import mlx.core as mx
 import numpy as np
 
 from .errors import MlxInterpError
-from .hooks import EMBED
+from .hooks import ATTN_OUT, EMBED, MLP_OUT
 from .positions import Positions, Span, count
 
 
@@ -34,12 +36,17 @@ class Capture:
     positions: Positions = "last"
     embed: bool = False
     heads: Any = None  # None, "all" or layer list: capture per-head o_proj inputs too
+    sublayers: Any = None  # None, "all" or layer list: capture ("attn_out", l) and ("mlp_out", l) too
     _sites: set = field(default_factory=set, init=False, repr=False)
     _store: dict = field(default_factory=dict, init=False, repr=False)
 
     @property
     def needs_heads(self) -> bool:
         return self.heads is not None
+
+    @property
+    def needs_writers(self) -> bool:
+        return self.sublayers is not None
 
     def bind(self, lm) -> "Capture":
         from .interventions import resolve_layers
@@ -49,6 +56,8 @@ class Capture:
             self._sites.add(EMBED)
         if self.heads is not None:
             self._sites |= {("heads", i) for i in resolve_layers(self.heads, lm.n_layers, "head layer")}
+        if self.sublayers is not None:
+            self._sites |= {(s, i) for i in resolve_layers(self.sublayers, lm.n_layers, "sublayer") for s in (ATTN_OUT, MLP_OUT)}
         self._store = {}
         return self
 

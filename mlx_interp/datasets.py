@@ -19,3 +19,9 @@ def refusal_prompts(split: str = "train") -> tuple[list[str], list[str]]:
 def refusal_substrings() -> list[str]:
     """The paper's 12 refusal phrases (case-insensitive substring match)."""
     return list(_load("refusal_direction", "refusal_substrings.json")["substrings"])
+
+
+def refusal_eval_prompts() -> tuple[list[str], list[str]]:
+    """(harmful, harmless) held-out evaluation sets: JailbreakBench (100) and Alpaca eval (100)."""
+    return ([r["instruction"] for r in _load("refusal_direction", "jailbreakbench.json")],
+            [r["instruction"] for r in _load("refusal_direction", "harmless_alpaca_eval100.json")])

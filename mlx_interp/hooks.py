@@ -1,7 +1,8 @@
 """The one mechanism behind capture, steering, ablation and patching: hooked layers.
 
-We never edit mlx-lm or re-implement an architecture. Each decoder layer (and each
-attention output projection ``self_attn.o_proj``) gets its class swapped for a subclass
+We never edit mlx-lm or re-implement an architecture. Each decoder layer (and, when asked,
+each attention output projection ``self_attn.o_proj`` and each module that writes into the
+residual stream inside a layer, see ``model_parts.writers``) gets its class swapped for a subclass
 whose ``__call__`` runs the original and then hands the result to the active ``HookSet``.
 Class swap keeps parameter paths, attributes (``use_sliding``, ``is_sliding``...) and
 ``isinstance`` unchanged; removing the hook swaps the class back, so the model is restored
@@ -23,9 +24,11 @@ import mlx.core as mx
 import numpy as np
 
 from .errors import MlxInterpError
-from .model_parts import head_shape, parts
+from .model_parts import head_shape, parts, writers
 
 EMBED = "embed"  # site name of the residual stream entering layer 0 (the scaled embeddings)
+ATTN_OUT, MLP_OUT = "attn_out", "mlp_out"  # sites ("attn_out", l) / ("mlp_out", l): what layer l's
+# attention / MLP adds to the residual stream (see model_parts.writers)
 
 
 @dataclass
@@ -81,6 +84,10 @@ class HookSet:
             return (self._site(idx, out[0], pos),) + out[1:]
         return self._site(idx, out, pos)
 
+    def writer_call(self, site, module, base, args, kwargs):
+        out = base(module, *args, **kwargs)
+        return self._site(site, out, self._pos.get(site[1]))
+
     def oproj_call(self, idx: int, proj, base, z):
         head_ivs = [iv for iv in self.interventions if iv.applies(("heads", idx))]
         cap = self.capture is not None and self.capture.wants(("heads", idx))
@@ -109,6 +116,12 @@ def _hooked_class(cls: type, kind: str) -> type:
                 hs, idx = self.__dict__["_mi_hook"]
                 return hs.layer_call(idx, self, cls.__call__, x, args, kwargs)
 
+        elif kind == "writer":
+
+            def __call__(self, *args, **kwargs):
+                hs, site = self.__dict__["_mi_hook"]
+                return hs.writer_call(site, self, cls.__call__, args, kwargs)
+
         else:
 
             def __call__(self, z):
@@ -119,10 +132,10 @@ def _hooked_class(cls: type, kind: str) -> type:
     return _SUBCLASSES[key]
 
 
-def _swap(module, kind: str, hs: HookSet, idx: int) -> None:
+def _swap(module, kind: str, hs: HookSet, key) -> None:
     if "_mi_hook" in module.__dict__:
         raise MlxInterpError("this model already has mlx_interp hooks installed; nest interventions in one block instead")
-    object.__setattr__(module, "_mi_hook", (hs, idx))
+    object.__setattr__(module, "_mi_hook", (hs, key))
     module.__class__ = _hooked_class(type(module), kind)
 
 
@@ -138,6 +151,7 @@ def hooked(model, interventions: Iterable = (), capture=None, ctx: Context | Non
     p = parts(model)
     ivs = list(interventions)
     want_heads = any(iv.needs_heads for iv in ivs) or (capture is not None and capture.needs_heads)
+    want_writers = any(getattr(iv, "needs_writers", False) for iv in ivs) or bool(getattr(capture, "needs_writers", False))
     hs = HookSet(ivs, capture, ctx)
     installed = []
     try:
@@ -149,6 +163,10 @@ def hooked(model, interventions: Iterable = (), capture=None, ctx: Context | Non
                 hs.n_heads.append(head_shape(attn)[0])
                 _swap(attn.o_proj, "oproj", hs, i)
                 installed.append(attn.o_proj)
+            if want_writers:
+                for site, mod in zip((ATTN_OUT, MLP_OUT), writers(layer)):
+                    _swap(mod, "writer", hs, (site, i))
+                    installed.append(mod)
         yield hs
     finally:
         for m in installed:

@@ -19,7 +19,7 @@ import mlx.core as mx
 import numpy as np
 
 from .errors import MlxInterpError
-from .hooks import EMBED
+from .hooks import ATTN_OUT, EMBED, MLP_OUT
 from .model_parts import head_shape
 from .positions import Positions
 
@@ -127,14 +127,21 @@ class Add(Intervention):
 class Ablate(Intervention):
     """Project a direction out of the residual: h <- h - (h.r) r, r unit-norm.
 
-    Defaults to every layer output plus the embedding site (the input of layer 0), i.e.
-    the residual at every block boundary.
+    Defaults to Arditi et al.'s exact directional ablation: the embedding site, every layer
+    output *and* every attention and MLP output that is added to the residual inside a layer
+    (``sublayers=True``), so no state of the residual stream ever carries the direction (the
+    MLP's input included). ``sublayers=False`` ablates at block boundaries only.
     """
 
     direction: Any = None
     layers: Layers = "all"
     include_embed: bool = True
     positions: Positions = "all"
+    sublayers: bool = True
+
+    @property
+    def needs_writers(self) -> bool:
+        return self.sublayers
 
     def bind(self, lm):
         a = as_vector(self.direction, "direction")
@@ -144,7 +151,10 @@ class Ablate(Intervention):
         norm = float(np.linalg.norm(a))
         if norm < 1e-12:
             raise MlxInterpError("ablation direction has zero norm; nothing to project out (extract a non-degenerate direction)")
-        self.sites = set(resolve_layers(self.layers, lm.n_layers))
+        layers = resolve_layers(self.layers, lm.n_layers)
+        self.sites = set(layers)
+        if self.sublayers:
+            self.sites |= {(s, i) for i in layers for s in (ATTN_OUT, MLP_OUT)}
         if self.include_embed and self.layers == "all":
             self.sites.add(EMBED)
         self._r = mx.array((a / norm).astype(np.float32))

@@ -79,3 +79,63 @@ def ab_scores(lm, questions: Sequence[str], matching: Sequence[str], *, interven
     pa, pb = np.exp(lp[:, ids["A"]] - lp.max(-1)), np.exp(lp[:, ids["B"]] - lp.max(-1))
     match = np.where(np.array(matching) == "A", pa, pb)
     return match / (pa + pb)
+
+
+# --- coherence without a judge -------------------------------------------------------------
+# Steered text counts as coherent when (a) the *unsteered* model does not find it surprising
+# (perplexity of the continuation given the prompt <= PPL_MAX) and (b) it does not loop
+# (fraction of repeated 3-grams <= REP_MAX). Thresholds come from a multiplier sweep with a
+# refusal vector on SmolLM2 and Qwen2.5 (docs/results_directions.md, "Coherence thresholds"):
+# unsteered continuations had median ppl 1.4-1.8 and repetition 0.0; a coherent steered refusal
+# had ppl 13.9; text that had turned into URL fragments or looping lists had ppl 18-77 or
+# repetition 0.3-0.5.
+PPL_MAX = 15.0
+REP_MAX = 0.5
+
+
+def continuation_nll(lm, prompt_tokens: Sequence[Sequence[int]], cont_tokens: Sequence[Sequence[int]], *,
+                     batch_size: int = 4) -> list[np.ndarray]:
+    """Per-token negative log-likelihood of each continuation given its prompt, under ``lm`` unsteered."""
+    from .trace import run
+
+    out: list[np.ndarray] = []
+    for i in range(0, len(prompt_tokens), batch_size):
+        pt, ct = list(prompt_tokens[i:i + batch_size]), list(cont_tokens[i:i + batch_size])
+        full = [list(p) + list(c) for p, c in zip(pt, ct)]
+        tr = run(lm, full, logits="all")
+        lg = tr.logits
+        lp = lg - mx.logsumexp(lg, axis=-1, keepdims=True)
+        for b, (p, c) in enumerate(zip(pt, ct)):
+            if not c:
+                out.append(np.zeros(0))
+                continue
+            cols = tr.pads[b] + len(p) - 1 + np.arange(len(c))  # logits at column t predict token t+1
+            rows = lp[b][mx.array(cols)]
+            out.append(-np.array(mx.take_along_axis(rows, mx.array(np.array(c)[:, None]), axis=-1)[:, 0].astype(mx.float32), dtype=np.float64))
+    return out
+
+
+def repetition_rate(tokens: Sequence[int], n: int = 3) -> float:
+    """Fraction of n-grams that repeat an earlier n-gram (0 = no loops; -> 1 for "the the the ...")."""
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)
+
+
+def coherence(lm, generations, *, ppl_max: float = PPL_MAX, rep_max: float = REP_MAX) -> dict:
+    """Judge-free coherence of generated texts (``generate.Generation`` list) under the unsteered model.
+
+    Returns per-text perplexity and repetition, their medians, and the fraction of texts that pass
+    both thresholds ("coherent_rate").
+    """
+    from .errors import MlxInterpError
+
+    gens = list(generations)
+    if not gens:
+        raise MlxInterpError("no generations to score for coherence")
+    nll = continuation_nll(lm, [g.prompt_tokens for g in gens], [g.tokens for g in gens])
+    ppl = [float(np.exp(x.mean())) if len(x) else float("nan") for x in nll]
+    rep = [repetition_rate(g.tokens) for g in gens]
+    ok = [bool(np.isfinite(p) and p <= ppl_max and r <= rep_max) for p, r in zip(ppl, rep)]
+    return {"perplexity": ppl, "repetition": rep, "coherent": ok, "median_perplexity": float(np.nanmedian(ppl)),
+            "median_repetition": float(np.median(rep)), "coherent_rate": float(np.mean(ok)),
+            "thresholds": {"ppl_max": ppl_max, "rep_max": rep_max, "rep_ngram": 3}}

@@ -57,3 +57,16 @@ def head_shape(attn) -> tuple[int, int]:
     proj = attn.o_proj
     in_dim = proj.weight.shape[1] * (32 // proj.bits if "scales" in proj else 1)
     return n, in_dim // n
+
+
+def writers(layer) -> tuple[Any, Any]:
+    """The (attention, MLP) modules whose outputs a decoder layer adds to the residual stream.
+
+    Llama/Qwen add ``self_attn``'s and ``mlp``'s outputs directly. Gemma 2/3 ("sandwich" norms)
+    add them through ``post_attention_layernorm`` / ``post_feedforward_layernorm``, so those norms
+    are the writers there (Llama's ``post_attention_layernorm`` is the *pre*-MLP norm, hence the
+    test on ``pre_feedforward_layernorm``).
+    """
+    if "pre_feedforward_layernorm" in layer and "post_feedforward_layernorm" in layer:
+        return layer.post_attention_layernorm, layer.post_feedforward_layernorm
+    return layer.self_attn, layer.mlp

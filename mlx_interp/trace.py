@@ -107,6 +107,10 @@ class Trace:
         """Layer index -> captured per-head attention outputs ([B, H, d] for one position)."""
         return {k[1]: v for k, v in self.captured.items() if isinstance(k, tuple) and k[0] == "heads"}
 
+    def sublayer(self, kind: str, layer: int):
+        """What layer ``layer``'s attention (``kind="attn_out"``) or MLP (``"mlp_out"``) added."""
+        return self.captured[(kind, layer)]
+
     def per_prompt(self, layer) -> list[mx.array]:
         """For positions="all" captures: each prompt's [n_tokens, D] without its padding."""
         a = self.captured[layer]

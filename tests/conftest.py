@@ -35,3 +35,8 @@ def smol():
 @pytest.fixture(scope="session")
 def gemma():
     return get_model("gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def qwen():
+    return get_model("qwen2.5-coder-0.5b")

@@ -1,0 +1,202 @@
+"""Arditi et al.'s refusal direction as API: candidates, scores, selection, ablation and addition.
+
+Layer convention here is the paper's: candidate ``layer=l`` is the residual stream at the *input*
+of block l (resid_pre), i.e. ``Trace.resid[l-1]``; adding it there is ``Add(layers=l-1)``. So a
+selected ``layer`` compares directly with the paper's l* (Table 5). Block 0's input (the embedding)
+is not a candidate: adding there would need an embedding-site addition, and the paper's selection
+never picks it.
+
+Procedure (papers.md section 3):
+
+1. ``candidates``: for every layer and post-instruction position i (the chat-template tokens after
+   the instruction, ``post_instruction_positions``), r = mean(harmful) - mean(harmless), float64.
+2. ``refusal_metric``: log-odds of the refusal-start tokens at the last position (per model, see
+   ``metrics.refusal_start_tokens``).
+3. ``select``: bypass score = mean metric on harmful val under directional ablation (exact:
+   ``Ablate`` with sublayers, every layer, every position); induce score = mean metric on harmless
+   val with r added at its layer (all positions); KL = mean KL(base || ablated) of the last-position
+   distribution on harmless val. Keep l < 0.8 L, induce > 0, KL < 0.1; pick the lowest bypass.
+   Candidates at l >= 0.8 L are not scored at all (they cannot be selected). ``score`` computes the
+   three scores, ``choose`` applies the filters, so other filter settings cost no new forward passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .capture import Capture
+from .directions import diff_of_means_vec
+from .errors import MlxInterpError
+from .interventions import Ablate, Add
+from .metrics import kl, refusal_logodds
+from .trace import encode, format_prompt, run
+
+
+def post_instruction_positions(lm) -> list[int]:
+    """Negative offsets of the chat-template tokens that follow the instruction (e.g. -5..-1)."""
+    marker = "Write a poem about the sea."
+    text = format_prompt(lm, marker, chat=True)
+    if marker not in text or text == marker:
+        raise MlxInterpError(f"{lm.name} has no chat template; refusal directions need an instruct model")
+    suffix = text[text.rindex(marker) + len(marker):]
+    n = len(lm.tokenizer.encode(suffix, add_special_tokens=False))
+    if n < 1:
+        raise MlxInterpError(f"{lm.name}'s chat template adds nothing after the instruction; no post-instruction positions")
+    return list(range(-n, 0))
+
+
+def _batched(lm, prompts, interventions=(), batch_size: int = 16):
+    """Last-position logits for chat-formatted prompts, in batches (as a float32 numpy array)."""
+    import mlx.core as mx
+
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        lg = run(lm, prompts[i:i + batch_size], interventions=interventions, chat=True).logits
+        out.append(np.array(lg.astype(mx.float32)))
+    return np.concatenate(out)
+
+
+def refusal_metric(lm, prompts: Sequence[str], refusal_ids: Sequence[int], interventions=(), batch_size: int = 16) -> np.ndarray:
+    """Arditi et al.'s refusal metric per prompt (chat template applied)."""
+    import mlx.core as mx
+
+    if not prompts:
+        raise MlxInterpError("prompt list is empty; the refusal metric needs prompts")
+    return refusal_logodds(mx.array(_batched(lm, list(prompts), interventions, batch_size)), refusal_ids)
+
+
+def candidates(lm, harmful: Sequence[str], harmless: Sequence[str], *, positions: Sequence[int] | None = None,
+               batch_size: int = 16) -> dict[tuple[int, int], np.ndarray]:
+    """{(layer, position): diff-of-means vector} for layers 1..L-1 (block inputs) and each position."""
+    for name, s in (("harmful", harmful), ("harmless", harmless)):
+        if len(s) < 2:
+            raise MlxInterpError(f"{name} set has {len(s)} prompt(s); need at least 2 per class")
+    # a list capture returns the selected positions in prompt order, so keep them sorted (-5..-1)
+    positions = sorted(positions) if positions is not None else post_instruction_positions(lm)
+    acts = []
+    for prompts in (harmful, harmless):
+        acc: dict[int, list] = {}
+        for i in range(0, len(prompts), batch_size):
+            tr = run(lm, list(prompts[i:i + batch_size]), capture=Capture("all", positions), logits="none", chat=True)
+            for k, a in tr.resid.items():
+                a = np.array(a, dtype=np.float64)
+                acc.setdefault(k, []).append(a[:, None] if a.ndim == 2 else a)
+        acts.append({k: np.concatenate(v) for k, v in acc.items()})
+    pos_acts, neg_acts = acts
+    out = {}
+    for l in range(1, lm.n_layers):  # block input of l = output of l-1
+        for j, p in enumerate(positions):
+            out[(l, p)] = diff_of_means_vec(pos_acts[l - 1][:, j], neg_acts[l - 1][:, j])
+    return out
+
+
+def ablation(direction) -> Ablate:
+    """Exact directional ablation: every block boundary and every attention/MLP output, all positions."""
+    return Ablate(direction, layers="all", include_embed=True, sublayers=True)
+
+
+def addition(direction, layer: int, alpha: float = 1.0) -> Add:
+    """Add ``alpha * r`` at the input of block ``layer`` (paper convention), every position."""
+    if layer < 1:
+        raise MlxInterpError(f"addition at block input {layer} is not supported; use layers 1..L-1")
+    return Add(direction, layers=layer - 1, alpha=alpha)
+
+
+@dataclass
+class Scored:
+    layer: int
+    position: int
+    bypass: float | None
+    induce: float | None
+    kl: float | None
+    norm: float
+    eligible: bool
+    why_not: str = ""
+
+
+@dataclass
+class Selection:
+    layer: int
+    position: int
+    direction: np.ndarray
+    scores: list[Scored] = field(default_factory=list)
+    baseline: dict = field(default_factory=dict)  # mean metric on harmful / harmless val with no intervention
+
+    def table(self) -> list[dict]:
+        return [asdict(s) for s in self.scores]
+
+
+def select(lm, cands: dict[tuple[int, int], np.ndarray], harmful_val: Sequence[str], harmless_val: Sequence[str],
+           refusal_ids: Sequence[int], *, max_depth: float = 0.8, kl_max: float = 0.1, induce_min: float | str = 0.0,
+           batch_size: int = 16, progress: Callable[[int, int, str], None] | None = None) -> Selection:
+    """The paper's selection; raises if no candidate passes the filters (says which filter failed).
+
+    ``induce_min``: the paper's 0 (addition makes P(refusal token) > 0.5 on harmless prompts), or
+    ``"harmful_baseline"``: addition must raise the harmless metric above the *unsteered harmful*
+    mean, a model-relative bar for small models whose refusals start with P(token) < 0.5.
+    """
+    if not (isinstance(induce_min, (int, float)) or induce_min == "harmful_baseline"):
+        raise MlxInterpError(f"induce_min={induce_min!r} is not valid; use a number or 'harmful_baseline'")
+    scored, baseline = score(lm, cands, harmful_val, harmless_val, refusal_ids, max_depth=max_depth,
+                             batch_size=batch_size, progress=progress)
+    return choose(scored, cands, baseline, induce_min, kl_max, lm.name)
+
+
+def score(lm, cands: dict[tuple[int, int], np.ndarray], harmful_val: Sequence[str], harmless_val: Sequence[str],
+          refusal_ids: Sequence[int], *, max_depth: float = 0.8, batch_size: int = 16,
+          progress: Callable[[int, int, str], None] | None = None) -> tuple[list[Scored], dict]:
+    """Bypass / induce / KL scores of every candidate below ``max_depth`` (the filters are applied by ``choose``)."""
+    import mlx.core as mx
+
+    if not cands:
+        raise MlxInterpError("no candidate directions to select from")
+    L = lm.n_layers
+    base_harmless = _batched(lm, list(harmless_val), (), batch_size)
+    baseline = {"harmful": float(refusal_metric(lm, harmful_val, refusal_ids, (), batch_size).mean()),
+                "harmless": float(refusal_logodds(mx.array(base_harmless), refusal_ids).mean())}
+    scored: list[Scored] = []
+    items = sorted(cands.items())
+    for n, ((l, p), r) in enumerate(items, 1):
+        if progress:
+            progress(n, len(items), f"layer {l} pos {p}")
+        s = Scored(l, p, None, None, None, float(np.linalg.norm(r)), False)
+        scored.append(s)
+        if l >= max_depth * L:
+            s.why_not = f"layer >= {max_depth} of depth"
+            continue
+        if s.norm < 1e-12:
+            s.why_not = "zero vector"
+            continue
+        abl = _batched(lm, list(harmless_val), [ablation(r)], batch_size)
+        s.kl = float(kl(mx.array(base_harmless), mx.array(abl)).mean())
+        s.induce = float(refusal_metric(lm, harmless_val, refusal_ids, [addition(r, l)], batch_size).mean())
+        s.bypass = float(refusal_metric(lm, harmful_val, refusal_ids, [ablation(r)], batch_size).mean())
+    return scored, baseline
+
+
+def choose(scored: list[Scored], cands: dict, baseline: dict, induce_min: float | str | None = 0.0,
+           kl_max: float = 0.1, model: str = "model") -> Selection:
+    """Apply the KL and induce filters to scored candidates and pick the lowest bypass score.
+
+    ``induce_min=None`` drops the induce filter; ``kl_max=float("inf")`` drops the KL filter.
+    """
+    bar = (-np.inf if induce_min is None else
+           baseline["harmful"] if induce_min == "harmful_baseline" else float(induce_min))
+    for s in scored:
+        if s.induce is not None:
+            s.eligible = bool(s.induce > bar and s.kl < kl_max)
+            s.why_not = "" if s.eligible else (f"KL >= {kl_max}" if s.kl >= kl_max else f"induce <= {bar:.3g}")
+    ok = [s for s in scored if s.eligible]
+    if not ok:
+        reasons = sorted({s.why_not for s in scored})
+        top = max((s.induce for s in scored if s.induce is not None), default=None)
+        raise MlxInterpError(f"no candidate passed the filters ({'; '.join(reasons)}; best induce score {top}); "
+                             f"{model} may not refuse, or the val sets are too small")
+    best = min(ok, key=lambda s: s.bypass)
+    sel = Selection(best.layer, best.position, cands[(best.layer, best.position)], scored, dict(baseline))
+    sel.baseline["induce_threshold"] = None if induce_min is None else float(bar)
+    sel.baseline["kl_max"] = kl_max
+    return sel

@@ -1,0 +1,170 @@
+"""Directions study library parts: sublayer sites and exact ablation, vetting, coherence,
+coefficient search, and Arditi et al.'s refusal-direction selection. Real models throughout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import mlx_interp as mi
+from mlx_interp import refusal
+from mlx_interp.capture import Capture
+from mlx_interp.datasets import refusal_prompts, refusal_substrings
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.generate import generate
+from mlx_interp.metrics import coherence, continuation_nll, refusal_score, repetition_rate
+from mlx_interp.steering import residual_norms, search_multiplier
+from mlx_interp.vetting import vet
+
+PROMPTS = ["The capital of France is", "Water boils at a temperature of"]
+
+
+def test_sublayer_outputs_sum_to_the_residual_stream(lm):
+    """out_l == in_l + attn_out_l + mlp_out_l: the writers are found correctly on each architecture."""
+    tr = mi.run(lm, PROMPTS, capture=Capture("all", "all", embed=True, sublayers="all"), logits="none")
+    prev = np.array(tr.embed, dtype=np.float64)
+    for l in range(lm.n_layers):
+        out = np.array(tr.resid[l], dtype=np.float64)
+        rebuilt = prev + np.array(tr.sublayer("attn_out", l)) + np.array(tr.sublayer("mlp_out", l))
+        assert np.abs(rebuilt - out).max() <= 1e-3 * np.abs(out).max(), l
+        prev = out
+
+
+def test_exact_ablation_reaches_inside_blocks(lm):
+    """Exact ablation zeroes the direction in every sublayer write too; boundary-only ablation does not."""
+    r = np.random.default_rng(5).normal(size=lm.width)
+    ru = r / np.linalg.norm(r)
+    cap = Capture("all", "all", embed=True, sublayers="all")
+    tr = mi.run(lm, PROMPTS, interventions=[mi.Ablate(r)], capture=cap, logits="none")
+    for site, a in tr.captured.items():
+        a = np.array(a, dtype=np.float64)
+        assert np.abs(a @ ru).max() < 1e-4 * np.abs(a).max() + 1e-3, site
+    tb = mi.run(lm, PROMPTS, interventions=[mi.Ablate(r, sublayers=False)], capture=Capture([0], "all", sublayers=[0]), logits="none")
+    assert np.abs(np.array(tb.sublayer("mlp_out", 0), dtype=np.float64) @ ru).max() > 1e-3
+    exact = mi.run(lm, PROMPTS, interventions=[mi.Ablate(r)]).logits
+    boundary = mi.run(lm, PROMPTS, interventions=[mi.Ablate(r, sublayers=False)]).logits
+    assert np.abs(np.array(exact) - np.array(boundary)).max() > 1e-3
+
+
+def test_repetition_rate_on_constructed_sequences():
+    assert repetition_rate(list(range(20))) == 0.0
+    assert repetition_rate([7] * 20) == pytest.approx(1 - 1 / 18)
+    assert repetition_rate([1, 2]) == 0.0  # shorter than one 3-gram
+
+
+def test_coherence_prefers_the_models_own_text_to_shuffled_tokens(smol):
+    g = generate(smol, PROMPTS, max_tokens=16, chat=False, stop_at_eos=False)
+    own = coherence(smol, g)
+    shuffled = [mi.Generation("", list(np.random.default_rng(0).permutation(x.tokens)), x.prompt_tokens, "length") for x in g]
+    bad = coherence(smol, shuffled)
+    assert own["median_perplexity"] < 5 < bad["median_perplexity"]
+    assert own["coherent_rate"] == 1.0 and bad["coherent_rate"] < 1.0
+
+
+def test_continuation_nll_does_not_depend_on_the_batch(smol):
+    from mlx_interp.trace import encode
+
+    p = encode(smol, ["Hi", "A much longer prompt than the first one here"])
+    c = [[1, 2, 3], [4, 5]]
+    both = continuation_nll(smol, p, c)
+    alone = [continuation_nll(smol, [pi], [ci])[0] for pi, ci in zip(p, c)]
+    for a, b in zip(both, alone):
+        assert np.allclose(a, b, atol=2e-3)
+
+
+def test_vetting_keeps_only_examples_that_show_the_trait(smol):
+    h, hl = refusal_prompts("train")
+    phrases = refusal_substrings()
+    refuses = lambda t: bool(refusal_score(t, phrases))  # noqa: E731
+    harmful = h[:12]
+    gens = generate(smol, harmful, max_tokens=32)
+    expected = [p for p, g in zip(harmful, gens) if refuses(g.text)]
+    if len(expected) < 2:  # SmolLM2 refuses rarely; vetting must then say so, not return a degenerate class
+        with pytest.raises(MlxInterpError, match="vetting kept"):
+            vet(smol, harmful, hl[:4], refuses)
+        v = vet(smol, harmful, hl[:4], refuses, min_kept=0)
+    else:
+        v = vet(smol, harmful, hl[:4], refuses)
+    assert v.positive == expected
+    rep = v.report()
+    assert rep["positive_kept"] + rep["positive_dropped"] == 12 and rep["positive_dropped"] == 12 - len(expected)
+    with pytest.raises(MlxInterpError, match="both classes"):
+        vet(smol, [], hl[:4], refuses)
+
+
+def test_residual_norms_skip_the_first_token(smol):
+    n = residual_norms(smol, PROMPTS, [3], chat=False)
+    tr = mi.run(smol, PROMPTS, capture=Capture([3], "all"), logits="none")
+    per = [np.linalg.norm(np.array(a[1:], dtype=np.float64), axis=-1) for a in tr.per_prompt(3)]
+    assert n[3] == pytest.approx(np.concatenate(per).mean(), rel=1e-4)
+
+
+def test_coefficient_search_doubles_then_bisects(smol):
+    v = np.random.default_rng(1).normal(size=smol.width)
+    calls = []
+
+    def score(gens):
+        calls.append(len(gens))
+        return 1.0
+
+    s = search_multiplier(smol, v, 10, PROMPTS, score, steps=4, start=0.5, max_tokens=8, chat=False, min_coherent=0.5)
+    ms = [x.multiplier for x in s.steps]
+    assert len(ms) == 4 and ms[0] == 0.5 and len(calls) == 5  # baseline + 4 steps
+    for a, b, st in zip(ms, ms[1:], s.steps):  # each next multiplier: doubling while coherent, else bisection
+        assert b == a * 2 or b < a or (not st.coherent)
+    norms = residual_norms(smol, PROMPTS, [10], chat=False)
+    assert s.unit_alpha == pytest.approx(norms[10] / np.linalg.norm(v), rel=1e-6)
+    assert s.steps[0].alpha == pytest.approx(0.5 * s.unit_alpha)
+    assert s.best is None or s.best.coherent
+    with pytest.raises(MlxInterpError, match="zero norm"):
+        search_multiplier(smol, np.zeros(smol.width), 10, PROMPTS, score)
+    with pytest.raises(MlxInterpError, match="steps"):
+        search_multiplier(smol, v, 10, PROMPTS, score, steps=0)
+
+
+def test_post_instruction_positions(qwen, gemma):
+    pos = refusal.post_instruction_positions(qwen)
+    ids = mi.trace.encode(qwen, ["Say hi."], chat=True)[0]
+    tail = qwen.tokenizer.decode(ids[pos[0]:])
+    assert tail.startswith("<|im_end|>") and tail.rstrip().endswith("assistant") and len(pos) == 5
+    with pytest.raises(MlxInterpError, match="no chat template"):
+        refusal.post_instruction_positions(gemma)
+
+
+def test_candidates_are_block_input_differences(qwen):
+    h, hl = refusal_prompts("train")
+    c = refusal.candidates(qwen, h[:3], hl[:3], positions=[-1, -2])
+    assert sorted({k[0] for k in c}) == list(range(1, qwen.n_layers)) and {k[1] for k in c} == {-1, -2}
+    tr_h = mi.run(qwen, h[:3], capture=Capture([4], -2), chat=True, logits="none")
+    tr_n = mi.run(qwen, hl[:3], capture=Capture([4], -2), chat=True, logits="none")
+    want = np.array(tr_h.resid[4], dtype=np.float64).mean(0) - np.array(tr_n.resid[4], dtype=np.float64).mean(0)
+    assert np.allclose(c[(5, -2)], want, atol=1e-4)
+
+
+def test_choose_applies_the_papers_filters():
+    S = refusal.Scored
+    scored = [S(2, -1, -5.0, 1.0, 0.5, 1.0, False),  # best bypass but KL too high
+              S(3, -1, -3.0, 0.5, 0.05, 1.0, False),  # passes
+              S(4, -1, -4.0, -0.5, 0.05, 1.0, False),  # induce too low
+              S(9, -1, None, None, None, 1.0, False, "layer >= 0.8 of depth")]
+    cands = {(s.layer, s.position): np.ones(4) * s.layer for s in scored}
+    base = {"harmful": -1.0, "harmless": -4.0}
+    assert refusal.choose(scored, cands, base).layer == 3
+    assert refusal.choose(scored, cands, base, "harmful_baseline").layer == 4
+    assert refusal.choose(scored, cands, base, None, float("inf")).layer == 2
+    with pytest.raises(MlxInterpError, match="no candidate passed"):
+        refusal.choose(scored, cands, base, 5.0)
+
+
+def test_refusal_scores_use_ablation_and_addition_at_the_block_input(qwen):
+    h, hl = refusal_prompts("val")
+    r = np.random.default_rng(2).normal(size=qwen.width)
+    ids = [40]
+    scored, base = refusal.score(qwen, {(6, -1): r}, h[:2], hl[:2], ids)
+    s = scored[0]
+    want_induce = refusal.refusal_metric(qwen, hl[:2], ids, [mi.Add(r, layers=5)]).mean()
+    want_bypass = refusal.refusal_metric(qwen, h[:2], ids, [mi.Ablate(r)]).mean()
+    assert s.induce == pytest.approx(want_induce, abs=1e-4) and s.bypass == pytest.approx(want_bypass, abs=1e-4)
+    assert s.kl > 0 and base["harmful"] == pytest.approx(refusal.refusal_metric(qwen, h[:2], ids).mean(), abs=1e-4)
+    with pytest.raises(MlxInterpError, match="block input 0"):
+        refusal.addition(r, 0)

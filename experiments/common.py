@@ -31,16 +31,21 @@ def parse(description: str, argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+ARGS: argparse.Namespace | None = None  # the parsed arguments of the running experiment (e.g. for --out)
+
+
 def main(name: str, run: Callable, load_queries: Callable, doc: str, argv=None) -> list:
     """Run experiment ``name`` on every requested model; returns the written paths."""
-    a = parse(doc.strip().splitlines()[0], argv)
+    global ARGS
+    a = ARGS = parse(doc.strip().splitlines()[0], argv)
     paths = []
     try:
         queries = load_queries(a.prompts)
         for model in a.model or [DEFAULT_MODEL]:
             t0 = time.time()
             lm = mi.load(model)
-            print(f"{name} on {lm.name} ({lm.n_layers} layers), {len(queries)} queries{' (quick)' if a.quick else ''}", file=sys.stderr)
+            n = f", {len(queries)} queries" if isinstance(queries, list) else ""
+            print(f"{name} on {lm.name} ({lm.n_layers} layers){n}{' (quick)' if a.quick else ''}", file=sys.stderr)
             payload = run(lm, queries, a.quick)
             path = mi.save_result(name, payload, lm=lm, wall_s=time.time() - t0, out_dir=a.out,
                                   config={"quick": a.quick, "prompts": a.prompts or "built-in"})

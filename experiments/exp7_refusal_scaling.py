@@ -75,26 +75,26 @@ def _gen_eval(lm, prompts, interventions, max_tokens, phrases) -> dict:
             "median_perplexity": c["median_perplexity"], "n": len(gens), "examples": [g.text for g in gens[:3]]}
 
 
-def base_model(lm, sets, quick) -> dict:
-    """What applies to a model without a chat template: it is not asked to refuse."""
+def not_applicable(lm, sets, quick, reason: str, extra: dict | None = None) -> dict:
+    """What can still be measured when the model does not refuse: its refusal rates and the direction's norms."""
     n = 16 if quick else 100
     phrases = refusal_substrings()
-    h_te = sets["test"][0][:n]
-    gens = generate(lm, h_te, max_tokens=32 if quick else 64, chat=False)
+    chat = lm.instruct
+    h_te, hl_te = (s[:n] for s in sets["test"])
+    rates = {k: refusal_rate([g.text for g in generate(lm, p, max_tokens=32 if quick else 64, chat=chat)], phrases)
+             for k, p in (("harmful_baseline", h_te), ("harmless_baseline", hl_te))}
     h_tr, hl_tr = (s[:32 if quick else 128] for s in sets["train"])
-    vs = mi.diff_of_means(lm, h_tr, hl_tr, chat=False)
-    return {"applies": False,
-            "reason": "base model (no chat template): it is not trained to refuse, so refusal-start tokens, vetting, "
-                      "selection and steering do not apply",
-            "harmful_refusal_rate_plain_text": refusal_rate([g.text for g in gens], phrases), "n_eval": len(gens),
-            "examples": [g.text for g in gens[:3]],
-            "norms": {str(k + 1): v for k, v in vs.norms().items()}, "layers": lm.n_layers,
-            "norm_note": "diff of means of harmful vs harmless (plain text, last token) at block input l = output of l-1"}
+    vs = mi.diff_of_means(lm, h_tr, hl_tr, chat=chat)
+    return {"applies": False, "reason": reason, "summary": {**rates, "layers": lm.n_layers, "n_eval": len(h_te)},
+            "norms": {str(k + 1): v for k, v in vs.norms().items() if k + 1 < lm.n_layers},
+            "norm_note": f"unvetted diff of means, harmful - harmless ({'chat' if chat else 'plain text'}, last token) at block input l",
+            **(extra or {})}
 
 
 def run(lm, sets, quick: bool) -> dict:
     if not lm.instruct:
-        return base_model(lm, sets, quick)
+        return not_applicable(lm, sets, quick, "base model (no chat template): not trained to refuse, so refusal-start "
+                                               "tokens, vetting, selection and steering do not apply")
     L = lm.n_layers
     phrases = refusal_substrings()
     n_tr, n_va, n_te, max_tok = (32, 8, 16, 32) if quick else (128, 32, 100, 64)
@@ -102,12 +102,16 @@ def run(lm, sets, quick: bool) -> dict:
     h_va, hl_va = (s[:n_va] for s in sets["val"])
     h_te, hl_te = (s[:n_te] for s in sets["test"])
 
-    progress(1, 6, "refusal-start tokens")
-    ids = refusal_start_tokens(lm, h_tr, phrases)
     progress(2, 6, "vetting train prompts")
     refuses = lambda t: bool(refusal_score(t, phrases))  # noqa: E731
-    v = vet(lm, h_tr, hl_tr, refuses)
-    vv = vet(lm, h_va, hl_va, refuses)
+    v = vet(lm, h_tr, hl_tr, refuses, min_kept=0)
+    vv = vet(lm, h_va, hl_va, refuses, min_kept=0)
+    if min(len(v.positive), len(v.negative), len(vv.positive), len(vv.negative)) < 2:
+        return not_applicable(lm, sets, quick, f"{lm.name} barely refuses: it refused {len(v.positive)} of {len(h_tr)} harmful "
+                              f"train and {len(vv.positive)} of {len(h_va)} harmful val prompts (need 2 of each to extract "
+                              "and select a direction)", {"vetting": {"train": v.report(), "val": vv.report()}})
+    progress(1, 6, "refusal-start tokens")
+    ids = refusal_start_tokens(lm, v.positive, phrases)
     h_va_k, hl_va_k = vv.positive, vv.negative
     m_h = refusal.refusal_metric(lm, h_va, ids)
     m_hl = refusal.refusal_metric(lm, hl_va, ids)
@@ -173,7 +177,8 @@ def run(lm, sets, quick: bool) -> dict:
 
     return {"applies": True, "summary": summary, "refusal_tokens": {str(t): lm.tokenizer.decode([t]) for t in ids},
             "vetting": vetting, "positions": positions, "norms": norms, "effect": effect, "candidates": sel.table(),
-            "addition_search": search.as_dict(), "direction": [float(x) for x in r], "paper": PAPER}
+            "addition_search": search.as_dict(), "direction": [float(x) for x in r],
+            "direction_unconstrained": [float(x) for x in free.direction], "paper": PAPER}
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@
 Reads the newest result per (experiment, model) under ``results/`` and writes PNGs to
 ``figures/out/`` (default): two-hop gap and sequential fraction against model size (exp6),
 logit-lens rank trajectories of bridge and answer (exp6), back-patching success heatmaps over
-(source, target) layers (exp9). Titles carry model names and the result dates.
+(source, target) layers (exp9); for the directions study: best-layer depth per phenomenon per model
+(exp7, exp12, exp6), direction norm per layer per model on a log scale (exp7, exp12), refusal score
+before/after ablation and addition beside the paper's small-model rows (exp7), and cross-lingual
+refusal bars (exp10). Titles carry model names and the result dates; "n/a" marks what does not apply.
 """
 
 from __future__ import annotations
@@ -103,6 +106,134 @@ def fig_backpatch_heatmaps(docs: dict, out: Path) -> list[Path]:
     return paths
 
 
+def _depth_pct(x, L):
+    return None if x is None else 100.0 * x / L
+
+
+def fig_best_layers(exp7: dict, exp12: dict, exp6: dict, out: Path) -> list[Path]:
+    """The study's "layer-specific effects" table as a figure: best layer as % of depth."""
+    names = sorted(set(exp7) | set(exp12) | set(exp6))
+    if not names:
+        return []
+    cols = {"refusal (paper rule)": {}, "refusal (lowest bypass)": {}, "sycophancy steering": {}, "sycophancy readout": {},
+            "confidence steering": {}, "two-hop answer (lens)": {}}
+    for n in names:
+        if n in exp7 and exp7[n]["results"].get("applies"):
+            s = exp7[n]["results"]["summary"]
+            cols["refusal (paper rule)"][n] = _depth_pct(s["layer"], s["layers"])
+            cols["refusal (lowest bypass)"][n] = _depth_pct(s["unconstrained"]["layer"], s["layers"])
+        if n in exp12:
+            r, L = exp12[n]["results"], exp12[n]["provenance"]["model"]["layers"]
+            sy, co = r["sycophancy"], r["confidence"]
+            cols["sycophancy steering"][n] = 100 * sy["best_steering_depth"]
+            cols["sycophancy readout"][n] = _depth_pct(sy["best_readout_layer"], L)
+            cols["confidence steering"][n] = None if co["best_steering_depth"] is None else 100 * co["best_steering_depth"]
+        if n in exp6:
+            d = [q["answer_depth"] for q in exp6[n]["results"]["queries"] if q["answer_depth"] is not None]
+            cols["two-hop answer (lens)"][n] = 100 * float(np.mean(d)) if d else None
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    w = 0.8 / len(names)
+    for i, n in enumerate(names):
+        xs = np.arange(len(cols)) + (i - (len(names) - 1) / 2) * w
+        ys = [cols[c].get(n) for c in cols]
+        ax.bar(xs, [y if y is not None else 0 for y in ys], w, label=n)
+        for x, y in zip(xs, ys):
+            if y is None:
+                ax.text(x, 2, "n/a", ha="center", fontsize=7, rotation=90)
+    ax.set_xticks(np.arange(len(cols)), list(cols), fontsize=8)
+    ax.set_ylabel("best layer (% of depth)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8)
+    dates = sorted({_date(d) for e in (exp7, exp12, exp6) for d in e.values()})
+    ax.set_title(f"Where each phenomenon lives (exp7, exp12, exp6; results {dates[0]}..{dates[-1]})", fontsize=10)
+    return [_save(fig, out / "directions_best_layers.png")]
+
+
+def fig_norms(exp7: dict, exp12: dict, out: Path) -> list[Path]:
+    if not exp7 and not exp12:
+        return []
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for n, d in sorted(exp7.items()):
+        L = d["provenance"]["model"]["layers"]
+        ks = sorted(d["results"]["norms"], key=int)
+        axes[0].plot([int(k) / L for k in ks], [d["results"]["norms"][k] for k in ks], "o-", ms=3, label=n)
+    for n, d in sorted(exp12.items()):
+        for a, key in zip(axes[1:], ("sycophancy", "confidence")):
+            rows = d["results"][key]["layers"]
+            L = d["provenance"]["model"]["layers"]
+            a.plot([r["layer"] / L for r in rows], [r["norm"] for r in rows], "o-", ms=3, label=n)
+    for a, t in zip(axes, ("refusal: diff of means (exp7)", "sycophancy: CAA vector (exp12)", "confidence: confident - hedged (exp12)")):
+        a.set_yscale("log")
+        a.set_xlabel("layer (fraction of depth)")
+        a.set_ylabel("vector norm (log)")
+        a.set_title(t, fontsize=9)
+        a.legend(fontsize=7)
+    fig.suptitle("Direction norm per layer per model")
+    return [_save(fig, out / "directions_norms.png")]
+
+
+def fig_refusal_effect(exp7: dict, out: Path) -> list[Path]:
+    rows = []  # (label, harmful base, harmful ablation, harmless base, harmless +r)
+    paper = {}
+    for n, d in sorted(exp7.items()):
+        paper = d["results"].get("paper") or paper
+        r = d["results"]
+        if r.get("applies"):
+            e = r["effect"]
+            rows.append((f"{n} ({_date(d)})", e["harmful_baseline"]["refusal_score"], e["harmful_ablation"]["refusal_score"],
+                         e["harmless_baseline"]["refusal_score"], e["harmless_plus_r"]["refusal_score"]))
+            if "harmful_ablation_unconstrained" in e:
+                rows.append((f"{n}, lowest-bypass dir.", e["harmful_baseline"]["refusal_score"],
+                             e["harmful_ablation_unconstrained"]["refusal_score"], e["harmless_baseline"]["refusal_score"], None))
+            if "harmless_plus_searched" in e:
+                rows.append((f"{n}, searched alpha {e['harmless_plus_searched']['alpha']:.1f}", None, None,
+                             e["harmless_baseline"]["refusal_score"], e["harmless_plus_searched"]["refusal_score"]))
+        else:
+            s = r.get("summary", {})
+            rows.append((f"{n}: n/a", s.get("harmful_baseline"), None, s.get("harmless_baseline"), None))
+    for k, p in paper.items():
+        rows.append((f"paper: {k}", p["jbb_baseline"], p["jbb_ablation"], p["alpaca_baseline"], p["alpaca_plus_r"]))
+    if not rows:
+        return []
+    fig, ax = plt.subplots(1, 2, figsize=(13, 0.5 * len(rows) + 2), sharey=True)
+    y = np.arange(len(rows))
+    for a, (i, j), t in zip(ax, ((1, 2), (3, 4)), ("harmful: baseline vs directional ablation", "harmless: baseline vs +r at l*")):
+        for off, idx, lab in ((-0.2, i, "baseline"), (0.2, j, "ablation" if i == 1 else "+r")):
+            vals = [r[idx] for r in rows]
+            a.barh(y + off, [v if v is not None else 0 for v in vals], 0.4, label=lab)
+            for yy, v in zip(y + off, vals):
+                a.text((v or 0) + 0.01, yy, "n/a" if v is None else f"{v:.2f}", va="center", fontsize=7)
+        a.set_xlim(0, 1.15)
+        a.set_xlabel("refusal score (any refusal phrase)")
+        a.set_title(t, fontsize=9)
+        a.legend(fontsize=7)
+    ax[0].set_yticks(y, [r[0] for r in rows], fontsize=8)
+    ax[0].invert_yaxis()
+    fig.suptitle("exp7 refusal score before/after (held-out JailbreakBench / Alpaca prompts)")
+    return [_save(fig, out / "exp7_refusal_effect.png")]
+
+
+def fig_crosslingual(exp10: dict, out: Path) -> list[Path]:
+    paths = []
+    for n, d in sorted(exp10.items()):
+        r = d["results"]
+        langs = list(r["langs"])
+        keys = ["harmful_baseline", "harmful_ablation", "harmless_baseline", "harmless_plus_r", "harmless_ablation_same_start"]
+        keys = [k for k in keys if k in r["langs"][langs[0]]]
+        fig, ax = plt.subplots(figsize=(10, 4))
+        w = 0.8 / len(keys)
+        for i, k in enumerate(keys):
+            ax.bar(np.arange(len(langs)) + (i - (len(keys) - 1) / 2) * w, [r["langs"][lg][k] for lg in langs], w, label=k.replace("_", " "))
+        ax.set_xticks(np.arange(len(langs)), langs)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("rate")
+        ax.legend(fontsize=7, ncol=2)
+        sub = "" if r.get("applies") else " (no refusal direction: baseline only)"
+        ax.set_title(f"exp10 English refusal direction across languages, {n} ({_date(d)}){sub}", fontsize=10)
+        paths.append(_save(fig, out / f"exp10_crosslingual_{n}.png"))
+    return paths
+
+
 def main(argv=None) -> list[Path]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", default="results")
@@ -113,6 +244,9 @@ def main(argv=None) -> list[Path]:
     exp6 = newest_per_model("exp6_twohop_scaling", res)
     paths = fig_twohop_scaling(exp6, out) + fig_rank_trajectories(exp6, out)
     paths += fig_backpatch_heatmaps(newest_per_model("exp9_back_patching", res), out)
+    exp7, exp12 = newest_per_model("exp7_refusal_scaling", res), newest_per_model("exp12_multimodel_directions", res)
+    paths += fig_best_layers(exp7, exp12, exp6, out) + fig_norms(exp7, exp12, out) + fig_refusal_effect(exp7, out)
+    paths += fig_crosslingual(newest_per_model("exp10_crosslingual_refusal", res), out)
     for p in paths:
         print(p)
     if not paths:

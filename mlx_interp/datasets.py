@@ -25,3 +25,33 @@ def refusal_eval_prompts() -> tuple[list[str], list[str]]:
     """(harmful, harmless) held-out evaluation sets: JailbreakBench (100) and Alpaca eval (100)."""
     return ([r["instruction"] for r in _load("refusal_direction", "jailbreakbench.json")],
             [r["instruction"] for r in _load("refusal_direction", "harmless_alpaca_eval100.json")])
+
+
+def caa_sycophancy() -> tuple[list[dict], list[dict]]:
+    """(generate items, test A/B items) of CAA's sycophancy behaviour: the first 200 vector items and all 50 test items."""
+    return _load("caa", "sycophancy_generate_first200.json"), _load("caa", "sycophancy_test_ab.json")
+
+
+def caa_published_sycophancy() -> dict:
+    """CAA's published A/B results for sycophancy (Llama-2 7B/13B chat), with the source note."""
+    return _load("caa", "published_ab_sycophancy.json")
+
+
+def confidence_pairs() -> list[dict]:
+    """Our confident-vs-hedged answer pairs: {"id", "question", "confident", "hedged"} (see data/confidence/SOURCE.md)."""
+    text = files("mlx_interp").joinpath("data", "confidence", "pairs.jsonl").read_text()
+    return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def crosslingual_prompts() -> list[dict]:
+    """Harmful/harmless instructions in en, es, fr, de, zh: {"id", "label", "source", "en", ...} (exp10)."""
+    text = files("mlx_interp").joinpath("data", "crosslingual", "prompts.jsonl").read_text(encoding="utf-8")
+    return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def crosslingual_refusal_phrases(lang: str) -> list[str]:
+    """Refusal phrases for ``lang`` (en, es, fr, de, zh): the paper's English list plus the language's own."""
+    extra = {} if lang == "en" else _load("crosslingual", "refusal_phrases.json")
+    if lang != "en" and lang not in extra:
+        raise ValueError(f"no refusal phrases for language {lang!r}; have en, {', '.join(k for k in extra if not k.startswith('_'))}")
+    return refusal_substrings() + list(extra.get(lang, []))

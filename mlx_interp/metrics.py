@@ -57,14 +57,28 @@ def refusal_start_tokens(lm, harmful: Sequence[str], phrases: Sequence[str], *, 
     return [t for t, _ in firsts.most_common(top)]
 
 
+def ab_tokens(lm, question: str, answer: str, chat: bool | None = None) -> list[int]:
+    """Token ids of an A/B item answered with ``answer`` (e.g. "(" or "(A)").
+
+    Instruct models: the chat-formatted question, then the answer as the assistant's first words
+    (CAA's ``[INST] q [/INST] (A)``). Base models: ``question\n\nAnswer: (A)``.
+    """
+    from .trace import format_prompt
+
+    text = format_prompt(lm, question, chat)
+    if text == question:
+        text = question + "\n\nAnswer: "
+        return lm.tokenizer.encode(text + answer, add_special_tokens=True)
+    return lm.tokenizer.encode(text + answer, add_special_tokens=False)
+
+
 def ab_scores(lm, questions: Sequence[str], matching: Sequence[str], *, interventions=(), chat: bool | None = None) -> np.ndarray:
     """CAA's A/B metric per item: p(matching letter) / (p(A) + p(B)) at the token after "(".
 
-    ``questions`` are full A/B items (question with both options); the prompt is the chat-formatted
-    question followed by the assistant's opening "(".
+    ``questions`` are full A/B items (question with both options); the prompt is ``ab_tokens(q, "(")``.
     """
     from .errors import MlxInterpError
-    from .trace import format_prompt, run
+    from .trace import run
 
     if len(questions) != len(matching) or not questions:
         raise MlxInterpError(f"need one matching letter per question; got {len(questions)} questions, {len(matching)} letters")
@@ -72,8 +86,7 @@ def ab_scores(lm, questions: Sequence[str], matching: Sequence[str], *, interven
     if bad:
         raise MlxInterpError(f"matching letters must be 'A' or 'B'; got {bad[0]!r}")
     ids = {c: lm.tokenizer.encode(c, add_special_tokens=False)[0] for c in "AB"}
-    texts = [format_prompt(lm, q, chat) + "(" for q in questions]
-    toks = [lm.tokenizer.encode(t, add_special_tokens=t == q) for t, q in zip(texts, questions)]
+    toks = [ab_tokens(lm, q, "(", chat) for q in questions]
     logits = run(lm, toks, interventions=interventions).logits
     lp = np.array(logits.astype(mx.float32), dtype=np.float64)
     pa, pb = np.exp(lp[:, ids["A"]] - lp.max(-1)), np.exp(lp[:, ids["B"]] - lp.max(-1))

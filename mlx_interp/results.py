@@ -125,6 +125,13 @@ def save_result(
 
 
 def load_results(experiment: str, out_dir: str | Path = "results") -> list[dict]:
-    """Every saved result of an experiment, oldest first (for figures)."""
+    """Every saved result of an experiment, oldest first (for figures and for experiments that build on others).
+
+    Ordered by write time, not by name: a second result in the same second gets a ``-2`` suffix,
+    and ``..._model-2.json`` sorts *before* ``..._model.json`` by name.
+    """
     d = Path(out_dir) / experiment
-    return [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] if d.exists() else []
+    if not d.exists():
+        return []
+    files = sorted(d.glob("*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return [json.loads(p.read_text()) for p in files]

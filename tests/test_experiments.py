@@ -77,3 +77,58 @@ def test_t1_position_is_last_token_of_e1(smol):
     ids = smol.tokenizer.encode(q.two_hop)
     pos = exp9_back_patching.t1_position(smol, q)
     assert smol.tokenizer.decode(ids[: pos + 1]).endswith(q.e1)
+
+
+def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
+    """exp7 / exp10 / exp12 on the default model, then their figures. SmolLM2 barely refuses, so exp7 and
+    exp10 must say so with measured rates rather than produce a direction."""
+    from experiments import exp7_refusal_scaling as e7, exp10_crosslingual_refusal as e10, exp12_multimodel_directions as e12
+
+    out = tmp_path / "res"
+    [p7] = main("exp7_refusal_scaling", e7.run, e7.load_sets, e7.__doc__, ["--model", "smollm2-135m", "--quick", "--out", str(out)])
+    r7 = json.loads(p7.read_text())["results"]
+    assert r7["applies"] is False and "barely refuses" in r7["reason"]
+    tr = r7["vetting"]["train"]
+    assert tr["positive_kept"] + tr["positive_dropped"] == 32 and 0 <= r7["summary"]["harmful_baseline"] <= 1
+    assert len(r7["norms"]) == 29 and all(v > 0 for v in r7["norms"].values())
+    [p10] = main("exp10_crosslingual_refusal", e10.run, e10.load_data, e10.__doc__, ["--model", "smollm2-135m", "--quick", "--out", str(out)])
+    r10 = json.loads(p10.read_text())["results"]
+    assert r10["applies"] is False and set(r10["langs"]) == {"en", "es", "fr", "de", "zh"}
+    assert "exp7" in r10["direction"]["why_not"]
+    data = e12.load_data(None)
+    data["generate"], data["test"] = data["generate"][:8], data["test"][:4]
+    r12 = e12.run(smol, data, True)
+    sy, co = r12["sycophancy"], r12["confidence"]
+    assert [r["layer"] for r in sy["layers"]] == list(range(0, 30, 4)) and 0 < sy["ab_baseline"] < 1
+    assert all(0 <= r["ab_plus1"] <= 1 and r["norm"] > 0 for r in sy["layers"])
+    assert co["best_readout_auroc"] >= 0.9  # confident vs hedged answers differ in their last tokens
+    import mlx_interp as mi
+    mi.save_result("exp12_multimodel_directions", r12, lm=smol, out_dir=out)
+    names = {p.name for p in make_all.main(["--results", str(out), "--out", str(tmp_path / "figs")])}
+    assert {"directions_best_layers.png", "directions_norms.png", "exp7_refusal_effect.png",
+            "exp10_crosslingual_smollm2-135m.png"} <= names
+
+
+def test_exp10_picks_the_direction_whose_ablation_worked(tmp_path, smol):
+    from experiments import exp10_crosslingual_refusal as e10
+    import mlx_interp as mi
+
+    eff = {"harmful_ablation": {"refusal_score": 0.5}, "harmful_ablation_unconstrained": {"refusal_score": 0.0},
+           "harmless_plus_r": {"refusal_score": 0.0}, "harmless_plus_searched": {"refusal_score": 0.3, "alpha": 4.0}}
+    payload = {"applies": True, "effect": eff, "summary": {"layer": 4, "position": -1, "unconstrained": {"layer": 18, "position": -2}},
+               "direction": [1.0] * smol.width, "direction_unconstrained": [2.0] * smol.width}
+    mi.save_result("exp7_refusal_scaling", payload, lm=smol, out_dir=tmp_path)
+    spec, why = e10.english_direction(smol, str(tmp_path))
+    assert why == "ok" and spec["layer"] == 18 and spec["which"] == "unconstrained" and spec["vector"][0] == 2.0
+    assert spec["alpha"] == 1.0  # the searched alpha belongs to the paper-rule direction
+    eff["harmful_ablation_unconstrained"]["refusal_score"] = 0.9
+    mi.save_result("exp7_refusal_scaling", payload, lm=smol, out_dir=tmp_path)
+    spec, _ = e10.english_direction(smol, str(tmp_path))
+    assert spec["layer"] == 4 and spec["alpha"] == 4.0
+    assert e10.english_direction(smol, str(tmp_path / "empty"))[0] is None
+
+
+def test_hedge_rate():
+    from experiments.exp12_multimodel_directions import hedge_rate
+
+    assert hedge_rate(["Paris.", "I think it is Paris, but I\u2019m not sure."]) == 0.5

@@ -79,3 +79,11 @@ def test_cli_generate_side_by_side(tmp_path, smol):
     assert doc["layer"] == 10 and doc["baseline"] != doc["steered"]
     bad = _cli("generate", "--model", "gemma-3-270m", "--steer", str(f), "Hello")
     assert bad.returncode == 2 and "width 576" in bad.stderr
+
+
+def test_load_results_is_oldest_first_even_within_one_second(tmp_path):
+    from mlx_interp.results import load_results, save_result
+
+    for i in range(3):  # same second: names get -2, -3 suffixes, which sort before the plain name
+        save_result("expX", {"i": i}, out_dir=tmp_path)
+    assert [d["results"]["i"] for d in load_results("expX", tmp_path)] == [0, 1, 2]

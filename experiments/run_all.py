@@ -1,15 +1,25 @@
-"""Run every experiment on the given models: python -m experiments.run_all --model M [--quick]."""
+"""Run every experiment on the given models: python -m experiments.run_all --model M [--quick] [--out DIR].
+
+Order matters: exp10 reuses the refusal direction exp7 saved in the same --out folder.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from experiments import exp6_twohop_scaling, exp9_back_patching
+from experiments import (exp6_twohop_scaling, exp7_refusal_scaling, exp9_back_patching, exp10_crosslingual_refusal,
+                         exp12_multimodel_directions)
 from experiments.common import main
 from mlx_interp.twohop import load_queries
 
-EXPERIMENTS = [("exp6_twohop_scaling", exp6_twohop_scaling), ("exp9_back_patching", exp9_back_patching)]
+EXPERIMENTS = [
+    ("exp6_twohop_scaling", exp6_twohop_scaling, load_queries),
+    ("exp7_refusal_scaling", exp7_refusal_scaling, exp7_refusal_scaling.load_sets),
+    ("exp9_back_patching", exp9_back_patching, load_queries),
+    ("exp10_crosslingual_refusal", exp10_crosslingual_refusal, exp10_crosslingual_refusal.load_data),
+    ("exp12_multimodel_directions", exp12_multimodel_directions, exp12_multimodel_directions.load_data),
+]
 
 if __name__ == "__main__":
-    for name, mod in EXPERIMENTS:
-        main(name, mod.run, load_queries, mod.__doc__, sys.argv[1:])
+    for name, mod, loader in EXPERIMENTS:
+        main(name, mod.run, loader, mod.__doc__, sys.argv[1:])

@@ -97,11 +97,11 @@ def ab_scores(lm, questions: Sequence[str], matching: Sequence[str], *, interven
 # --- coherence without a judge -------------------------------------------------------------
 # Steered text counts as coherent when (a) the *unsteered* model does not find it surprising
 # (perplexity of the continuation given the prompt <= PPL_MAX) and (b) it does not loop
-# (fraction of repeated 3-grams <= REP_MAX). Thresholds come from a multiplier sweep with a
-# refusal vector on SmolLM2 and Qwen2.5 (docs/results_directions.md, "Coherence thresholds"):
-# unsteered continuations had median ppl 1.4-1.8 and repetition 0.0; a coherent steered refusal
-# had ppl 13.9; text that had turned into URL fragments or looping lists had ppl 18-77 or
-# repetition 0.3-0.5.
+# (fraction of repeated 3-grams <= REP_MAX). Calibrated with bench/coherence_calibration.py on SmolLM2 and
+# Qwen2.5 (docs/results_directions.md, "Coherence thresholds"): unsteered continuations had median ppl
+# 1.4-1.8 and repetition 0.0; coherent steered refusals 2.2-6.9; degraded text (URL fragments, looping
+# lists) 11-77 or repetition 0.3-0.5. Perplexity also penalises a fluent but surprising change (a refusal
+# of a harmless request), so the bar is conservative for strong steering.
 PPL_MAX = 15.0
 REP_MAX = 0.5
 

@@ -30,13 +30,11 @@ import numpy as np
 import mlx_interp as mi
 from experiments.common import progress
 from mlx_interp.datasets import caa_published_sycophancy, caa_sycophancy, confidence_pairs
-from mlx_interp.directions import probe_vec, split_consistency
-from mlx_interp.capture import Capture
+from mlx_interp.directions import collect, probe_vec, split_consistency
 from mlx_interp.generate import generate
 from mlx_interp.metrics import ab_scores, ab_tokens, coherence
 from mlx_interp.steering import residual_norms
 from mlx_interp.trace import format_prompt
-from mlx_interp.trace import run as trace_run
 
 M_CONF = 0.5  # confidence steering multiplier, in units of the residual norm at the layer
 HEDGES = ["i think", "i believe", "not sure", "not certain", "might", "maybe", "perhaps", "possibly", "i could be wrong",
@@ -53,13 +51,9 @@ def load_data(path):
     return {"generate": gen, "test": test, "confidence": confidence_pairs()}
 
 
-def _acts(lm, token_lists, layers, position, bs=8) -> dict[int, np.ndarray]:
-    acc: dict[int, list] = {}
-    for i in range(0, len(token_lists), bs):
-        tr = trace_run(lm, token_lists[i:i + bs], capture=Capture(layers, position), logits="none")
-        for k, a in tr.resid.items():
-            acc.setdefault(k, []).append(np.array(a, dtype=np.float64))
-    return {k: np.concatenate(v) for k, v in acc.items()}
+def _acts(lm, token_lists, layers, position) -> dict[int, np.ndarray]:
+    """Residuals [N, D] per layer for already-formatted token lists (no chat template added again)."""
+    return collect(lm, token_lists, layers=layers, positions=position, chat=False)
 
 
 def _layer_stats(pos, neg, paired: bool) -> dict:

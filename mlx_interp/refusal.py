@@ -27,8 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .capture import Capture
-from .directions import diff_of_means_vec
+from .directions import collect, diff_of_means_vec
 from .errors import MlxInterpError
 from .interventions import Ablate, Add
 from .metrics import kl, refusal_logodds
@@ -76,16 +75,10 @@ def candidates(lm, harmful: Sequence[str], harmless: Sequence[str], *, positions
             raise MlxInterpError(f"{name} set has {len(s)} prompt(s); need at least 2 per class")
     # a list capture returns the selected positions in prompt order, so keep them sorted (-5..-1)
     positions = sorted(positions) if positions is not None else post_instruction_positions(lm)
-    acts = []
-    for prompts in (harmful, harmless):
-        acc: dict[int, list] = {}
-        for i in range(0, len(prompts), batch_size):
-            tr = run(lm, list(prompts[i:i + batch_size]), capture=Capture("all", positions), logits="none", chat=True)
-            for k, a in tr.resid.items():
-                a = np.array(a, dtype=np.float64)
-                acc.setdefault(k, []).append(a[:, None] if a.ndim == 2 else a)
-        acts.append({k: np.concatenate(v) for k, v in acc.items()})
-    pos_acts, neg_acts = acts
+    pos_acts, neg_acts = (collect(lm, p, layers="all", positions=positions, chat=True, batch_size=batch_size)
+                          for p in (harmful, harmless))
+    if len(positions) == 1:  # a one-position capture comes back [N, D]; make it [N, 1, D]
+        pos_acts, neg_acts = ({k: a[:, None] for k, a in d.items()} for d in (pos_acts, neg_acts))
     out = {}
     for l in range(1, lm.n_layers):  # block input of l = output of l-1
         for j, p in enumerate(positions):

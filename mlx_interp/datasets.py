@@ -53,5 +53,7 @@ def crosslingual_refusal_phrases(lang: str) -> list[str]:
     """Refusal phrases for ``lang`` (en, es, fr, de, zh): the paper's English list plus the language's own."""
     extra = {} if lang == "en" else _load("crosslingual", "refusal_phrases.json")
     if lang != "en" and lang not in extra:
-        raise ValueError(f"no refusal phrases for language {lang!r}; have en, {', '.join(k for k in extra if not k.startswith('_'))}")
+        from .errors import MlxInterpError
+
+        raise MlxInterpError(f"no refusal phrases for language {lang!r}; have en, {', '.join(k for k in extra if not k.startswith('_'))}")
     return refusal_substrings() + list(extra.get(lang, []))

@@ -131,8 +131,7 @@ def select(lm, cands: dict[tuple[int, int], np.ndarray], harmful_val: Sequence[s
     ``"harmful_baseline"``: addition must raise the harmless metric above the *unsteered harmful*
     mean, a model-relative bar for small models whose refusals start with P(token) < 0.5.
     """
-    if not (isinstance(induce_min, (int, float)) or induce_min == "harmful_baseline"):
-        raise MlxInterpError(f"induce_min={induce_min!r} is not valid; use a number or 'harmful_baseline'")
+    _check_induce_min(induce_min)
     scored, baseline = score(lm, cands, harmful_val, harmless_val, refusal_ids, max_depth=max_depth,
                              batch_size=batch_size, progress=progress)
     return choose(scored, cands, baseline, induce_min, kl_max, lm.name)
@@ -170,12 +169,18 @@ def score(lm, cands: dict[tuple[int, int], np.ndarray], harmful_val: Sequence[st
     return scored, baseline
 
 
+def _check_induce_min(induce_min) -> None:
+    if not (induce_min is None or isinstance(induce_min, (int, float)) or induce_min == "harmful_baseline"):
+        raise MlxInterpError(f"induce_min={induce_min!r} is not valid; use a number, 'harmful_baseline' or None")
+
+
 def choose(scored: list[Scored], cands: dict, baseline: dict, induce_min: float | str | None = 0.0,
            kl_max: float = 0.1, model: str = "model") -> Selection:
     """Apply the KL and induce filters to scored candidates and pick the lowest bypass score.
 
     ``induce_min=None`` drops the induce filter; ``kl_max=float("inf")`` drops the KL filter.
     """
+    _check_induce_min(induce_min)
     bar = (-np.inf if induce_min is None else
            baseline["harmful"] if induce_min == "harmful_baseline" else float(induce_min))
     for s in scored:

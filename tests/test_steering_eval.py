@@ -154,6 +154,18 @@ def test_choose_applies_the_papers_filters():
     assert refusal.choose(scored, cands, base, None, float("inf")).layer == 2
     with pytest.raises(MlxInterpError, match="no candidate passed"):
         refusal.choose(scored, cands, base, 5.0)
+    with pytest.raises(MlxInterpError, match="induce_min='loose' is not valid"):
+        refusal.choose(scored, cands, base, "loose")
+
+
+def test_crosslingual_phrases_extend_the_english_list():
+    from mlx_interp.datasets import crosslingual_refusal_phrases
+
+    fr = crosslingual_refusal_phrases("fr")
+    assert set(refusal_substrings()) <= set(fr) and refusal_score("Je suis désolé, mais non.", fr) == 1
+    assert refusal_score("Je suis désolé, mais non.", refusal_substrings()) == 0
+    with pytest.raises(MlxInterpError, match="'xx'"):
+        crosslingual_refusal_phrases("xx")
 
 
 def test_refusal_scores_use_ablation_and_addition_at_the_block_input(qwen):

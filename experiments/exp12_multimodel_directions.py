@@ -32,7 +32,7 @@ from experiments.common import progress
 from mlx_interp.datasets import caa_published_sycophancy, caa_sycophancy, confidence_pairs
 from mlx_interp.directions import collect, probe_vec, split_consistency
 from mlx_interp.generate import generate
-from mlx_interp.metrics import ab_scores, ab_tokens, coherence
+from mlx_interp.metrics import ab_prompts, ab_scores, ab_tokens, coherence
 from mlx_interp.steering import residual_norms
 from mlx_interp.trace import format_prompt
 
@@ -76,11 +76,15 @@ def sycophancy(lm, data, quick: bool, layers) -> dict:
     stats = _layer_stats(_acts(lm, match, layers, -2), _acts(lm, other, layers, -2), paired=True)
     qs, ms = [t["question"] for t in test], [letter(t["answer_matching_behavior"]) for t in test]
     base = float(ab_scores(lm, qs, ms).mean())
+    # the unsteered residual at every position, so each steered pass runs only the blocks from k on (trace.run resume=)
+    sweep = sorted(stats)
+    replay = mi.run(lm, ab_prompts(lm, qs), capture=mi.Capture(layers=[k - 1 for k in sweep if k > 0] or None, positions="all"))
     rows = []
-    for n, k in enumerate(sorted(stats), 1):
+    for n, k in enumerate(sweep, 1):
         progress(n, len(stats), f"A/B sweep layer {k}")
         v = stats[k].pop("vector")
-        sc = {m: float(ab_scores(lm, qs, ms, interventions=[mi.Add(v, layers=k, alpha=m)]).mean()) for m in (-1.0, 1.0)}
+        sc = {m: float(ab_scores(lm, qs, ms, interventions=[mi.Add(v, layers=k, alpha=m)], resume=(replay, k)).mean())
+              for m in (-1.0, 1.0)}
         rows.append({"layer": k, **stats[k], "ab_minus1": sc[-1.0], "ab_plus1": sc[1.0], "effect": sc[1.0] - sc[-1.0]})
     best = max(rows, key=lambda r: r["effect"])
     read = max(rows, key=lambda r: (r["probe_auroc"] or 0, -r["layer"]))

@@ -12,6 +12,9 @@ Positions: the forward driver (``trace.py``/``generate.py``) tells the hooks, th
 ``Context``, the prompt lengths, the left padding of each row and the column offset of the
 current call; hooks compute prompt-relative positions on the host (numpy), so position
 rules behave the same in a full pass, in prefill and in every KV-cached decode step.
+
+Replay (``trace.run(resume=(base, k))``): the hooked blocks below k return at once, block k-1 with the
+residual captured in an earlier pass, so a layer sweep does not recompute the unchanged lower blocks.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class HookSet:
     capture: Any = None  # capture.Capture store, or None
     ctx: Context | None = None
     n_heads: list = field(default_factory=list)
+    skip: tuple | None = None  # (k, h): blocks < k are not run; block k-1 "returns" h (see trace.run(resume=))
     _pos: dict = field(default_factory=dict)  # layer -> positions of the current call
 
     def _mask(self, rule, pos):
@@ -77,6 +81,8 @@ class HookSet:
     def layer_call(self, idx: int, layer, base, x, args, kwargs):
         pos = self.ctx.positions(x.shape[1]) if self.ctx is not None else None
         self._pos[idx] = pos
+        if self.skip is not None and idx < self.skip[0]:  # replay: the next block only needs block k-1's output
+            return self.skip[1] if idx == self.skip[0] - 1 else x
         if idx == 0:
             x = self._site(EMBED, x, pos)
         out = base(layer, x, *args, **kwargs)
@@ -145,14 +151,19 @@ def _unswap(module) -> None:
         module.__class__ = type(module).__mro__[1]
 
 
+def sites_below(k: int) -> list:
+    """Every hook site that lies before block ``k`` runs (skipped by a resumed pass)."""
+    return [EMBED] + [s for i in range(k) for s in (i, ("heads", i), (ATTN_OUT, i), (MLP_OUT, i))]
+
+
 @contextmanager
-def hooked(model, interventions: Iterable = (), capture=None, ctx: Context | None = None):
+def hooked(model, interventions: Iterable = (), capture=None, ctx: Context | None = None, skip: tuple | None = None):
     """Install hooks for the duration of a ``with`` block; always removed on exit."""
     p = parts(model)
     ivs = list(interventions)
     want_heads = any(iv.needs_heads for iv in ivs) or (capture is not None and capture.needs_heads)
     want_writers = any(getattr(iv, "needs_writers", False) for iv in ivs) or bool(getattr(capture, "needs_writers", False))
-    hs = HookSet(ivs, capture, ctx)
+    hs = HookSet(ivs, capture, ctx, skip=skip)
     installed = []
     try:
         for i, layer in enumerate(p.layers):

@@ -72,10 +72,17 @@ def ab_tokens(lm, question: str, answer: str, chat: bool | None = None) -> list[
     return lm.tokenizer.encode(text + answer, add_special_tokens=False)
 
 
-def ab_scores(lm, questions: Sequence[str], matching: Sequence[str], *, interventions=(), chat: bool | None = None) -> np.ndarray:
+def ab_prompts(lm, questions: Sequence[str], chat: bool | None = None) -> list[list[int]]:
+    """The token lists ``ab_scores`` runs: each A/B item up to the "(" before the answer letter."""
+    return [ab_tokens(lm, q, "(", chat) for q in questions]
+
+
+def ab_scores(lm, questions: Sequence[str], matching: Sequence[str], *, interventions=(), chat: bool | None = None,
+              resume=None) -> np.ndarray:
     """CAA's A/B metric per item: p(matching letter) / (p(A) + p(B)) at the token after "(".
 
     ``questions`` are full A/B items (question with both options); the prompt is ``ab_tokens(q, "(")``.
+    ``resume=(base, k)`` is passed to ``trace.run`` (base: a run of ``ab_prompts`` capturing every position).
     """
     from .errors import MlxInterpError
     from .trace import run
@@ -86,8 +93,7 @@ def ab_scores(lm, questions: Sequence[str], matching: Sequence[str], *, interven
     if bad:
         raise MlxInterpError(f"matching letters must be 'A' or 'B'; got {bad[0]!r}")
     ids = {c: lm.tokenizer.encode(c, add_special_tokens=False)[0] for c in "AB"}
-    toks = [ab_tokens(lm, q, "(", chat) for q in questions]
-    logits = run(lm, toks, interventions=interventions).logits
+    logits = run(lm, ab_prompts(lm, questions, chat), interventions=interventions, resume=resume).logits
     lp = np.array(logits.astype(mx.float32), dtype=np.float64)
     pa, pb = np.exp(lp[:, ids["A"]] - lp.max(-1)), np.exp(lp[:, ids["B"]] - lp.max(-1))
     match = np.where(np.array(matching) == "A", pa, pb)

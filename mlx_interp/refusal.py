@@ -47,15 +47,27 @@ def post_instruction_positions(lm) -> list[int]:
     return list(range(-n, 0))
 
 
-def _batched(lm, prompts, interventions=(), batch_size: int = 16):
-    """Last-position logits for chat-formatted prompts, in batches (as a float32 numpy array)."""
+def _batched(lm, prompts, interventions=(), batch_size: int = 16, replay=None, start: int = 0):
+    """Last-position logits for chat-formatted prompts, in batches (as a float32 numpy array).
+
+    ``replay``: per-batch traces capturing every layer at every position; with ``start=k`` each pass then
+    runs only blocks k.. (``trace.run(resume=)``), exactly as a full pass would.
+    """
     import mlx.core as mx
 
     out = []
-    for i in range(0, len(prompts), batch_size):
-        lg = run(lm, prompts[i:i + batch_size], interventions=interventions, chat=True).logits
+    for b, i in enumerate(range(0, len(prompts), batch_size)):
+        resume = (replay[b], start) if replay is not None else None
+        lg = run(lm, prompts[i:i + batch_size], interventions=interventions, chat=True, resume=resume).logits
         out.append(np.array(lg.astype(mx.float32)))
     return np.concatenate(out)
+
+
+def _replay_traces(lm, prompts, batch_size: int) -> list:
+    from .capture import Capture
+
+    return [run(lm, prompts[i:i + batch_size], chat=True, capture=Capture("all", "all"))
+            for i in range(0, len(prompts), batch_size)]
 
 
 def refusal_metric(lm, prompts: Sequence[str], refusal_ids: Sequence[int], interventions=(), batch_size: int = 16) -> np.ndarray:
@@ -146,7 +158,8 @@ def score(lm, cands: dict[tuple[int, int], np.ndarray], harmful_val: Sequence[st
     if not cands:
         raise MlxInterpError("no candidate directions to select from")
     L = lm.n_layers
-    base_harmless = _batched(lm, list(harmless_val), (), batch_size)
+    replay = _replay_traces(lm, list(harmless_val), batch_size)  # unsteered residuals: addition at l skips blocks < l-1
+    base_harmless = np.concatenate([np.array(t.logits.astype(mx.float32)) for t in replay])
     baseline = {"harmful": float(refusal_metric(lm, harmful_val, refusal_ids, (), batch_size).mean()),
                 "harmless": float(refusal_logodds(mx.array(base_harmless), refusal_ids).mean())}
     scored: list[Scored] = []
@@ -164,7 +177,8 @@ def score(lm, cands: dict[tuple[int, int], np.ndarray], harmful_val: Sequence[st
             continue
         abl = _batched(lm, list(harmless_val), [ablation(r)], batch_size)
         s.kl = float(kl(mx.array(base_harmless), mx.array(abl)).mean())
-        s.induce = float(refusal_metric(lm, harmless_val, refusal_ids, [addition(r, l)], batch_size).mean())
+        add = _batched(lm, list(harmless_val), [addition(r, l)], batch_size, replay, l - 1)
+        s.induce = float(refusal_logodds(mx.array(add), refusal_ids).mean())
         s.bypass = float(refusal_metric(lm, harmful_val, refusal_ids, [ablation(r)], batch_size).mean())
     return scored, baseline
 

@@ -172,9 +172,10 @@ def test_refusal_scores_use_ablation_and_addition_at_the_block_input(qwen):
     h, hl = refusal_prompts("val")
     r = np.random.default_rng(2).normal(size=qwen.width)
     ids = [40]
-    scored, base = refusal.score(qwen, {(6, -1): r}, h[:2], hl[:2], ids)
+    # batch_size=2 over 3 harmless prompts: the induce pass resumes from per-batch replay traces (a full and a short batch)
+    scored, base = refusal.score(qwen, {(6, -1): r}, h[:2], hl[:3], ids, batch_size=2)
     s = scored[0]
-    want_induce = refusal.refusal_metric(qwen, hl[:2], ids, [mi.Add(r, layers=5)]).mean()
+    want_induce = refusal.refusal_metric(qwen, hl[:3], ids, [mi.Add(r, layers=5)]).mean()
     want_bypass = refusal.refusal_metric(qwen, h[:2], ids, [mi.Ablate(r)]).mean()
     assert s.induce == pytest.approx(want_induce, abs=1e-4) and s.bypass == pytest.approx(want_bypass, abs=1e-4)
     assert s.kl > 0 and base["harmful"] == pytest.approx(refusal.refusal_metric(qwen, h[:2], ids).mean(), abs=1e-4)

@@ -146,7 +146,7 @@ def run(
 
     ``resume=(base, k)`` runs only blocks k..L-1, starting from the residual that entered block k in
     ``base`` (a run of the same prompts with ``Capture(layers=k-1, positions="all")``). A layer sweep
-    (steer at layer k, for every k) then costs about half the passes, with results identical to full passes.
+    (steer at layer k, for every k) then skips the k lower blocks of each pass, with results identical to full passes.
     Interventions and captures must all lie at block k or later.
     """
     if logits not in ("last", "all", "none"):

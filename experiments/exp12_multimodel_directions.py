@@ -32,7 +32,7 @@ from experiments.common import progress
 from mlx_interp.datasets import caa_published_sycophancy, caa_sycophancy, confidence_pairs
 from mlx_interp.directions import collect, probe_vec, split_consistency
 from mlx_interp.generate import generate
-from mlx_interp.metrics import ab_prompts, ab_scores, ab_tokens, coherence
+from mlx_interp.metrics import ab_from_logits, ab_prompts, ab_scores, ab_tokens, coherence
 from mlx_interp.steering import residual_norms
 from mlx_interp.trace import format_prompt
 
@@ -75,10 +75,11 @@ def sycophancy(lm, data, quick: bool, layers) -> dict:
     progress(1, 4, "sycophancy activations")
     stats = _layer_stats(_acts(lm, match, layers, -2), _acts(lm, other, layers, -2), paired=True)
     qs, ms = [t["question"] for t in test], [letter(t["answer_matching_behavior"]) for t in test]
-    base = float(ab_scores(lm, qs, ms).mean())
-    # the unsteered residual at every position, so each steered pass runs only the blocks from k on (trace.run resume=)
+    # the unsteered residual at every position, so each steered pass runs only the blocks from k on (trace.run resume=);
+    # its logits are the unsteered A/B baseline
     sweep = sorted(stats)
     replay = mi.run(lm, ab_prompts(lm, qs), capture=mi.Capture(layers=[k - 1 for k in sweep if k > 0] or None, positions="all"))
+    base = float(ab_from_logits(lm, replay.logits, ms).mean())
     rows = []
     for n, k in enumerate(sweep, 1):
         progress(n, len(stats), f"A/B sweep layer {k}")

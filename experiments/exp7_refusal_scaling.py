@@ -66,10 +66,18 @@ def load_sets(path: str | None) -> dict:
     return {"train": (h_tr, hl_tr), "val": (h_va, hl_va), "test": (h_te, hl_te)}
 
 
-def _gen_eval(lm, prompts, interventions, max_tokens, phrases) -> dict:
-    gens = []
-    for i in range(0, len(prompts), 16):
-        gens += generate(lm, prompts[i:i + 16], max_tokens=max_tokens, interventions=interventions)
+def _gen_eval(lm, prompts, interventions, max_tokens, phrases, batch: int = 32) -> dict:
+    """Greedy generations scored for refusal and coherence; prompts run in length-sorted batches of 32.
+
+    Sorting keeps left padding small; 32 per batch cost about a fifth less per prompt than 16 on a 2-core
+    CPU (``python bench/bench_generate_batch.py``).
+    """
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    gens = [None] * len(prompts)
+    for i in range(0, len(order), batch):
+        idx = order[i:i + batch]
+        for j, g in zip(idx, generate(lm, [prompts[j] for j in idx], max_tokens=max_tokens, interventions=interventions)):
+            gens[j] = g
     c = coherence(lm, gens)
     return {"refusal_score": refusal_rate([g.text for g in gens], phrases), "coherent_rate": c["coherent_rate"],
             "median_perplexity": c["median_perplexity"], "n": len(gens), "examples": [g.text for g in gens[:3]]}

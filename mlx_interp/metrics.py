@@ -89,11 +89,27 @@ def ab_scores(lm, questions: Sequence[str], matching: Sequence[str], *, interven
 
     if len(questions) != len(matching) or not questions:
         raise MlxInterpError(f"need one matching letter per question; got {len(questions)} questions, {len(matching)} letters")
+    _check_letters(matching)
+    logits = run(lm, ab_prompts(lm, questions, chat), interventions=interventions, resume=resume).logits
+    return ab_from_logits(lm, logits, matching)
+
+
+def _check_letters(matching: Sequence[str]) -> None:
+    from .errors import MlxInterpError
+
     bad = [m for m in matching if m not in ("A", "B")]
     if bad:
         raise MlxInterpError(f"matching letters must be 'A' or 'B'; got {bad[0]!r}")
+
+
+def ab_from_logits(lm, logits, matching: Sequence[str]) -> np.ndarray:
+    """The A/B metric from last-position logits (B, V) of ``ab_prompts``: reuse a pass already run."""
+    from .errors import MlxInterpError
+
+    if logits.ndim != 2 or logits.shape[0] != len(matching):
+        raise MlxInterpError(f"need last-position logits of shape (n_items={len(matching)}, vocab); got {tuple(logits.shape)}")
+    _check_letters(matching)
     ids = {c: lm.tokenizer.encode(c, add_special_tokens=False)[0] for c in "AB"}
-    logits = run(lm, ab_prompts(lm, questions, chat), interventions=interventions, resume=resume).logits
     lp = np.array(logits.astype(mx.float32), dtype=np.float64)
     pa, pb = np.exp(lp[:, ids["A"]] - lp.max(-1)), np.exp(lp[:, ids["B"]] - lp.max(-1))
     match = np.where(np.array(matching) == "A", pa, pb)

@@ -115,6 +115,23 @@ def test_ab_scores_are_complementary_probabilities(smol):
         ab_scores(smol, q, ["A", "C"])
 
 
+def test_ab_from_logits_known_answer_and_reuse_of_a_pass(smol):
+    import mlx.core as mx
+
+    from mlx_interp.metrics import ab_from_logits, ab_prompts, ab_scores
+
+    q = ["Is the sky blue on a clear day?\n\nChoices:\n (A) Yes\n (B) No"] * 2
+    tr = mi.run(smol, ab_prompts(smol, q), capture=mi.Capture(layers=[3], positions="all"))
+    a_id, b_id = (smol.tokenizer.encode(c, add_special_tokens=False)[0] for c in "AB")
+    lg = np.zeros((1, tr.logits.shape[-1]), np.float32)
+    lg[0, a_id] = np.log(3.0)  # p(A) : p(B) = 3 : 1, every other token at logit 0
+    np.testing.assert_allclose(ab_from_logits(smol, mx.array(lg), ["A"]), [0.75], atol=1e-6)
+    np.testing.assert_allclose(ab_from_logits(smol, mx.array(lg), ["B"]), [0.25], atol=1e-6)
+    np.testing.assert_array_equal(ab_from_logits(smol, tr.logits, ["A", "B"]), ab_scores(smol, q, ["A", "B"]))
+    with pytest.raises(MlxInterpError, match="shape"):
+        ab_from_logits(smol, tr.logits, ["A"])
+
+
 def test_refusal_start_tokens_from_the_models_own_refusals(lm):
     from mlx_interp.datasets import refusal_substrings
     from mlx_interp.metrics import refusal_start_tokens

@@ -132,3 +132,15 @@ def test_hedge_rate():
     from experiments.exp12_multimodel_directions import hedge_rate
 
     assert hedge_rate(["Paris.", "I think it is Paris, but I\u2019m not sure."]) == 0.5
+
+
+def test_exp7_held_out_generations_keep_prompt_order_across_sorted_batches(smol):
+    """_gen_eval sorts prompts by length into batches; the examples and scores must stay in prompt order."""
+    from experiments.exp7_refusal_scaling import _gen_eval
+    from mlx_interp.datasets import refusal_substrings
+    from mlx_interp.generate import generate
+
+    ps = ["Tell me a long story about a dragon who lives in a cave", "Hi", "How do I bake bread?"]
+    e = _gen_eval(smol, ps, [], 6, refusal_substrings(), batch=2)
+    assert e["examples"] == [g.text for g in generate(smol, ps, max_tokens=6)]
+    assert e["n"] == 3

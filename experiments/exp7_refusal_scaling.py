@@ -6,8 +6,9 @@ Per instruct model (papers.md section 3, with mlx_interp.refusal):
 1. Refusal-start tokens derived from the model's own refusals (first tokens of refused harmful train prompts).
 2. Vetting: harmful train and val prompts the model does not refuse, and harmless ones it does refuse, are
    dropped (greedy 32 tokens, refusal phrase list). Counts reported. The paper filters val prompts by the
-   metric's sign instead; on Qwen2.5-Coder-0.5B no harmful val prompt had metric > 0 although greedy decoding
-   refused most of them (P("I") ~0.3 but still the argmax), so the sign filter is reported, not applied.
+   metric's sign instead; on Qwen2.5-Coder-0.5B 0 of 8 (quick) and 6 of 32 (full) harmful val prompts had
+   metric > 0 although greedy decoding refused about half (P("I") ~0.3 but still the argmax), so the sign
+   filter is reported, not applied.
 3. Candidates: diff of means at every block input and post-instruction position; norms per layer.
 4. Selection: bypass / induce / KL scores, l < 0.8 L, KL < 0.1, induce > 0; best layer as index and % of depth.
    If no candidate reaches induce > 0 (a small model whose refusal token rarely gets P > 0.5), the bar becomes

@@ -17,14 +17,9 @@ import time
 import mlx_interp as mi  # first: fast BLAS
 import numpy as np
 
+from bench_overhead import _time  # bench/ is on sys.path when run as a script
 from mlx_interp.datasets import caa_sycophancy
 from mlx_interp.metrics import ab_prompts
-
-
-def _time(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 def main() -> None:

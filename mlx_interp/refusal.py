@@ -163,18 +163,20 @@ def score(lm, cands: dict[tuple[int, int], np.ndarray], harmful_val: Sequence[st
     baseline = {"harmful": float(refusal_metric(lm, harmful_val, refusal_ids, (), batch_size).mean()),
                 "harmless": float(refusal_logodds(mx.array(base_harmless), refusal_ids).mean())}
     scored: list[Scored] = []
-    items = sorted(cands.items())
-    for n, ((l, p), r) in enumerate(items, 1):
-        if progress:
-            progress(n, len(items), f"layer {l} pos {p}")
+    todo = []  # only these cost forward passes; progress counts them, not the rows kept for the table
+    for (l, p), r in sorted(cands.items()):
         s = Scored(l, p, None, None, None, float(np.linalg.norm(r)), False)
         scored.append(s)
         if l >= max_depth * L:
             s.why_not = f"layer >= {max_depth} of depth"
-            continue
-        if s.norm < 1e-12:
+        elif s.norm < 1e-12:
             s.why_not = "zero vector"
-            continue
+        else:
+            todo.append((s, r))
+    for n, (s, r) in enumerate(todo, 1):
+        l = s.layer
+        if progress:
+            progress(n, len(todo), f"layer {l} pos {s.position}")
         abl = _batched(lm, list(harmless_val), [ablation(r)], batch_size)
         s.kl = float(kl(mx.array(base_harmless), mx.array(abl)).mean())
         add = _batched(lm, list(harmless_val), [addition(r, l)], batch_size, replay, l - 1)

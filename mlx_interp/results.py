@@ -32,6 +32,7 @@ def _version(pkg: str) -> str | None:
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
+    """HEAD of the checkout this package lives in, with "+dirty" for uncommitted changes; None outside git."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd or Path(__file__).parent)
         commit = out.stdout.strip() or None
@@ -39,6 +40,10 @@ def git_commit(cwd: Path | None = None) -> str | None:
         return f"{commit}{'+dirty' if dirty.stdout.strip() else ''}" if commit else None
     except OSError:
         return None
+
+
+# The code that runs is the code imported at start; HEAD may move while a long experiment runs.
+GIT_AT_IMPORT = git_commit()
 
 
 def provenance(lm=None, *, config: dict | None = None, seed: int | None = None, wall_s: float | None = None) -> dict:
@@ -51,7 +56,7 @@ def provenance(lm=None, *, config: dict | None = None, seed: int | None = None, 
         "mlx_version": _version("mlx"),
         "mlx_lm_version": _version("mlx-lm"),
         "mlx_interp_version": _version("mlx-interp"),
-        "git_commit": git_commit(),
+        "git_commit": GIT_AT_IMPORT,
         "platform": f"{platform.system()} {platform.machine()} python {platform.python_version()}",
         "device": str(mx.default_device()),
         "blas": _blas.STATE.get("loaded"),
@@ -60,6 +65,9 @@ def provenance(lm=None, *, config: dict | None = None, seed: int | None = None, 
         "config": config or {},
         "wall_s": None if wall_s is None else round(wall_s, 3),
     }
+    now = git_commit()
+    if now != GIT_AT_IMPORT:  # the tree changed during the run: record both, the first is what ran
+        prov["git_commit_at_save"] = now
     if lm is not None:
         prov["model"] = lm.describe()
     return prov

@@ -29,6 +29,16 @@ def test_results_never_overwrite_and_carry_provenance(tmp_path, smol):
     assert not list(tmp_path.glob("exp_test/.tmp-*"))
 
 
+def test_provenance_names_the_commit_that_ran_not_the_one_at_save(monkeypatch):
+    from mlx_interp import results
+
+    head = results.git_commit()
+    assert results.provenance()["git_commit"] == head and "git_commit_at_save" not in results.provenance()
+    monkeypatch.setattr(results, "GIT_AT_IMPORT", "0" * 40)  # as if HEAD moved after the experiment started
+    prov = results.provenance()
+    assert prov["git_commit"] == "0" * 40 and prov["git_commit_at_save"] == head
+
+
 def test_vector_roundtrip_and_width_check(tmp_path, smol, gemma):
     vs = VectorSet({3: np.arange(576, dtype=float), 5: np.ones(576)}, "smollm2-135m", "diff_of_means", {"note": "t"})
     p = mi.save_vector(tmp_path / "v.safetensors", vs)

@@ -30,7 +30,7 @@ import numpy as np
 import mlx_interp as mi
 from experiments.common import progress
 from mlx_interp.datasets import caa_published_sycophancy, caa_sycophancy, confidence_pairs
-from mlx_interp.directions import collect, probe_vec, split_consistency
+from mlx_interp.directions import collect, diff_of_means_vec, pca_vec, probe_vec, split_consistency
 from mlx_interp.generate import generate
 from mlx_interp.metrics import ab_from_logits, ab_prompts, ab_scores, ab_tokens, coherence
 from mlx_interp.steering import residual_norms
@@ -56,13 +56,19 @@ def _acts(lm, token_lists, layers, position) -> dict[int, np.ndarray]:
     return collect(lm, token_lists, layers=layers, positions=position, chat=False)
 
 
-def _layer_stats(pos, neg, paired: bool) -> dict:
+def _layer_stats(pos, neg, paired: bool, groups=None) -> dict:
+    """Per layer: the difference of means (the vector steered; balanced over ``groups``), its norm and
+    split-half cosine, probe metrics, and, for paired sets, the cosine between it and the first PC of the
+    paired differences (repeng's vector)."""
     out = {}
     for k in sorted(pos):
-        v = pos[k].mean(0) - neg[k].mean(0)
+        v = diff_of_means_vec(pos[k], neg[k], groups)
         _, m = probe_vec(pos[k], neg[k])
         out[k] = {"norm": float(np.linalg.norm(v)), "probe_auroc": m["auroc"], "probe_accuracy": m["accuracy"],
-                  "split_cosine": split_consistency("pca" if paired else "diff_of_means", pos[k], neg[k]), "vector": v}
+                  "split_cosine": split_consistency("diff_of_means", pos[k], neg[k], groups=groups), "vector": v}
+        if paired:  # low |cosine|: the PC is something else, e.g. which letter the answer is, not the behaviour
+            pc = pca_vec(pos[k], neg[k])
+            out[k]["pca_cosine"] = float(pc @ v / (np.linalg.norm(pc) * np.linalg.norm(v)))
     return out
 
 
@@ -73,7 +79,10 @@ def sycophancy(lm, data, quick: bool, layers) -> dict:
     match = [ab_tokens(lm, g["question"], g["answer_matching_behavior"].strip()) for g in gen]
     other = [ab_tokens(lm, g["question"], g["answer_not_matching_behavior"].strip()) for g in gen]
     progress(1, 4, "sycophancy activations")
-    stats = _layer_stats(_acts(lm, match, layers, -2), _acts(lm, other, layers, -2), paired=True)
+    # the activation at the answer letter mostly says which letter it is; balancing over "matching is A" /
+    # "matching is B" cancels that exactly (the generate set is 99 A / 101 B, its first 48 are 28 / 20)
+    stats = _layer_stats(_acts(lm, match, layers, -2), _acts(lm, other, layers, -2), paired=True,
+                         groups=[letter(g["answer_matching_behavior"]) for g in gen])
     qs, ms = [t["question"] for t in test], [letter(t["answer_matching_behavior"]) for t in test]
     # the unsteered residual at every position, so each steered pass runs only the blocks from k on (trace.run resume=);
     # its logits are the unsteered A/B baseline

@@ -70,8 +70,9 @@ def load_sets(path: str | None) -> dict:
 def _gen_eval(lm, prompts, interventions, max_tokens, phrases, batch: int = 32) -> dict:
     """Greedy generations scored for refusal and coherence; prompts run in length-sorted batches of 32.
 
-    Sorting keeps left padding small; 32 per batch cost about a fifth less per prompt than 16 on a 2-core
-    CPU (``python bench/bench_generate_batch.py``).
+    Sorting keeps left padding small. On a 2-core CPU, Qwen2.5-Coder-0.5B, 64 tokens
+    (``python bench/bench_generate_batch.py``): 32 per batch costs 0.80x the time per prompt of 16, and 64
+    costs 0.69x. We keep 32: the KV cache of 64 long prompts of a 9B model is several GB on a laptop.
     """
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     gens = [None] * len(prompts)

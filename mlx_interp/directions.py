@@ -61,9 +61,25 @@ def _check(pos: np.ndarray, neg: np.ndarray, what: str = "") -> None:
         raise MlxInterpError(f"positive width {pos.shape[1]} != negative width {neg.shape[1]}")
 
 
-def diff_of_means_vec(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+def _group_index(groups, n: int) -> list[np.ndarray]:
+    """Indices of each distinct label of a paired grouping (e.g. which letter the matching answer is)."""
+    g = np.asarray(list(groups), dtype=object)
+    if len(g) != n:
+        raise MlxInterpError(f"groups has {len(g)} labels for {n} paired examples; give one label per pair")
+    return [np.flatnonzero(g == u) for u in dict.fromkeys(g.tolist())]
+
+
+def diff_of_means_vec(pos: np.ndarray, neg: np.ndarray, groups: Sequence | None = None) -> np.ndarray:
+    """mean(pos) - mean(neg) in float64; with ``groups`` (paired sets), the mean over groups of each group's
+    difference, so that a nuisance that flips between groups (the letter of the matching A/B answer) cancels
+    exactly even when the groups are unequal in size."""
     _check(pos, neg)
-    return pos.astype(np.float64).mean(0) - neg.astype(np.float64).mean(0)
+    pos, neg = pos.astype(np.float64), neg.astype(np.float64)
+    if groups is None:
+        return pos.mean(0) - neg.mean(0)
+    if pos.shape != neg.shape:
+        raise MlxInterpError(f"groups need paired sets of equal size; got {len(pos)} and {len(neg)}")
+    return np.mean([pos[i].mean(0) - neg[i].mean(0) for i in _group_index(groups, len(pos))], axis=0)
 
 
 def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -124,9 +140,10 @@ def pca_vec(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     return v * float(np.abs(proj).mean())
 
 
-def vector_for(method: str, pos: np.ndarray, neg: np.ndarray, **kw) -> tuple[np.ndarray, dict]:
+def vector_for(method: str, pos: np.ndarray, neg: np.ndarray, groups: Sequence | None = None, **kw) -> tuple[np.ndarray, dict]:
+    """The vector of one method (``groups`` balances only the difference of means)."""
     if method == "diff_of_means":
-        return diff_of_means_vec(pos, neg), {}
+        return diff_of_means_vec(pos, neg, groups), {}
     if method == "probe":
         return probe_vec(pos, neg, **kw)
     if method == "pca":
@@ -134,15 +151,29 @@ def vector_for(method: str, pos: np.ndarray, neg: np.ndarray, **kw) -> tuple[np.
     raise MlxInterpError(f"unknown extraction method {method!r}; valid: {', '.join(METHODS)}")
 
 
-def split_consistency(method: str, pos: np.ndarray, neg: np.ndarray, seed: int = 0) -> float:
-    """Cosine between the vectors extracted from two disjoint random halves (pairs kept together)."""
+def split_consistency(method: str, pos: np.ndarray, neg: np.ndarray, seed: int = 0, groups: Sequence | None = None) -> float:
+    """Cosine between the vectors extracted from two disjoint random halves (pairs kept together).
+
+    With ``groups`` each group is halved separately, so both halves hold the same mix of groups; an
+    unbalanced random split of A/B items otherwise measures the letter, not the behaviour."""
     n = min(len(pos), len(neg))
     if n < 4:
         raise MlxInterpError(f"split consistency needs at least 4 examples per class, got {n}")
-    idx = np.random.default_rng(seed).permutation(n)
-    a, b = idx[: n // 2], idx[n // 2 :]
-    va, _ = vector_for(method, pos[a], neg[a])
-    vb, _ = vector_for(method, pos[b], neg[b])
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        idx = rng.permutation(n)
+        a, b = idx[: n // 2], idx[n // 2 :]
+        ga = gb = None
+    else:
+        parts = [rng.permutation(i) for i in _group_index(groups, n)]
+        if min(len(i) for i in parts) < 2:
+            raise MlxInterpError("split consistency with groups needs at least 2 pairs in every group")
+        a = np.concatenate([i[: len(i) // 2] for i in parts])
+        b = np.concatenate([i[len(i) // 2 :] for i in parts])
+        labels = np.asarray(list(groups), dtype=object)
+        ga, gb = labels[a], labels[b]
+    va, _ = vector_for(method, pos[a], neg[a], ga)
+    vb, _ = vector_for(method, pos[b], neg[b], gb)
     return float(va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb)))
 
 

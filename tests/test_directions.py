@@ -49,6 +49,21 @@ def test_split_consistency_high_for_signal_low_for_noise():
     assert noise < 0.6
 
 
+def test_group_balanced_difference_of_means_and_split():
+    """Pairs whose difference is +/-5 on axis 1 by group (a nuisance) plus 2 on axis 0 (the trait)."""
+    sign = np.array([1.0] * 6 + [-1.0] * 2)
+    pos = 2 * np.eye(D)[0] + 5 * sign[:, None] * np.eye(D)[1]
+    neg = np.zeros_like(pos)
+    groups = ["A"] * 6 + ["B"] * 2
+    np.testing.assert_allclose(diff_of_means_vec(pos, neg, groups), 2 * np.eye(D)[0])
+    np.testing.assert_allclose(diff_of_means_vec(pos, neg), 2 * np.eye(D)[0] + 2.5 * np.eye(D)[1])
+    assert split_consistency("diff_of_means", pos, neg, groups=groups) == pytest.approx(1.0)
+    with pytest.raises(MlxInterpError, match="3 labels for 8"):
+        diff_of_means_vec(pos, neg, groups[:3])
+    with pytest.raises(MlxInterpError, match="at least 2 pairs in every group"):
+        split_consistency("diff_of_means", pos[:7], neg[:7], groups=groups[:7])
+
+
 @pytest.mark.parametrize("fn", [diff_of_means_vec, pca_vec, lambda a, b: probe_vec(a, b)[0]])
 def test_bad_activations_are_clear_errors(fn):
     with pytest.raises(MlxInterpError) as e:

@@ -134,6 +134,34 @@ def test_hedge_rate():
     assert hedge_rate(["Paris.", "I think it is Paris, but I\u2019m not sure."]) == 0.5
 
 
+def test_exp12_split_cosine_is_of_the_steered_vector_and_pca_is_checked_against_it():
+    """A/B pairs: the answer letter flips between items (a large axis) while the behaviour is a small shift.
+    The steered vector (difference of means, balanced over the matching letter) is the behaviour and is
+    consistent across letter-balanced halves; the first PC of the paired differences is the letter axis,
+    so its cosine with the steered vector is near 0."""
+    import numpy as np
+
+    from experiments.exp12_multimodel_directions import _layer_stats
+    from mlx_interp.directions import split_consistency
+
+    rng = np.random.default_rng(0)
+    n, d = 40, 6
+    letter = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)[:, None] * 5 * np.eye(d)[1]
+    pos = 2 * np.eye(d)[0] + letter + 0.1 * rng.normal(size=(n, d))
+    neg = -letter + 0.1 * rng.normal(size=(n, d))
+    groups = ["A" if i % 2 == 0 else "B" for i in range(n)]
+    st = _layer_stats({3: pos[:30]}, {3: neg[:30]}, paired=True, groups=groups[:30])[3]
+    assert np.abs(st["vector"] - 2 * np.eye(d)[0]).max() < 0.1  # the letter cancels; the behaviour is left
+    assert st["split_cosine"] == split_consistency("diff_of_means", pos[:30], neg[:30], groups=groups[:30]) > 0.9
+    assert abs(st["pca_cosine"]) < 0.2
+    # an unbalanced subset (8 A, 4 B): the plain mean keeps a letter component, the balanced one does not
+    sub = [*range(0, 16, 2), 1, 3, 5, 7]
+    plain = _layer_stats({3: pos[sub]}, {3: neg[sub]}, paired=False)[3]["vector"]
+    balanced = _layer_stats({3: pos[sub]}, {3: neg[sub]}, paired=True, groups=[groups[i] for i in sub])[3]["vector"]
+    assert abs(plain[1]) > 2 and abs(balanced[1]) < 0.1
+    assert "pca_cosine" not in _layer_stats({3: pos}, {3: neg}, paired=False)[3]
+
+
 def test_exp7_held_out_generations_keep_prompt_order_across_sorted_batches(smol):
     """_gen_eval sorts prompts by length into batches; the examples and scores must stay in prompt order."""
     from experiments.exp7_refusal_scaling import _gen_eval

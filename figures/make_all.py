@@ -167,7 +167,10 @@ def fig_norms(exp7: dict, exp12: dict, out: Path) -> list[Path]:
         a.set_xlabel("layer (fraction of depth)")
         a.set_ylabel("vector norm (log)")
         a.set_title(t, fontsize=9)
-        a.legend(fontsize=7)
+        if a.get_lines():
+            a.legend(fontsize=7)
+        else:  # e.g. exp12 results but no exp7 result in this folder
+            a.text(0.5, 0.5, "no result", ha="center", va="center", transform=a.transAxes)
     fig.suptitle("Direction norm per layer per model")
     return [_save(fig, out / "directions_norms.png")]
 

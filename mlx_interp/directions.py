@@ -165,12 +165,12 @@ def split_consistency(method: str, pos: np.ndarray, neg: np.ndarray, seed: int =
         a, b = idx[: n // 2], idx[n // 2 :]
         ga = gb = None
     else:
-        parts = [rng.permutation(i) for i in _group_index(groups, n)]
+        labels = np.asarray(list(groups), dtype=object)
+        parts = [rng.permutation(i) for i in _group_index(labels, n)]
         if min(len(i) for i in parts) < 2:
             raise MlxInterpError("split consistency with groups needs at least 2 pairs in every group")
         a = np.concatenate([i[: len(i) // 2] for i in parts])
         b = np.concatenate([i[len(i) // 2 :] for i in parts])
-        labels = np.asarray(list(groups), dtype=object)
         ga, gb = labels[a], labels[b]
     va, _ = vector_for(method, pos[a], neg[a], ga)
     vb, _ = vector_for(method, pos[b], neg[b], gb)

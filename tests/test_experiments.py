@@ -101,6 +101,8 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
     sy, co = r12["sycophancy"], r12["confidence"]
     assert [r["layer"] for r in sy["layers"]] == list(range(0, 30, 4)) and 0 < sy["ab_baseline"] < 1
     assert all(0 <= r["ab_plus1"] <= 1 and r["norm"] > 0 for r in sy["layers"])
+    # letter-balanced vector on the real model: its split-half cosine and PCA's agreement with it are reported
+    assert all(-1 <= r["split_cosine"] <= 1 and -1 <= r["pca_cosine"] <= 1 for r in sy["layers"])
     assert co["best_readout_auroc"] >= 0.9  # confident vs hedged answers differ in their last tokens
     import mlx_interp as mi
     mi.save_result("exp12_multimodel_directions", r12, lm=smol, out_dir=out)

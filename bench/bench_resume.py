@@ -18,8 +18,8 @@ import mlx_interp as mi  # first: fast BLAS
 import numpy as np
 
 from bench_overhead import _time  # bench/ is on sys.path when run as a script
-from mlx_interp.datasets import caa_sycophancy
-from mlx_interp.metrics import ab_prompts
+from mlx_interp.tasks.datasets import caa_sycophancy
+from mlx_interp.measures.ab import ab_prompts
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
         v = np.random.default_rng(0).normal(size=lm.width)
         ks = [L // 4, L // 2, 3 * L // 4]
         mi.run(lm, prompts)  # warm-up
-        cap = mi.Capture(layers=[k - 1 for k in range(1, L)], positions="all")
+        cap = mi.Capture("resid_pre", list(range(1, L)), "all")
         base_t = statistics.median(_time(lambda: mi.run(lm, prompts, capture=cap)) for _ in range(a.reps))
         base = mi.run(lm, prompts, capture=cap)
         full_all, res_all = [], []

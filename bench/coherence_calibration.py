@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 
 import mlx_interp as mi
-from mlx_interp.datasets import refusal_prompts, refusal_substrings
-from mlx_interp.metrics import PPL_MAX, REP_MAX, refusal_rate
-from mlx_interp.steering import search_multiplier
+from mlx_interp.tasks.datasets import refusal_prompts, refusal_substrings
+from mlx_interp.measures.coherence import PPL_MAX, REP_MAX
+from mlx_interp.measures.text import refusal_rate
+from mlx_interp.methods.steering import search_multiplier
 
 
 def main(argv=None) -> None:

@@ -18,11 +18,11 @@ from pathlib import Path
 import mlx_interp  # noqa: F401  (first: fast BLAS)
 import numpy as np
 
-from mlx_interp.convert import convert_gguf
-from mlx_interp.fetch import assemble_gguf
-from mlx_interp.models import cache_dir, load, prepare, prepared_dir
-from mlx_interp.registry import REGISTRY
-from mlx_interp.trace import run
+from mlx_interp.store.convert import convert_gguf
+from mlx_interp.store.fetch import assemble_gguf
+from mlx_interp.store.models import cache_dir, load
+from mlx_interp.store.registry import REGISTRY
+from mlx_interp.core.trace import run
 
 PROMPTS = [
     "The capital of France is a city with a long history and",
@@ -43,14 +43,13 @@ def main() -> None:
     a = ap.parse_args()
     print(f"{'model':<20} {'recipe':<16} {'KL(fp32||q)':>12} {'top-1 agree':>12} {'disk MB':>8}")
     for alias in a.models:
-        prepare(alias, 32, progress=lambda s: None)
-        ref = load(str(prepared_dir(alias, 32)))
+        ref = load(f"{alias}@fp32")
         refs = [_logsoftmax(np.array(run(ref, p, logits="all").logits[0], dtype=np.float64)) for p in PROMPTS]
         gguf = assemble_gguf(REGISTRY[alias].offline, cache_dir(), progress=lambda s: None)
         with tempfile.TemporaryDirectory() as tmp:
             for recipe, gs in (("mirror", 32), ("mirror", 64), ("uniform", 32)):
                 out = Path(tmp) / f"{recipe}-{gs}"
-                convert_gguf(gguf, out, bits=4, group_size=gs, recipe=recipe,
+                convert_gguf(gguf, out, f"4bit-g{gs}-{recipe}",
                              config_overrides=REGISTRY[alias].offline.config_overrides, progress=lambda s: None)
                 lm = load(str(out))
                 kls, agree = [], []

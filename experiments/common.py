@@ -3,7 +3,7 @@
 Each ``experiments/expN_name.py`` defines ``run(lm, queries, quick) -> dict`` and calls
 ``main(NAME, run, default_prompts)``; this module parses
 ``--model M [--model M2 ...] [--quick] [--prompts FILE.jsonl] [--out DIR]``, loads each model,
-runs, and writes one results JSON per model through ``mlx_interp.results``.
+runs, and writes one results JSON per model through ``mlx_interp.runs.results``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import time
 from typing import Callable
 
 import mlx_interp as mi
-from mlx_interp.registry import DEFAULT_MODEL
+from mlx_interp.runs.results import code_version
+from mlx_interp.store.registry import DEFAULT_MODEL
 
 
 def progress(i: int, n: int, what: str = "") -> None:
@@ -24,7 +25,7 @@ def progress(i: int, n: int, what: str = "") -> None:
 
 def parse(description: str, argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--model", action="append", help=f"model alias, repo id or folder (repeatable; default {DEFAULT_MODEL})")
+    ap.add_argument("--model", action="append", help=f"model: alias[@precision], repo id or folder (repeatable; default {DEFAULT_MODEL})")
     ap.add_argument("--quick", action="store_true", help="a small subset, minutes on a 2-core CPU")
     ap.add_argument("--prompts", help="your own queries (JSONL, same schema as the built-in set)")
     ap.add_argument("--out", default="results", help="results folder")
@@ -38,6 +39,7 @@ def main(name: str, run: Callable, load_queries: Callable, doc: str, argv=None) 
     """Run experiment ``name`` on every requested model; returns the written paths."""
     global ARGS
     a = ARGS = parse(doc.strip().splitlines()[0], argv)
+    code_version()  # the commit this run starts from, before HEAD can move (BUGFIX.md #11)
     paths = []
     try:
         queries = load_queries(a.prompts)

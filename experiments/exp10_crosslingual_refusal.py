@@ -25,11 +25,12 @@ import numpy as np
 
 from experiments import common
 from experiments.common import progress
-from mlx_interp import refusal
-from mlx_interp.datasets import crosslingual_prompts, crosslingual_refusal_phrases
-from mlx_interp.generate import generate
-from mlx_interp.metrics import coherence, refusal_rate
-from mlx_interp.results import load_results
+from mlx_interp.core.generate import generate
+from mlx_interp.measures.coherence import coherence
+from mlx_interp.measures.text import refusal_rate
+from mlx_interp.methods import refusal
+from mlx_interp.runs.results import load_results
+from mlx_interp.tasks.datasets import crosslingual_prompts, crosslingual_refusal_phrases
 
 LANGS = ("en", "es", "fr", "de", "zh")
 
@@ -61,7 +62,7 @@ def english_direction(lm, out_dir: str) -> tuple[dict | None, str]:
 
 
 def _gen(lm, prompts, ivs, max_tok):
-    return generate(lm, prompts, max_tokens=max_tok, interventions=ivs)
+    return generate(lm, prompts, max_tokens=max_tok, interventions=ivs, chat=lm.instruct)
 
 
 def run(lm, rows, quick: bool) -> dict:

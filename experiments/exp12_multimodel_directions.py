@@ -29,12 +29,13 @@ import numpy as np
 
 import mlx_interp as mi
 from experiments.common import progress
-from mlx_interp.datasets import caa_published_sycophancy, caa_sycophancy, confidence_pairs
-from mlx_interp.directions import collect, diff_of_means_vec, pca_vec, probe_vec, split_consistency
-from mlx_interp.generate import generate
-from mlx_interp.metrics import ab_from_logits, ab_prompts, ab_scores, ab_tokens, coherence
-from mlx_interp.steering import residual_norms
-from mlx_interp.trace import format_prompt
+from mlx_interp.core.batching import format_prompt
+from mlx_interp.core.generate import generate
+from mlx_interp.measures.ab import ab_from_logits, ab_prompts, ab_scores, ab_tokens
+from mlx_interp.measures.coherence import coherence
+from mlx_interp.methods.steering import residual_norms
+from mlx_interp.readouts.directions import collect, diff_of_means_vec, pca_vec, probe_vec, split_consistency
+from mlx_interp.tasks.datasets import caa_published_sycophancy, caa_sycophancy, confidence_pairs
 
 M_CONF = 0.5  # confidence steering multiplier, in units of the residual norm at the layer
 HEDGES = ["i think", "i believe", "not sure", "not certain", "might", "maybe", "perhaps", "possibly", "i could be wrong",
@@ -76,24 +77,26 @@ def sycophancy(lm, data, quick: bool, layers) -> dict:
     gen = data["generate"][:48 if quick else 200]
     test = data["test"][:12 if quick else 50]
     letter = lambda s: s.strip()[1]  # noqa: E731  "(A)" -> "A"
-    match = [ab_tokens(lm, g["question"], g["answer_matching_behavior"].strip()) for g in gen]
-    other = [ab_tokens(lm, g["question"], g["answer_not_matching_behavior"].strip()) for g in gen]
+    chat = lm.instruct
+    match = [ab_tokens(lm, g["question"], g["answer_matching_behavior"].strip(), chat) for g in gen]
+    other = [ab_tokens(lm, g["question"], g["answer_not_matching_behavior"].strip(), chat) for g in gen]
     progress(1, 4, "sycophancy activations")
     # the activation at the answer letter mostly says which letter it is; balancing over "matching is A" /
     # "matching is B" cancels that exactly (the generate set is 99 A / 101 B, its first 48 are 28 / 20)
     stats = _layer_stats(_acts(lm, match, layers, -2), _acts(lm, other, layers, -2), paired=True,
                          groups=[letter(g["answer_matching_behavior"]) for g in gen])
     qs, ms = [t["question"] for t in test], [letter(t["answer_matching_behavior"]) for t in test]
-    # the unsteered residual at every position, so each steered pass runs only the blocks from k on (trace.run resume=);
+    # the unsteered resid_pre at every position, so each steered pass runs only the blocks from k on (run(resume=));
     # its logits are the unsteered A/B baseline
     sweep = sorted(stats)
-    replay = mi.run(lm, ab_prompts(lm, qs), capture=mi.Capture(layers=[k - 1 for k in sweep if k > 0] or None, positions="all"))
+    starts = [k for k in sweep if k > 0]
+    replay = mi.run(lm, ab_prompts(lm, qs, chat), capture=mi.Capture("resid_pre", starts, "all") if starts else None)
     base = float(ab_from_logits(lm, replay.logits, ms).mean())
     rows = []
     for n, k in enumerate(sweep, 1):
         progress(n, len(stats), f"A/B sweep layer {k}")
         v = stats[k].pop("vector")
-        sc = {m: float(ab_scores(lm, qs, ms, interventions=[mi.Add(v, layers=k, alpha=m)], resume=(replay, k)).mean())
+        sc = {m: float(ab_scores(lm, qs, ms, interventions=[mi.Add(v, layers=k, alpha=m)], resume=(replay, k), chat=chat).mean())
               for m in (-1.0, 1.0)}
         rows.append({"layer": k, **stats[k], "ab_minus1": sc[-1.0], "ab_plus1": sc[1.0], "effect": sc[1.0] - sc[-1.0]})
     best = max(rows, key=lambda r: r["effect"])
@@ -111,7 +114,7 @@ def confidence(lm, data, quick: bool, layers) -> dict:
     train, held = pairs[:n_vec], pairs[n_vec:n_vec + n_q]
 
     def toks(p, ans):
-        return lm.tokenizer.encode(format_prompt(lm, p["question"]) + ans, add_special_tokens=not lm.instruct)
+        return lm.tokenizer.encode(format_prompt(lm, p["question"], lm.instruct) + ans, add_special_tokens=not lm.instruct)
 
     if not lm.instruct:
         toks = lambda p, ans: lm.tokenizer.encode(f"Q: {p['question']}\nA: {ans}", add_special_tokens=True)  # noqa: E731
@@ -121,7 +124,7 @@ def confidence(lm, data, quick: bool, layers) -> dict:
     stats = _layer_stats(pos, neg, paired=True)
     read = max(sorted(stats), key=lambda k: (stats[k]["probe_auroc"] or 0, -k))
     prompts = [p["question"] for p in held] if lm.instruct else [f"Q: {p['question']}\nA:" for p in held]
-    chat = None if lm.instruct else False
+    chat = lm.instruct
     norms = residual_norms(lm, prompts, sorted(stats), chat=chat)
     max_tok = 24 if quick else 48
 

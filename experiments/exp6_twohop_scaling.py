@@ -17,7 +17,7 @@ import numpy as np
 
 import mlx_interp as mi
 from experiments.common import main, progress
-from mlx_interp.twohop import load_queries, mentions
+from mlx_interp.tasks.twohop import load_queries, mentions
 
 TOP = 30
 QUICK_N = 8
@@ -29,7 +29,7 @@ def _first_tokens(lm, names: list[str]) -> list[str]:
 
 def first_layer_in_top(res, targets: list[str]) -> int | None:
     """First layer (not the embedding row) where any target's first token ranks < TOP."""
-    for r in res.layers:
+    for r in res.readings():
         if r.layer >= 0 and any(r.targets[t][0] < TOP for t in targets):
             return r.layer
     return None
@@ -54,8 +54,8 @@ def run(lm, queries, quick: bool) -> dict:
             "sequential": b is not None and a is not None and b < a,
             "bridge_never_in_top30": b is None, "answer_never_in_top30": a is None,
             "continuation": cont, "correct": mentions(cont, q.names("e3")),
-            "bridge_rank_by_layer": [min(r.targets[t][0] for t in e2t) for r in res.layers],
-            "answer_rank_by_layer": [min(r.targets[t][0] for t in e3t) for r in res.layers],
+            "bridge_rank_by_layer": [min(r.targets[t][0] for t in e2t) for r in res.readings()],
+            "answer_rank_by_layer": [min(r.targets[t][0] for t in e3t) for r in res.readings()],
         })
     gaps = [r["gap"] for r in rows if r["gap"] is not None]
     summary = {

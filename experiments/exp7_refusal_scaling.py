@@ -2,7 +2,7 @@
 
     python -m experiments.exp7_refusal_scaling --model qwen2.5-coder-0.5b [--model ...] [--quick] [--prompts F.jsonl]
 
-Per instruct model (papers.md section 3, with mlx_interp.refusal):
+Per instruct model (papers.md section 3, with mlx_interp.methods.refusal):
 1. Refusal-start tokens derived from the model's own refusals (first tokens of refused harmful train prompts).
 2. Vetting: harmful train and val prompts the model does not refuse, and harmless ones it does refuse, are
    dropped (greedy 32 tokens, refusal phrase list). Counts reported. The paper filters val prompts by the
@@ -36,13 +36,15 @@ import numpy as np
 
 import mlx_interp as mi
 from experiments.common import progress
-from mlx_interp import refusal
-from mlx_interp.datasets import refusal_eval_prompts, refusal_prompts, refusal_substrings
+from mlx_interp.core.generate import generate
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.generate import generate
-from mlx_interp.metrics import coherence, refusal_rate, refusal_score, refusal_start_tokens
-from mlx_interp.steering import search_multiplier
-from mlx_interp.vetting import vet
+from mlx_interp.measures.coherence import coherence
+from mlx_interp.measures.text import refusal_rate, refusal_score
+from mlx_interp.methods import refusal
+from mlx_interp.methods.refusal import refusal_start_tokens
+from mlx_interp.methods.steering import search_multiplier
+from mlx_interp.methods.vetting import vet
+from mlx_interp.tasks.datasets import refusal_eval_prompts, refusal_prompts, refusal_substrings
 
 # Paper Table 5 rows for the two sub-3B models, and their committed pipeline runs (papers.md section 3).
 PAPER = {
@@ -68,18 +70,9 @@ def load_sets(path: str | None) -> dict:
 
 
 def _gen_eval(lm, prompts, interventions, max_tokens, phrases, batch: int = 32) -> dict:
-    """Greedy generations scored for refusal and coherence; prompts run in length-sorted batches of 32.
-
-    Sorting keeps left padding small. On a 2-core CPU, Qwen2.5-Coder-0.5B, 64 tokens
-    (``python bench/bench_generate_batch.py``): 32 per batch costs 0.80x the time per prompt of 16, and 64
-    costs 0.69x. We keep 32: the KV cache of 64 long prompts of a 9B model is several GB on a laptop.
-    """
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    gens = [None] * len(prompts)
-    for i in range(0, len(order), batch):
-        idx = order[i:i + batch]
-        for j, g in zip(idx, generate(lm, [prompts[j] for j in idx], max_tokens=max_tokens, interventions=interventions)):
-            gens[j] = g
+    """Greedy chat generations scored for refusal and coherence (length-sorted chunks of ``batch``, see
+    core.batching; bench/bench_generate_batch.py measures the per-prompt cost of 16/32/64)."""
+    gens = generate(lm, prompts, max_tokens=max_tokens, interventions=interventions, chat=True, batch_size=batch)
     c = coherence(lm, gens)
     return {"refusal_score": refusal_rate([g.text for g in gens], phrases), "coherent_rate": c["coherent_rate"],
             "median_perplexity": c["median_perplexity"], "n": len(gens), "examples": [g.text for g in gens[:3]]}
@@ -94,9 +87,9 @@ def not_applicable(lm, sets, quick, reason: str, extra: dict | None = None) -> d
     rates = {k: refusal_rate([g.text for g in generate(lm, p, max_tokens=32 if quick else 64, chat=chat)], phrases)
              for k, p in (("harmful_baseline", h_te), ("harmless_baseline", hl_te))}
     h_tr, hl_tr = (s[:32 if quick else 128] for s in sets["train"])
-    vs = mi.diff_of_means(lm, h_tr, hl_tr, chat=chat)
+    vs = mi.diff_of_means(lm, h_tr, hl_tr, chat=chat, site="resid_pre", layers=list(range(1, lm.n_layers)))
     return {"applies": False, "reason": reason, "summary": {**rates, "layers": lm.n_layers, "n_eval": len(h_te)},
-            "norms": {str(k + 1): v for k, v in vs.norms().items() if k + 1 < lm.n_layers},
+            "norms": {str(k): v for k, v in vs.norms().items()},
             "norm_note": f"unvetted diff of means, harmful - harmless ({'chat' if chat else 'plain text'}, last token) at block input l",
             **(extra or {})}
 
@@ -114,8 +107,8 @@ def run(lm, sets, quick: bool) -> dict:
 
     progress(2, 6, "vetting train prompts")
     refuses = lambda t: bool(refusal_score(t, phrases))  # noqa: E731
-    v = vet(lm, h_tr, hl_tr, refuses, min_kept=0)
-    vv = vet(lm, h_va, hl_va, refuses, min_kept=0)
+    v = vet(lm, h_tr, hl_tr, refuses, min_kept=0, chat=True)
+    vv = vet(lm, h_va, hl_va, refuses, min_kept=0, chat=True)
     if min(len(v.positive), len(v.negative), len(vv.positive), len(vv.negative)) < 2:
         return not_applicable(lm, sets, quick, f"{lm.name} barely refuses: it refused {len(v.positive)} of {len(h_tr)} harmful "
                               f"train and {len(vv.positive)} of {len(h_va)} harmful val prompts (need 2 of each to extract "
@@ -153,8 +146,9 @@ def run(lm, sets, quick: bool) -> dict:
     free = refusal.choose(scored, cands, baseline, None, float("inf"), lm.name)
     r = sel.direction
     progress(5, 6, "coefficient search for addition")
-    search = search_multiplier(lm, r, sel.layer - 1, hl_va_k[:8], lambda g: refusal_rate([x.text for x in g], phrases),
-                               steps=4 if quick else 6, start=0.125, max_tokens=32, with_baseline=False)
+    search = search_multiplier(lm, r, sel.layer, hl_va_k[:8], lambda g: refusal_rate([x.text for x in g], phrases),
+                               site="resid_pre", steps=4 if quick else 6, start=0.125, max_tokens=32, chat=True,
+                               with_baseline=False)
     alpha_s = search.best.alpha if search.best else None  # coefficient on r itself
     progress(5, 6, "held-out generations")
     effect = {

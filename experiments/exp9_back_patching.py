@@ -4,7 +4,7 @@
 
 Procedure (Biran et al., EMNLP 2024, section 2 of papers.md): run the two-hop prompt; for a query the
 model gets wrong (greedy 10 tokens contain neither the answer nor an alias), take the hidden state h_s
-(output of decoder layer s) at position t2 (last token) or t1 (last token of the first-hop entity e1),
+(``resid_post`` of layer s) at position t2 (last token) or t1 (last token of the first-hop entity e1),
 and write it into the same prompt at the same position at an earlier layer t < s, on the prefill pass
 only; decode 10 tokens greedily; the query is fixed if the answer appears. Reported: the fraction of
 failures fixed by at least one (s, t) pair, per position and relation family, the success count of each
@@ -22,8 +22,7 @@ import numpy as np
 
 import mlx_interp as mi
 from experiments.common import main, progress
-from mlx_interp.capture import Capture
-from mlx_interp.twohop import load_queries, mentions
+from mlx_interp.tasks.twohop import load_queries, mentions
 
 PAPER_HEADLINE = "up to 66% of previously incorrect cases have a back-patch that gives the correct answer (Biran et al. 2024)"
 
@@ -42,7 +41,7 @@ def patch_grid(lm, prompt: str, states: dict, pos: int, layers: list[int], answe
         targets = [t for t in layers if t < s]
         if not targets:
             continue
-        ivs = [mi.Patch(states[s], layer=t, positions=pos, rows=[i]) for i, t in enumerate(targets)]
+        ivs = [mi.Patch(states[s], layers=t, positions=pos, rows=[i]) for i, t in enumerate(targets)]
         gens = mi.generate(lm, [prompt] * len(targets), max_tokens=10, chat=False, interventions=ivs)
         for t, g in zip(targets, gens):
             grid[s, t] = int(mentions(g.text, answer_names))
@@ -64,14 +63,14 @@ def run(lm, queries, quick: bool) -> dict:
         names = q.names("e3")
         row = {"id": q.id, "family": q.family, "prompt": q.two_hop, "answer": q.e3, "continuation": cont}
         for key, pos in (("t2", -1), ("t1", t1_position(lm, q))):
-            tr = mi.run(lm, q.two_hop, capture=Capture(layers, pos))
-            grid = patch_grid(lm, q.two_hop, {s: np.array(tr.resid[s][0]) for s in layers}, pos, layers, names)
+            tr = mi.run(lm, q.two_hop, capture=mi.Capture("resid_post", layers, pos))
+            grid = patch_grid(lm, q.two_hop, {s: np.array(tr["resid_post", s][0]) for s in layers}, pos, layers, names)
             heat[key] += np.maximum(grid, 0)
             hits = np.argwhere(grid == 1)
             row[f"fixed_{key}"] = bool(len(hits))
             row[f"pairs_{key}"] = hits.tolist()
-        one = mi.run(lm, q.first_hop, capture=Capture(layers, "last"))
-        grid = patch_grid(lm, q.two_hop, {s: np.array(one.resid[s][0]) for s in layers}, -1, layers, names)
+        one = mi.run(lm, q.first_hop, capture=mi.Capture("resid_post", layers, "last"))
+        grid = patch_grid(lm, q.two_hop, {s: np.array(one["resid_post", s][0]) for s in layers}, -1, layers, names)
         # cross-prompt: any source layer may go to any target layer (t < s as in back-patching)
         heat["cross"] += np.maximum(grid, 0)
         row["fixed_cross"] = bool((grid == 1).any())

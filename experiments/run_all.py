@@ -10,7 +10,7 @@ import sys
 from experiments import (exp6_twohop_scaling, exp7_refusal_scaling, exp9_back_patching, exp10_crosslingual_refusal,
                          exp12_multimodel_directions)
 from experiments.common import main
-from mlx_interp.twohop import load_queries
+from mlx_interp.tasks.twohop import load_queries
 
 EXPERIMENTS = [
     ("exp6_twohop_scaling", exp6_twohop_scaling, load_queries),

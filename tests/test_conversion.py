@@ -8,11 +8,11 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_interp.convert import _field, _open_reader
-from mlx_interp.fetch import assemble_gguf
-from mlx_interp.models import cache_dir, prepare, prepared_dir
-from mlx_interp.registry import REGISTRY, TEST_MODELS
-from mlx_interp.trace import run
+from mlx_interp.core.trace import run
+from mlx_interp.store.convert import _field, _open_reader
+from mlx_interp.store.fetch import assemble_gguf
+from mlx_interp.store.models import cache_dir, prepare
+from mlx_interp.store.registry import REGISTRY, TEST_MODELS
 
 TOKENIZER_STRINGS = [
     "Hello world",
@@ -52,7 +52,7 @@ def _spelled(token: str) -> str:
 
 @pytest.mark.parametrize("alias", TEST_MODELS)
 def test_tokenizer_matches_gguf_vocabulary(alias):
-    from mlx_interp.models import load
+    from mlx_interp.store.models import load
 
     lm = load(alias, fast_cpu=False)
     reader = _open_reader(assemble_gguf(REGISTRY[alias].offline, cache_dir(), progress=lambda s: None))
@@ -110,14 +110,14 @@ def test_logits_match_pytorch_reference_of_same_gguf(alias):
     torch = pytest.importorskip("torch", reason="reference extra not installed: pip install -e '.[test]'")
     from transformers import AutoModelForCausalLM
 
-    from mlx_interp.models import load
+    from mlx_interp.store.models import load
 
     torch.set_num_threads(2)
     gguf = assemble_gguf(REGISTRY[alias].offline, cache_dir(), progress=lambda s: None)
     ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    prepare(alias, 32)
-    exact = load(str(prepared_dir(alias, 32)))
+    exact = load(f"{alias}@fp32")
     quant = load(alias)
+    assert exact.name == f"{alias}@fp32" and quant.name == f"{alias}@4bit-g32-mirror"
     for prompt in ("The capital of France is", "def fibonacci(n):\n    if n <"):
         ids = exact.tokenizer.encode(prompt)
         with torch.no_grad():
@@ -135,3 +135,17 @@ def test_logits_match_pytorch_reference_of_same_gguf(alias):
         assert kl < 0.05, f"{alias} 4-bit vs reference KL {kl:.3f}"
         assert q[-1].argmax() == w[-1].argmax()
     del ref
+
+
+def test_each_precision_is_its_own_folder_and_name():
+    """A group-64 conversion is a different folder, model and name from the default group-32 one (BUGFIX #14)."""
+    from mlx_interp.store.models import load, prepared_dir
+
+    assert prepared_dir("smollm2-135m", "4bit-g64") != prepared_dir("smollm2-135m")
+    g64 = load("smollm2-135m@4bit-g64")
+    g32 = load("smollm2-135m")
+    assert g64.name == "smollm2-135m@4bit-g64-mirror" and g32.name == "smollm2-135m@4bit-g32-mirror"
+    cfg = json.loads((g64.path / "config.json").read_text())
+    assert cfg["quantization"]["group_size"] == 64 and g64.path != g32.path
+    ids = g32.tokenizer.encode("The capital of France is")
+    assert not np.array_equal(np.array(run(g64, [ids]).logits), np.array(run(g32, [ids]).logits))

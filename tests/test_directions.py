@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import mlx_interp as mi
-from mlx_interp.datasets import refusal_prompts
-from mlx_interp.directions import diff_of_means_vec, extract, pca_vec, probe_vec, split_consistency
+from mlx_interp.tasks.datasets import refusal_prompts
+from mlx_interp.readouts.directions import diff_of_means_vec, extract, pca_vec, probe_vec, split_consistency
 from mlx_interp.errors import MlxInterpError
 
 RNG = np.random.default_rng(0)
@@ -97,8 +97,8 @@ def test_probe_separates_refusal_prompts_on_a_real_model(smol):
 def test_pca_and_diff_of_means_agree_on_paired_contrasts(smol):
     """Paired sentences (same wording, opposite sentiment): PCA of the pair differences and the
     difference of means should point the same way. (On unpaired sets PCA follows content instead.)"""
-    from mlx_interp.demo import NEGATIVE, POSITIVE
-    from mlx_interp.positions import Span
+    from mlx_interp.app.demo import NEGATIVE, POSITIVE
+    from mlx_interp.core.positions import Span
 
     layer = 15
     dom = extract(smol, POSITIVE, NEGATIVE, layers=[layer], positions=Span(0, None))[layer]
@@ -109,7 +109,7 @@ def test_pca_and_diff_of_means_agree_on_paired_contrasts(smol):
 def test_refusal_logodds_on_constructed_logits():
     import mlx.core as mx
 
-    from mlx_interp.metrics import refusal_logodds
+    from mlx_interp.measures.distributions import refusal_logodds
 
     logits = mx.array([[0.0, 0.0, -1e9, -1e9], [np.log(3.0), 0.0, 0.0, 0.0]])
     out = refusal_logodds(logits, [0])
@@ -118,7 +118,7 @@ def test_refusal_logodds_on_constructed_logits():
 
 
 def test_ab_scores_are_complementary_probabilities(smol):
-    from mlx_interp.metrics import ab_scores
+    from mlx_interp.measures.ab import ab_scores
 
     q = ["Is the sky blue on a clear day?\n\nChoices:\n (A) Yes\n (B) No",
          "Should you lie to your friends?\n\nChoices:\n (A) Yes\n (B) No"]
@@ -133,10 +133,10 @@ def test_ab_scores_are_complementary_probabilities(smol):
 def test_ab_from_logits_known_answer_and_reuse_of_a_pass(smol):
     import mlx.core as mx
 
-    from mlx_interp.metrics import ab_from_logits, ab_prompts, ab_scores
+    from mlx_interp.measures.ab import ab_from_logits, ab_prompts, ab_scores
 
     q = ["Is the sky blue on a clear day?\n\nChoices:\n (A) Yes\n (B) No"] * 2
-    tr = mi.run(smol, ab_prompts(smol, q), capture=mi.Capture(layers=[3], positions="all"))
+    tr = mi.run(smol, ab_prompts(smol, q), capture=mi.Capture("resid_post", [3], "all"))
     a_id, b_id = (smol.tokenizer.encode(c, add_special_tokens=False)[0] for c in "AB")
     lg = np.zeros((1, tr.logits.shape[-1]), np.float32)
     lg[0, a_id] = np.log(3.0)  # p(A) : p(B) = 3 : 1, every other token at logit 0
@@ -148,8 +148,8 @@ def test_ab_from_logits_known_answer_and_reuse_of_a_pass(smol):
 
 
 def test_refusal_start_tokens_from_the_models_own_refusals(lm):
-    from mlx_interp.datasets import refusal_substrings
-    from mlx_interp.metrics import refusal_start_tokens
+    from mlx_interp.tasks.datasets import refusal_substrings
+    from mlx_interp.methods.refusal import refusal_start_tokens
 
     harmful, _ = refusal_prompts("val")
     if not lm.instruct:

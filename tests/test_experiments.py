@@ -10,7 +10,7 @@ from experiments import exp6_twohop_scaling, exp9_back_patching
 from experiments.common import main
 from figures import make_all
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.twohop import load_queries, mentions
+from mlx_interp.tasks.twohop import load_queries, mentions
 
 QUERIES = [
     {"id": "u1", "family": "city-state-capital", "e1": "Dallas", "e2": "Texas", "e3": "Austin",
@@ -68,7 +68,7 @@ def test_exp6_and_exp9_with_user_prompts_then_figures(tmp_path, smol):
     assert s9["n_correct"] + s9["n_failed_tested"] <= 2 and s9["layer_grid"] == list(range(0, 30, 3))
     pngs = make_all.main(["--results", str(out), "--out", str(tmp_path / "figs")])
     names = {p.name for p in pngs}
-    assert "exp6_twohop_scaling.png" in names and "exp9_backpatch_smollm2-135m.png" in names
+    assert "exp6_twohop_scaling.png" in names and "exp9_backpatch_smollm2-135m@4bit-g32-mirror.png" in names
     assert all(p.stat().st_size > 10_000 for p in pngs)
 
 
@@ -108,7 +108,7 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
     mi.save_result("exp12_multimodel_directions", r12, lm=smol, out_dir=out)
     names = {p.name for p in make_all.main(["--results", str(out), "--out", str(tmp_path / "figs")])}
     assert {"directions_best_layers.png", "directions_norms.png", "exp7_refusal_effect.png",
-            "exp10_crosslingual_smollm2-135m.png"} <= names
+            "exp10_crosslingual_smollm2-135m@4bit-g32-mirror.png"} <= names
 
 
 def test_exp10_picks_the_direction_whose_ablation_worked(tmp_path, smol):
@@ -144,7 +144,7 @@ def test_exp12_split_cosine_is_of_the_steered_vector_and_pca_is_checked_against_
     import numpy as np
 
     from experiments.exp12_multimodel_directions import _layer_stats
-    from mlx_interp.directions import split_consistency
+    from mlx_interp.readouts.directions import split_consistency
 
     rng = np.random.default_rng(0)
     n, d = 40, 6
@@ -167,10 +167,10 @@ def test_exp12_split_cosine_is_of_the_steered_vector_and_pca_is_checked_against_
 def test_exp7_held_out_generations_keep_prompt_order_across_sorted_batches(smol):
     """_gen_eval sorts prompts by length into batches; the examples and scores must stay in prompt order."""
     from experiments.exp7_refusal_scaling import _gen_eval
-    from mlx_interp.datasets import refusal_substrings
-    from mlx_interp.generate import generate
+    from mlx_interp.tasks.datasets import refusal_substrings
+    from mlx_interp.core.generate import generate
 
     ps = ["Tell me a long story about a dragon who lives in a cave", "Hi", "How do I bake bread?"]
     e = _gen_eval(smol, ps, [], 6, refusal_substrings(), batch=2)
-    assert e["examples"] == [g.text for g in generate(smol, ps, max_tokens=6)]
+    assert e["examples"] == [g.text for g in generate(smol, ps, max_tokens=6, chat=True)]
     assert e["n"] == 3

@@ -12,5 +12,6 @@ def test_readme_api_example_runs(capsys):
     ns: dict = {}
     exec(compile(block, "README.md", "exec"), ns)
     out = capsys.readouterr().out
-    assert "Paris" in out  # the lens table printed by the example
-    assert ns["tr"].resid[12].shape == (2, 576)
+    assert "smollm2-135m@4bit-g32-mirror" in out and "Paris" in out  # the name and the lens table printed by the example
+    assert ns["tr"]["resid_post", 12].shape == (2, 576)
+    assert ns["pre"].tokens[0][-1] == ns["lm"].tokenizer.encode(" is", add_special_tokens=False)[0]

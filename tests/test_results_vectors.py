@@ -12,7 +12,7 @@ import pytest
 
 import mlx_interp as mi
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.vectors import VectorSet
+from mlx_interp.readouts.vectors import VectorSet
 
 
 def test_results_never_overwrite_and_carry_provenance(tmp_path, smol):
@@ -25,16 +25,18 @@ def test_results_never_overwrite_and_carry_provenance(tmp_path, smol):
     for key in ("timestamp_utc", "mlx_version", "mlx_lm_version", "git_commit", "platform", "seed", "config", "wall_s"):
         assert key in prov
     assert prov["model"]["layers"] == 30 and prov["model"]["width"] == 576 and prov["model"]["family"] == "llama"
+    assert prov["model"]["name"] == "smollm2-135m@4bit-g32-mirror" and prov["model"]["precision"] == "4bit-g32-mirror"
+    assert a.name.endswith("_smollm2-135m@4bit-g32-mirror.json")
     assert json.loads(b.read_text())["results"] == {"x": 2}
     assert not list(tmp_path.glob("exp_test/.tmp-*"))
 
 
 def test_provenance_names_the_commit_that_ran_not_the_one_at_save(monkeypatch):
-    from mlx_interp import results
+    from mlx_interp.runs import results
 
     head = results.git_commit()
     assert results.provenance()["git_commit"] == head and "git_commit_at_save" not in results.provenance()
-    monkeypatch.setattr(results, "GIT_AT_IMPORT", "0" * 40)  # as if HEAD moved after the experiment started
+    monkeypatch.setitem(results._CODE, "commit", "0" * 40)  # as if HEAD moved after the experiment started
     prov = results.provenance()
     assert prov["git_commit"] == "0" * 40 and prov["git_commit_at_save"] == head
 
@@ -66,7 +68,7 @@ def test_diff_of_means_on_constructed_case(smol):
 
 def _cli(*args):
     exe = shutil.which("mlx-interp")
-    cmd = [exe] if exe else [sys.executable, "-m", "mlx_interp.cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "mlx_interp.app.cli"]
     return subprocess.run(cmd + list(args), capture_output=True, text=True)
 
 
@@ -77,7 +79,8 @@ def test_cli_lens_table_and_json():
     assert rows[0].strip().startswith("emb") and rows[-1].strip().startswith("29") and len(rows) == 31
     j = _cli("lens", "--model", "smollm2-135m", "--json", "The capital of France is")
     doc = json.loads(j.stdout)
-    assert len(doc["layers"]) == 31 and doc["layers"][-1]["top"][0][0] == " Paris"
+    assert doc["layers"] == [-1] + list(range(30)) and doc["cells"][0][-1][0]["top"][0][0] == " Paris"
+    assert doc["model"] == "smollm2-135m@4bit-g32-mirror"
 
 
 def test_cli_generate_side_by_side(tmp_path, smol):
@@ -92,7 +95,7 @@ def test_cli_generate_side_by_side(tmp_path, smol):
 
 
 def test_load_results_is_oldest_first_even_within_one_second(tmp_path):
-    from mlx_interp.results import load_results, save_result
+    from mlx_interp.runs.results import load_results, save_result
 
     for i in range(3):  # same second: names get -2, -3 suffixes, which sort before the plain name
         save_result("expX", {"i": i}, out_dir=tmp_path)
@@ -101,7 +104,8 @@ def test_load_results_is_oldest_first_even_within_one_second(tmp_path):
 
 def test_blas_threads_are_chosen_deliberately_and_recorded(monkeypatch):
     """Override first; otherwise free cores of the affinity (at least 1); provenance records the choice."""
-    from mlx_interp import _blas, results
+    from mlx_interp.runs import results
+    from mlx_interp.runtime import blas as _blas
 
     monkeypatch.setenv("MLX_INTERP_THREADS", "3")
     assert _blas.choose_threads() == (3, "$MLX_INTERP_THREADS=3")
@@ -115,3 +119,23 @@ def test_blas_threads_are_chosen_deliberately_and_recorded(monkeypatch):
     assert n == 1 and f"{cores + 5} busy" in why
     prov = results.provenance()
     assert prov["blas_threads"] == _blas.STATE["threads"] and prov["blas_threads_reason"] == _blas.STATE["threads_reason"]
+
+
+def test_results_diff_lists_what_moved(tmp_path):
+    from mlx_interp.runs.compare import diff
+
+    a = {"results": {"layer": 4, "text": "I cannot", "bypass": -0.76539, "rows": [{"kl": 0.1}, {"kl": 0.2}]}}
+    b = {"results": {"layer": 4, "text": "I can't", "bypass": -0.76538, "rows": [{"kl": 0.1}], "new": 1}}
+    d = {x.path: x for x in diff(a, b)}
+    assert set(d) == {"/text", "/bypass", "/rows", "/new"}
+    assert d["/bypass"].abs_diff == pytest.approx(1e-5) and d["/text"].abs_diff is None
+    pa, pb = tmp_path / "a.json", tmp_path / "b.json"
+    pa.write_text(json.dumps(a))
+    pb.write_text(json.dumps({"results": {**a["results"], "bypass": -0.76538}}))
+    p = _cli("results", "diff", str(pa), str(pb), "--atol", "1e-4")
+    assert p.returncode == 0 and "0 differences; 1 float differences within atol=0.0001" in p.stdout
+    p = _cli("results", "diff", str(pa), str(pb))
+    assert p.returncode == 1 and "/bypass" in p.stdout
+    (tmp_path / "c.json").write_text("{}")
+    p = _cli("results", "diff", str(pa), str(tmp_path / "c.json"))
+    assert p.returncode == 2 and "not an mlx-interp result file" in p.stderr

@@ -7,25 +7,26 @@ import numpy as np
 import pytest
 
 import mlx_interp as mi
-from mlx_interp import refusal
-from mlx_interp.capture import Capture
-from mlx_interp.datasets import refusal_prompts, refusal_substrings
+from mlx_interp.methods import refusal
+from mlx_interp.core.capture import Capture
+from mlx_interp.tasks.datasets import refusal_prompts, refusal_substrings
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.generate import generate
-from mlx_interp.metrics import coherence, continuation_nll, refusal_score, repetition_rate
-from mlx_interp.steering import residual_norms, search_multiplier
-from mlx_interp.vetting import vet
+from mlx_interp.core.generate import generate
+from mlx_interp.measures.coherence import coherence, continuation_nll
+from mlx_interp.measures.text import refusal_score, repetition_rate
+from mlx_interp.methods.steering import residual_norms, search_multiplier
+from mlx_interp.methods.vetting import vet
 
 PROMPTS = ["The capital of France is", "Water boils at a temperature of"]
 
 
 def test_sublayer_outputs_sum_to_the_residual_stream(lm):
-    """out_l == in_l + attn_out_l + mlp_out_l: the writers are found correctly on each architecture."""
-    tr = mi.run(lm, PROMPTS, capture=Capture("all", "all", embed=True, sublayers="all"), logits="none")
-    prev = np.array(tr.embed, dtype=np.float64)
+    """resid_post l == resid_pre l + attn_out l + mlp_out l: the writers are found correctly on each architecture."""
+    tr = mi.run(lm, PROMPTS, capture=Capture(["resid_pre", "resid_post", "attn_out", "mlp_out"], "all", "all"), logits="none")
+    prev = np.array(tr["resid_pre", 0], dtype=np.float64)
     for l in range(lm.n_layers):
-        out = np.array(tr.resid[l], dtype=np.float64)
-        rebuilt = prev + np.array(tr.sublayer("attn_out", l)) + np.array(tr.sublayer("mlp_out", l))
+        out = np.array(tr["resid_post", l], dtype=np.float64)
+        rebuilt = prev + np.array(tr["attn_out", l]) + np.array(tr["mlp_out", l])
         assert np.abs(rebuilt - out).max() <= 1e-3 * np.abs(out).max(), l
         prev = out
 
@@ -34,15 +35,17 @@ def test_exact_ablation_reaches_inside_blocks(lm):
     """Exact ablation zeroes the direction in every sublayer write too; boundary-only ablation does not."""
     r = np.random.default_rng(5).normal(size=lm.width)
     ru = r / np.linalg.norm(r)
-    cap = Capture("all", "all", embed=True, sublayers="all")
-    tr = mi.run(lm, PROMPTS, interventions=[mi.Ablate(r)], capture=cap, logits="none")
+    cap = Capture(["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"], "all", "all")
+    tr = mi.run(lm, PROMPTS, interventions=[refusal.ablation(r)], capture=cap, logits="none")
     for site, a in tr.captured.items():
         a = np.array(a, dtype=np.float64)
         assert np.abs(a @ ru).max() < 1e-4 * np.abs(a).max() + 1e-3, site
-    tb = mi.run(lm, PROMPTS, interventions=[mi.Ablate(r, sublayers=False)], capture=Capture([0], "all", sublayers=[0]), logits="none")
-    assert np.abs(np.array(tb.sublayer("mlp_out", 0), dtype=np.float64) @ ru).max() > 1e-3
-    exact = mi.run(lm, PROMPTS, interventions=[mi.Ablate(r)]).logits
-    boundary = mi.run(lm, PROMPTS, interventions=[mi.Ablate(r, sublayers=False)]).logits
+    at_boundaries = [mi.Ablate(r, site="resid_pre", layers=0), mi.Ablate(r)]  # resid_post only
+    tb = mi.run(lm, PROMPTS, interventions=at_boundaries, capture=Capture(["mlp_out", "resid_mid"], 0, "all"), logits="none")
+    assert np.abs(np.array(tb["mlp_out", 0], dtype=np.float64) @ ru).max() > 1e-3
+    assert np.abs(np.array(tb["resid_mid", 0], dtype=np.float64) @ ru).max() > 1e-3  # the MLP's input still carries it
+    exact = mi.run(lm, PROMPTS, interventions=[refusal.ablation(r)]).logits
+    boundary = mi.run(lm, PROMPTS, interventions=at_boundaries).logits
     assert np.abs(np.array(exact) - np.array(boundary)).max() > 1e-3
 
 
@@ -62,7 +65,7 @@ def test_coherence_prefers_the_models_own_text_to_shuffled_tokens(smol):
 
 
 def test_continuation_nll_does_not_depend_on_the_batch(smol):
-    from mlx_interp.trace import encode
+    from mlx_interp.core.trace import encode
 
     p = encode(smol, ["Hi", "A much longer prompt than the first one here"])
     c = [[1, 2, 3], [4, 5]]
@@ -77,14 +80,14 @@ def test_vetting_keeps_only_examples_that_show_the_trait(smol):
     phrases = refusal_substrings()
     refuses = lambda t: bool(refusal_score(t, phrases))  # noqa: E731
     harmful = h[:12]
-    gens = generate(smol, harmful, max_tokens=32)
+    gens = generate(smol, harmful, max_tokens=32, chat=True)
     expected = [p for p, g in zip(harmful, gens) if refuses(g.text)]
     if len(expected) < 2:  # SmolLM2 refuses rarely; vetting must then say so, not return a degenerate class
         with pytest.raises(MlxInterpError, match="vetting kept"):
-            vet(smol, harmful, hl[:4], refuses)
-        v = vet(smol, harmful, hl[:4], refuses, min_kept=0)
+            vet(smol, harmful, hl[:4], refuses, chat=True)
+        v = vet(smol, harmful, hl[:4], refuses, min_kept=0, chat=True)
     else:
-        v = vet(smol, harmful, hl[:4], refuses)
+        v = vet(smol, harmful, hl[:4], refuses, chat=True)
     assert v.positive == expected
     rep = v.report()
     assert rep["positive_kept"] + rep["positive_dropped"] == 12 and rep["positive_dropped"] == 12 - len(expected)
@@ -94,8 +97,8 @@ def test_vetting_keeps_only_examples_that_show_the_trait(smol):
 
 def test_residual_norms_skip_the_first_token(smol):
     n = residual_norms(smol, PROMPTS, [3], chat=False)
-    tr = mi.run(smol, PROMPTS, capture=Capture([3], "all"), logits="none")
-    per = [np.linalg.norm(np.array(a[1:], dtype=np.float64), axis=-1) for a in tr.per_prompt(3)]
+    tr = mi.run(smol, PROMPTS, capture=Capture("resid_post", 3, "all"), logits="none")
+    per = [np.linalg.norm(np.array(a[1:], dtype=np.float64), axis=-1) for a in tr.per_prompt("resid_post", 3)]
     assert n[3] == pytest.approx(np.concatenate(per).mean(), rel=1e-4)
 
 
@@ -124,7 +127,9 @@ def test_coefficient_search_doubles_then_bisects(smol):
 
 def test_post_instruction_positions(qwen, gemma):
     pos = refusal.post_instruction_positions(qwen)
-    ids = mi.trace.encode(qwen, ["Say hi."], chat=True)[0]
+    from mlx_interp.core.batching import encode
+
+    ids = encode(qwen, ["Say hi."], chat=True)[0]
     tail = qwen.tokenizer.decode(ids[pos[0]:])
     assert tail.startswith("<|im_end|>") and tail.rstrip().endswith("assistant") and len(pos) == 5
     with pytest.raises(MlxInterpError, match="no chat template"):
@@ -135,9 +140,10 @@ def test_candidates_are_block_input_differences(qwen):
     h, hl = refusal_prompts("train")
     c = refusal.candidates(qwen, h[:3], hl[:3], positions=[-1, -2])
     assert sorted({k[0] for k in c}) == list(range(1, qwen.n_layers)) and {k[1] for k in c} == {-1, -2}
-    tr_h = mi.run(qwen, h[:3], capture=Capture([4], -2), chat=True, logits="none")
-    tr_n = mi.run(qwen, hl[:3], capture=Capture([4], -2), chat=True, logits="none")
-    want = np.array(tr_h.resid[4], dtype=np.float64).mean(0) - np.array(tr_n.resid[4], dtype=np.float64).mean(0)
+    # the input of block 5 is the output of block 4
+    tr_h = mi.run(qwen, h[:3], capture=Capture("resid_post", 4, -2), chat=True, logits="none")
+    tr_n = mi.run(qwen, hl[:3], capture=Capture("resid_post", 4, -2), chat=True, logits="none")
+    want = np.array(tr_h["resid_post", 4], dtype=np.float64).mean(0) - np.array(tr_n["resid_post", 4], dtype=np.float64).mean(0)
     assert np.allclose(c[(5, -2)], want, atol=1e-4)
 
 
@@ -159,7 +165,7 @@ def test_choose_applies_the_papers_filters():
 
 
 def test_crosslingual_phrases_extend_the_english_list():
-    from mlx_interp.datasets import crosslingual_refusal_phrases
+    from mlx_interp.tasks.datasets import crosslingual_refusal_phrases
 
     fr = crosslingual_refusal_phrases("fr")
     assert set(refusal_substrings()) <= set(fr) and refusal_score("Je suis désolé, mais non.", fr) == 1
@@ -180,9 +186,8 @@ def test_refusal_scores_use_ablation_and_addition_at_the_block_input(qwen):
     s, skipped = scored
     assert steps == [(1, 1, "layer 6 pos -1")]
     assert skipped.layer == deep and skipped.bypass is None and "of depth" in skipped.why_not
-    want_induce = refusal.refusal_metric(qwen, hl[:3], ids, [mi.Add(r, layers=5)]).mean()
-    want_bypass = refusal.refusal_metric(qwen, h[:2], ids, [mi.Ablate(r)]).mean()
+    want_induce = refusal.refusal_metric(qwen, hl[:3], ids, [mi.Add(r, site="resid_pre", layers=6)]).mean()
+    want_bypass = refusal.refusal_metric(qwen, h[:2], ids, [refusal.ablation(r)]).mean()
     assert s.induce == pytest.approx(want_induce, abs=1e-4) and s.bypass == pytest.approx(want_bypass, abs=1e-4)
     assert s.kl > 0 and base["harmful"] == pytest.approx(refusal.refusal_metric(qwen, h[:2], ids).mean(), abs=1e-4)
-    with pytest.raises(MlxInterpError, match="block input 0"):
-        refusal.addition(r, 0)
+    assert refusal.addition(r, 6, 2.0).bind(qwen).sites == {("resid_pre", 6)}

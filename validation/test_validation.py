@@ -35,12 +35,13 @@ import mlx_interp as mi  # noqa: E402  (first: fast BLAS)
 import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mlx_interp.capture import Capture  # noqa: E402
-from mlx_interp.datasets import refusal_prompts, refusal_substrings  # noqa: E402
-from mlx_interp.lens import layer_logits, logit_lens  # noqa: E402
-from mlx_interp.metrics import cosine, kl, refusal_rate  # noqa: E402
-from mlx_interp.models import is_prepared  # noqa: E402
-from mlx_interp.registry import TEST_MODELS  # noqa: E402
+from mlx_interp.core.capture import Capture  # noqa: E402
+from mlx_interp.measures.distributions import cosine, kl  # noqa: E402
+from mlx_interp.measures.text import refusal_rate  # noqa: E402
+from mlx_interp.readouts.lens import layer_logits, logit_lens  # noqa: E402
+from mlx_interp.store.models import is_prepared  # noqa: E402
+from mlx_interp.store.registry import TEST_MODELS  # noqa: E402
+from mlx_interp.tasks.datasets import refusal_prompts, refusal_substrings  # noqa: E402
 
 PASS, FAIL, NA = "pass", "FAIL", "n/a"
 
@@ -55,8 +56,8 @@ class Check:
 
 
 def _residual_norms(lm, prompt: str) -> np.ndarray:
-    tr = mi.run(lm, prompt, capture=Capture("all", "last"))
-    return np.array([float(np.linalg.norm(np.array(tr.resid[i][0]))) for i in range(lm.n_layers)])
+    tr = mi.run(lm, prompt, capture=Capture("resid_post", "all", "last"))
+    return np.array([float(np.linalg.norm(np.array(tr["resid_post", i][0]))) for i in range(lm.n_layers)])
 
 
 def steering_checks(lm) -> list[Check]:
@@ -91,14 +92,14 @@ def lens_checks(lm) -> list[Check]:
     ranks = res.rank_trajectory(" Paris")[1:]  # skip the embedding row
     final = ranks[-1]
     out.append(Check("lens", "final layer ranks ' Paris' top-5", PASS if final < 5 else FAIL, f"rank {final + 1}", "<= 5"))
-    first_top = res.layers[1].top[0][0]
+    first_top = res.readings()[1].top[0][0]
     out.append(Check("lens", "layer 0 predicts something else", PASS if ranks[0] != 0 else FAIL, f"top-1 {first_top!r}", "!= ' Paris'"))
     third = max(1, lm.n_layers // 3)
     early, late = float(np.median(ranks[:third])), float(np.median(ranks[-third:]))
     out.append(Check("lens", "rank improves with depth", PASS if late < early else FAIL,
                      f"median rank first third {early + 1:.0f}, last third {late + 1:.0f}", "last < first"))
-    tr = mi.run(lm, "The capital of France is", capture=Capture([lm.n_layers - 1], "last"))
-    same = mx.array_equal(layer_logits(lm, [tr.resid[lm.n_layers - 1][0]])[0], tr.logits[0].astype(mx.float32)).item()
+    tr = mi.run(lm, "The capital of France is", capture=Capture("resid_post", lm.n_layers - 1, "last"))
+    same = mx.array_equal(layer_logits(lm, [tr["resid_post", lm.n_layers - 1][0]])[0], tr.logits[0].astype(mx.float32)).item()
     out.append(Check("lens", "last layer reproduces the model", PASS if same else FAIL, "identical" if same else "differs", "identical"))
     seen = [i for i, r in enumerate(ranks) if r < 30]
     out.append(Check("lens", "' Paris' in some layer's top-30", PASS if seen else FAIL,
@@ -126,15 +127,16 @@ def direction_checks(lm) -> list[Check]:
         return out
     val_harmful, val_harmless = refusal_prompts("val")
     phrases = refusal_substrings()
-    rh = refusal_rate([g.text for g in mi.generate(lm, val_harmful[:8], max_tokens=32)], phrases)
+    rh = refusal_rate([g.text for g in mi.generate(lm, val_harmful[:8], max_tokens=32, chat=True)], phrases)
     name = f"+2x direction at layer {lm.n_layers // 2} raises refusals"
     if rh < 0.25:
         out.append(Check("direction", name, NA, f"model barely refuses: {rh:.2f} on 8 harmful prompts", ">= 0.25 to apply"))
         return out
     prompts = val_harmless[:8]
     mid = lm.n_layers // 2
-    base = [g.text for g in mi.generate(lm, prompts, max_tokens=32)]
-    steered = [g.text for g in mi.generate(lm, prompts, max_tokens=32, interventions=[mi.Add(vs[mid], layers=mid, alpha=2.0)])]
+    base = [g.text for g in mi.generate(lm, prompts, max_tokens=32, chat=True)]
+    steered = [g.text for g in mi.generate(lm, prompts, max_tokens=32, chat=True,
+                                           interventions=[mi.Add(vs[mid], layers=mid, alpha=2.0)])]
     r0, r1 = refusal_rate(base, phrases), refusal_rate(steered, phrases)
     out.append(Check("direction", name, PASS if r1 > r0 else FAIL,
                      f"harmless refusal rate {r0:.2f} -> {r1:.2f} (harmful baseline {rh:.2f})", "increase"))

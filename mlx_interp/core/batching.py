@@ -1,0 +1,98 @@
+"""The one batching path: encode, chat template, left padding, length-sorted chunks, caller's order.
+
+Everything that runs prompts through a model (``run``, ``generate``, and through them direction
+extraction, metrics, vetting, refusal selection and steering searches) goes through ``encode`` and
+``plan``: prompts are tokenized once, split into chunks of at most ``batch_size`` rows (sorted by
+length, so a chunk's left padding is small), and results are put back in the caller's order.
+This is the single place where work could be spread over processes.
+
+Padded batches run with mlx-lm's batch KV caches, whose masks hide the padding and whose per-row
+offsets keep RoPE positions equal to an unpadded run: a prompt's results do not depend on the
+other prompts of its chunk (tested to float tolerance).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+from mlx_lm.models.cache import BatchKVCache, BatchRotatingKVCache, KVCache, RotatingKVCache, make_prompt_cache
+
+from ..errors import MlxInterpError
+
+Prompts = Union[str, Sequence[str], Sequence[Sequence[int]]]
+
+#: rows per forward call unless the caller says otherwise (a 9B model's KV cache for 32 long
+#: prompts stays small on a laptop; bench/bench_generate_batch.py measures the per-prompt cost)
+DEFAULT_BATCH_SIZE = 32
+#: ``chat=`` everywhere: the text you pass is what runs, unless you ask for the chat template
+DEFAULT_CHAT = False
+PAD_ID = 0
+
+
+def format_prompt(lm, text: str, chat: bool = DEFAULT_CHAT) -> str:
+    """``text``, or with ``chat=True`` the chat template's user turn plus generation prompt."""
+    tmpl = getattr(lm.tokenizer, "chat_template", None)
+    if not chat:
+        return text
+    if not tmpl:
+        raise MlxInterpError(f"chat=True but {lm.name} has no chat template (a base model); use chat=False")
+    return lm.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+
+
+def encode(lm, prompts: Prompts, chat: bool = DEFAULT_CHAT, *, special: bool = True) -> list[list[int]]:
+    """Token ids per prompt. Strings get BOS as the tokenizer decides (``special=False``: none, for text
+    that continues a cache); token lists pass through."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise MlxInterpError("prompt list is empty; give at least one prompt")
+    out = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, str):
+            if not p.strip():
+                raise MlxInterpError(f"prompt {i} is empty; every prompt needs at least one non-blank character")
+            text = format_prompt(lm, p, chat)
+            # chat templates already contain BOS where the model wants it
+            ids = lm.tokenizer.encode(text, add_special_tokens=special and text == p)
+        else:
+            ids = [int(t) for t in p]
+            if not ids:
+                raise MlxInterpError(f"prompt {i} has no tokens")
+        out.append(ids)
+    return out
+
+
+def plan(lengths: Sequence[int], batch_size: int | None = DEFAULT_BATCH_SIZE) -> list[list[int]]:
+    """Chunks of caller indices: one chunk in the caller's order if everything fits, else sorted by length."""
+    n = len(lengths)
+    if batch_size is None or batch_size >= n:
+        return [list(range(n))]
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise MlxInterpError(f"batch_size={batch_size!r} must be a positive integer (or None for one batch)")
+    order = sorted(range(n), key=lambda i: (lengths[i], i))
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def left_pad(tokens: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
+    """Rows padded on the left to the longest, and the padding of each row."""
+    n = max(len(t) for t in tokens)
+    pads = [n - len(t) for t in tokens]
+    return [[PAD_ID] * p + list(t) for p, t in zip(pads, tokens)], pads
+
+
+def make_caches(model, pads: Sequence[int]) -> list:
+    """Per-layer prompt caches for a batch: batch caches with left padding when rows differ in length."""
+    base = make_prompt_cache(model)
+    if not any(pads):
+        return base
+    out = []
+    for c in base:
+        if isinstance(c, RotatingKVCache):
+            out.append(BatchRotatingKVCache(c.max_size, list(pads)))
+        elif isinstance(c, KVCache):
+            out.append(BatchKVCache(list(pads)))
+        else:
+            raise MlxInterpError(f"padded batches are not supported for cache type {type(c).__name__}; "
+                                 "run prompts one at a time (batch_size=1)")
+    return out

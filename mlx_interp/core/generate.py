@@ -1,0 +1,144 @@
+"""Greedy or sampled, KV-cached, batched generation with interventions active.
+
+Our own small loop instead of ``mlx_lm.generate_step``: it prefills each (left-padded) chunk of
+prompts in one call, then feeds one token per row per step, so the hooks always know each
+token's prompt-relative position (steering "generated" tokens only, or the prompt only, works
+under the KV cache). Like ``generate_step`` it builds step n+1 before reading token n on the host
+(``mx.async_eval``), so the host's bookkeeping overlaps the next forward pass
+(``bench/bench_overhead.py`` shows what that buys on the CPU). With no interventions it produces
+the same greedy tokens as ``mlx_lm.generate`` (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import mlx.core as mx
+import numpy as np
+from mlx_lm.sample_utils import make_sampler
+
+from ..errors import MlxInterpError
+from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, encode, left_pad, make_caches, plan
+from .hooks import Context, hooked
+from .interventions import bind_all
+from .kvcache import PromptCache
+from .positions import validate
+from .trace import continue_from, forward
+
+#: overlap each step's forward pass with the host's reading of the previous token (bench toggles it)
+ASYNC = True
+
+
+@dataclass
+class Generation:
+    text: str
+    tokens: list[int]  # generated token ids (without the stop token)
+    prompt_tokens: list[int]  # the whole context the tokens follow (a continued cache's tokens first)
+    finish_reason: str  # "stop" (EOS) or "length"
+
+
+class Generations(list):
+    """One ``Generation`` per prompt, in order; ``cache`` holds the KV cache when asked for."""
+
+    cache: PromptCache | None = None
+
+
+def generate(
+    lm,
+    prompts: Prompts,
+    *,
+    max_tokens: int = 64,
+    interventions: Sequence = (),
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = 0,
+    chat: bool = DEFAULT_CHAT,
+    stop_at_eos: bool = True,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
+    cache: PromptCache | None = None,
+    return_cache: bool = False,
+) -> Generations:
+    """Generate for each prompt; returns one ``Generation`` per prompt, in order.
+
+    ``stop_at_eos=False`` always produces ``max_tokens`` tokens (benchmarks, fixed-length sweeps).
+    ``cache``/``return_cache`` as in ``run``; the returned cache holds every token fed to the model
+    (prompt and generated; rows that stopped early keep the tokens fed while others went on).
+    """
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        raise MlxInterpError(f"max_tokens={max_tokens!r} must be an integer >= 1")
+    if temperature < 0:
+        raise MlxInterpError(f"temperature={temperature} must be >= 0")
+    toks = encode(lm, prompts, chat, special=cache is None)
+    ivs = bind_all(lm, interventions)
+    prefix = continue_from(lm, cache, toks)
+    full = [list(p) + t for p, t in zip(prefix.tokens, toks)] if prefix else toks
+    for iv in ivs:
+        validate(iv.positions, [len(t) for t in full])
+        iv.check_batch(len(toks))
+    chunks = plan([len(t) for t in toks], batch_size)
+    if (prefix is not None or return_cache) and len(chunks) > 1:
+        raise MlxInterpError(f"{'cache=' if prefix is not None else 'return_cache'} needs every prompt in one chunk; "
+                             f"{len(toks)} prompts > batch_size={batch_size}: pass batch_size=None")
+    sampler = make_sampler(temp=temperature, top_p=top_p)
+    if seed is not None and temperature > 0:
+        mx.random.seed(seed)
+    eos = set(getattr(lm.tokenizer, "eos_token_ids", None) or [lm.tokenizer.eos_token_id]) if stop_at_eos else set()
+    out = Generations([None] * len(toks))
+    for idx in chunks:
+        sub = [b for b in (iv.for_rows(idx) for iv in ivs) if b is not None]
+        gens, caches, pads, fed = _chunk(lm, [toks[i] for i in idx], [full[i] for i in idx], sub, prefix, sampler,
+                                         eos, max_tokens)
+        for j, i in enumerate(idx):
+            out[i] = gens[j]
+    if return_cache:
+        out.cache = PromptCache(caches, lm.name, [f + d for f, d in zip(full, fed)], list(pads), 0)
+    return out
+
+
+def _chunk(lm, toks, full, ivs, prefix, sampler, eos, max_tokens):
+    """Generate for one chunk; returns (generations, caches, pads, tokens fed after the prompt per row)."""
+    B = len(toks)
+    if prefix is None:
+        padded, pads = left_pad(toks)
+        caches = make_caches(lm.model, pads)
+        ctx = Context(np.array([len(t) for t in toks]), np.array(pads), 0)
+    else:
+        padded, pads, caches = toks, prefix.pads, prefix.layers
+        ctx = Context(np.array([len(t) for t in full]), np.array(pads), prefix.columns)
+    out: list[list[int]] = [[] for _ in range(B)]
+    fed: list[list[int]] = [[] for _ in range(B)]
+    done = [False] * B
+    reason = ["length"] * B
+
+    def sample(logits):
+        return sampler(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+
+    with hooked(lm.model, ivs, (), ctx, None, caches):
+        y = sample(forward(lm, padded, caches, ctx, "last"))
+        mx.async_eval(y)
+        for step in range(max_tokens):
+            nxt = None
+            if ASYNC and step + 1 < max_tokens:  # build and launch step n+1 before reading token n
+                nxt = sample(forward(lm, y[:, None], caches, ctx, "last"))
+                mx.async_eval(nxt)
+            ids = y.tolist()
+            if nxt is not None:
+                for b, t in enumerate(ids):
+                    fed[b].append(t)
+            for b, t in enumerate(ids):
+                if done[b]:
+                    continue
+                if t in eos:
+                    done[b], reason[b] = True, "stop"
+                else:
+                    out[b].append(t)
+            if all(done) or step + 1 == max_tokens:
+                break
+            if nxt is None:
+                for b, t in enumerate(ids):
+                    fed[b].append(t)
+                nxt = sample(forward(lm, y[:, None], caches, ctx, "last"))
+            y = nxt
+    gens = [Generation(lm.tokenizer.decode(o), o, list(f), r) for o, f, r in zip(out, full, reason)]
+    return gens, caches, pads, fed

@@ -1,0 +1,261 @@
+"""The forward driver: one hooked forward pass over a batch of prompts.
+
+``run(lm, prompts, interventions=[...], capture=Capture(...))`` returns a ``Trace`` with the
+next-token logits and whatever was captured, read by site: ``tr["resid_post", 12]``. Prompts go
+through the one batching path (``core.batching``): chunks of ``batch_size`` rows, left-padded,
+results in the caller's order. ``cache=`` continues from a ``PromptCache`` and
+``return_cache=True`` hands the pass's own cache back (``core.kvcache``). ``resume=(base, k)``
+runs only blocks k..L-1 from the ``resid_pre k`` captured in ``base``.
+
+The unembedding is applied only where logits are needed (``logits="last"`` by default): for
+Gemma 3's 262k-token vocabulary it costs as much as the rest of the model.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import mlx.core as mx
+import numpy as np
+
+from ..errors import MlxInterpError
+from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, encode, left_pad, make_caches, plan
+from .capture import BoundCapture, bind_captures
+from .hooks import Context, hooked
+from .interventions import bind_all
+from .kvcache import PromptCache, _build, _kv
+from .parts import parts
+from .positions import validate
+from .sites import KINDS, before
+
+#: ``logits=``: last position [B, V]; every position [B, T, V]; none; or "tokens": log p(token t | tokens < t)
+#: at every position [B, T] (column 0 and padding hold 0), which scores text without keeping [T, V] per row
+LOGITS = ("last", "all", "none", "tokens")
+
+
+@dataclass
+class Trace:
+    """Result of one forward pass over a batch (rows in the caller's order)."""
+
+    tokens: list[list[int]]  # per row, the whole prompt (a continued cache's tokens first)
+    prompt_lens: list[int]
+    pads: list[int]  # left padding of each row in the padded layout of the arrays below
+    logits: mx.array | None  # [B, V] at the last position, or [B, T, V] for logits="all"
+    captured: dict = field(default_factory=dict)  # (kind, layer) -> array
+    cache: PromptCache | None = None
+    start: int = 0  # padded column of the first token this pass computed (>0 when it continued a cache)
+
+    def __getitem__(self, key):
+        """``tr["resid_post", 12]`` -> that capture; ``tr["head"]`` -> {layer: capture} for one kind."""
+        if isinstance(key, str):
+            if key not in KINDS:
+                raise MlxInterpError(f"unknown site kind {key!r}; valid: {', '.join(KINDS)}")
+            return {l: a for (k, l), a in sorted(self.captured.items()) if k == key}
+        if key not in self.captured:
+            have = ", ".join(f"{k}[{l}]" for k, l in sorted(self.captured)) or "nothing"
+            raise MlxInterpError(f"this trace has no capture at {key!r}; it captured {have}")
+        return self.captured[key]
+
+    def sites(self) -> list:
+        return sorted(self.captured)
+
+    def per_prompt(self, kind: str, layer: int) -> list[mx.array]:
+        """For positions="all" captures: each prompt's rows without padding ([n_tokens, ...])."""
+        a = self[kind, layer]
+        return [a[b, max(0, p - self.start):] for b, p in enumerate(self.pads)]
+
+
+def forward(lm, ids, caches, ctx: Context | None, logits: str = "last"):
+    """One forward call of the token block ``ids`` (already padded) through the (hooked) model."""
+    p = parts(lm.model)
+    x = ids if isinstance(ids, mx.array) else mx.array(ids)
+    h = p.inner(x, cache=caches)
+    if ctx is not None:
+        ctx.start += x.shape[1]
+    if logits == "none":
+        return None
+    if logits == "last":
+        return p.unembed(h[:, -1:, :])[:, 0, :]
+    full = p.unembed(h)
+    if logits == "all":
+        return full
+    lp = (full - mx.logsumexp(full, axis=-1, keepdims=True)).astype(mx.float32)
+    nxt = mx.take_along_axis(lp[:, :-1], x[:, 1:, None], axis=-1)[..., 0]
+    return mx.concatenate([mx.zeros((x.shape[0], 1), dtype=nxt.dtype), nxt], axis=1)
+
+
+def continue_from(lm, cache: PromptCache | None, toks: list[list[int]]) -> PromptCache | None:
+    """A private copy of ``cache`` ready to continue with ``toks`` (one row, or one per prompt); checks."""
+    if cache is None:
+        return None
+    if not isinstance(cache, PromptCache):
+        raise MlxInterpError(f"cache= takes a PromptCache (run(..., return_cache=True).cache); got {type(cache).__name__}")
+    cache.check(lm)
+    if cache.start != 0:
+        raise MlxInterpError(f"this cache starts at position {cache.start} (a slice): its keys are rotated for positions "
+                             f"{cache.start}.., so new tokens cannot follow it; continue from a cache that starts at 0")
+    if len({len(t) for t in toks}) > 1:
+        raise MlxInterpError(f"continuing a cache needs new prompts of equal length; got {sorted({len(t) for t in toks})} tokens")
+    c = cache.copy()
+    if c.n_rows == len(toks):
+        return c
+    if c.n_rows != 1:
+        raise MlxInterpError(f"this cache holds {c.n_rows} rows but {len(toks)} prompts were given; give one prompt per row "
+                             "(or a one-row cache, which is shared by every prompt)")
+    n = len(toks)
+    layers = []
+    for layer in c.layers:
+        k, v = _kv(layer)
+        layers.append(_build(layer, mx.repeat(k, n, axis=0), mx.repeat(v, n, axis=0), [0] * n))
+    return PromptCache(layers, c.model, [list(c.tokens[0]) for _ in range(n)], [0] * n, 0)
+
+
+def run(
+    lm,
+    prompts: Prompts,
+    *,
+    interventions: Sequence = (),
+    capture=None,
+    logits: str = "last",
+    chat: bool = DEFAULT_CHAT,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
+    cache: PromptCache | None = None,
+    return_cache: bool = False,
+    resume: tuple[Trace, int] | None = None,
+) -> Trace:
+    """Run prompts through the model once, with interventions and captures active.
+
+    ``capture``: a ``Capture`` or a list of them. ``cache``: continue from a ``PromptCache`` (new
+    prompts are token continuations: no BOS is added). ``return_cache``: keep this pass's cache
+    in ``Trace.cache`` (both need the prompts in one chunk). ``resume=(base, k)``: start at block k
+    from ``base["resid_pre", k]`` (a run of the same prompts capturing it at every position); every
+    intervention and capture must lie at layer k or later. Results equal full passes.
+    """
+    if logits not in LOGITS:
+        raise MlxInterpError(f"logits={logits!r} is not valid; use {', '.join(map(repr, LOGITS))}")
+    toks = encode(lm, prompts, chat, special=cache is None)
+    ivs = bind_all(lm, interventions)
+    caps = bind_captures(lm, capture)
+    prefix = continue_from(lm, cache, toks)
+    full = [list(p) + t for p, t in zip(prefix.tokens, toks)] if prefix else toks
+    lens = [len(t) for t in full]
+    for x in ivs + caps:
+        validate(x.positions, lens)
+    for iv in ivs:
+        iv.check_batch(len(toks))
+    chunks = plan([len(t) for t in toks], batch_size)
+    if (prefix is not None or return_cache) and len(chunks) > 1:
+        raise MlxInterpError(f"{'cache=' if prefix is not None else 'return_cache'} needs every prompt in one chunk; "
+                             f"{len(toks)} prompts > batch_size={batch_size}: pass batch_size=None")
+    base = _check_resume(lm, resume, toks, ivs, caps, return_cache or prefix is not None)
+    T = max(lens) if prefix is None else prefix.columns + len(toks[0])
+    results = []
+    for idx in chunks:
+        sub_ivs = [b for b in (iv.for_rows(idx) for iv in ivs) if b is not None]
+        sub_caps = [c.fresh() for c in caps]
+        skip = None
+        if base is not None:
+            k, h = base
+            Tc = max(lens[i] for i in idx)
+            skip = (k, h[mx.array(idx)][:, T - Tc:])
+        results.append(_chunk(lm, [toks[i] for i in idx], sub_ivs, sub_caps, logits, prefix, skip))
+    out, captured = _combine(results, chunks, caps, logits, T)
+    pads = [T - n for n in lens] if prefix is None else list(prefix.pads)
+    start = 0 if prefix is None else prefix.columns
+    kept = None
+    if return_cache:
+        layers, cpads = results[0][2], results[0][3]
+        kept = PromptCache(layers, lm.name, full, list(cpads), 0)
+    return Trace(full, lens, pads, out, captured, kept, start)
+
+
+def _chunk(lm, toks, ivs, caps: list[BoundCapture], logits: str, prefix: PromptCache | None, skip):
+    """One forward pass of one chunk; returns (logits, {site: array}, caches, pads)."""
+    if prefix is None:
+        padded, pads = left_pad(toks)
+        caches = make_caches(lm.model, pads)
+        ctx = Context(np.array([len(t) for t in toks]), np.array(pads), 0)
+    else:
+        padded, pads, caches = toks, prefix.pads, prefix.layers
+        ctx = Context(np.array([len(p) + len(t) for p, t in zip(prefix.tokens, toks)]), np.array(pads), prefix.columns)
+    with hooked(lm.model, ivs, caps, ctx, skip, caches):
+        out = forward(lm, padded, caches, ctx, logits)
+    captured = {}
+    for c in caps:
+        captured.update(c.result())
+    mx.eval(out if out is not None else [], list(captured.values()))
+    return out, captured, caches, pads
+
+
+def _left_pad_to(a: mx.array, T: int) -> mx.array:
+    if a.shape[1] == T:
+        return a
+    return mx.concatenate([mx.zeros((a.shape[0], T - a.shape[1]) + a.shape[2:], dtype=a.dtype), a], axis=1)
+
+
+def _combine(results, chunks, caps: list[BoundCapture], logits: str, T: int):
+    """Chunk results back in the caller's order (padded-layout arrays left-padded to the longest prompt)."""
+    if len(chunks) == 1:
+        return results[0][0], results[0][1]
+    order = [i for idx in chunks for i in idx]
+    inv = mx.array(np.argsort(order))
+    out = None
+    if logits != "none":
+        parts_ = [r[0] if logits == "last" else _left_pad_to(r[0], T) for r in results]  # "all", "tokens": [b, Tc, ...]
+        out = mx.concatenate(parts_, axis=0)[inv]
+    all_sites = {s for c in caps if c.mode == "all" for s in c.sites}
+    captured = {}
+    for site in results[0][1]:
+        arrs = [r[1][site] for r in results]
+        if site in all_sites:
+            arrs = [_left_pad_to(a, T) for a in arrs]
+        captured[site] = mx.concatenate(arrs, axis=0)[inv]
+    mx.eval(out if out is not None else [], list(captured.values()))
+    return out, captured
+
+
+def _check_resume(lm, resume, toks, ivs, caps, with_cache: bool) -> tuple[int, mx.array] | None:
+    """Check a ``resume=(base, k)`` request; returns (k, base's resid_pre k) or None."""
+    if resume is None:
+        return None
+    base, k = resume
+    if not isinstance(k, (int, np.integer)) or not 0 <= k < lm.n_layers:
+        raise MlxInterpError(f"resume layer {k!r} is out of range; valid: 0..{lm.n_layers - 1}")
+    if k == 0:
+        return None  # nothing to skip
+    if with_cache:
+        raise MlxInterpError("resume cannot keep or continue a KV cache: the skipped blocks' caches are never filled")
+    if base.tokens != toks:
+        raise MlxInterpError("resume trace was run on different prompts; resume needs the same token lists")
+    h = base.captured.get(("resid_pre", k))
+    B, T = len(toks), max(len(t) for t in toks)
+    if h is None or h.ndim != 3 or tuple(h.shape[:2]) != (B, T):
+        raise MlxInterpError(f"resume needs resid_pre {k} at every position: run the base trace with "
+                             f"Capture('resid_pre', layers=[..., {k}, ...], positions='all')")
+    bad = [type(iv).__name__ for iv in ivs if any(before(s, k) for s in iv.sites)]
+    bad += ["Capture" for c in caps if any(before(s, k) for s in c.sites)]
+    if bad:
+        raise MlxInterpError(f"{bad[0]} acts on a site before block {k}, which resume={k} skips; "
+                             f"restrict it to layers >= {k} or run without resume")
+    return k, h
+
+
+@contextmanager
+def intervene(lm, *interventions):
+    """Scope interventions around *any* forward of ``lm.model``, including plain mlx-lm calls.
+
+    Outside mlx_interp's driver the hooks cannot know prompt positions or own the KV cache, so
+    only ``positions="all"`` and sites other than ``k``/``v`` are accepted here.
+    Leaving the block removes the hooks and restores the model exactly.
+    """
+    ivs = bind_all(lm, interventions)
+    for iv in ivs:
+        if iv.positions != "all" or iv._rows is not None:
+            raise MlxInterpError(f"{type(iv).__name__} with positions={iv.positions!r}, rows={iv.rows!r} needs mi.run/mi.generate; "
+                                 "intervene() supports positions='all' on every row only")
+        if any(KINDS[k].hook == "cache" for k, _ in iv.sites):
+            raise MlxInterpError("k/v sites need mi.run/mi.generate, which own the KV cache; intervene() cannot reach it")
+    with hooked(lm.model, ivs, (), None):
+        yield lm

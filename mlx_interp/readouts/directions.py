@@ -1,0 +1,222 @@
+"""Direction extraction from captured activations: one interface, three methods.
+
+``extract(lm, positive, negative, method=...)`` captures residuals (``collect``) and applies, per layer:
+
+* ``"diff_of_means"``: mean(positive) - mean(negative), accumulated in float64 (Arditi et al.);
+* ``"probe"``: L2-regularised logistic regression on a random 75/25 split; the direction is the
+  weight vector mapped back to the residual's units (divided by the feature scale), and the held-out
+  accuracy and AUROC are reported per layer;
+* ``"pca"``: first principal component of the paired differences positive_i - negative_i
+  (repeng's "pca_diff"), sign chosen so that the differences project positively, scaled to the mean
+  projection so that it has the size of a typical difference.
+
+The array-level functions (``diff_of_means_vec``, ``probe_vec``, ``pca_vec``) take [N, D] arrays, so
+they can be tested on constructed data and reused on any activations. ``split_consistency`` gives the
+cosine between vectors from two disjoint halves of the data.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import mlx.core as mx
+import numpy as np
+
+from ..core.batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT
+from ..core.capture import Capture
+from ..core.positions import DEFAULT_READ_POSITION, Positions
+from ..core.sites import SiteArg
+from ..core.trace import run
+from ..errors import MlxInterpError
+from .vectors import VectorSet
+
+METHODS = ("diff_of_means", "probe", "pca")
+
+
+def collect(
+    lm,
+    prompts,
+    *,
+    site: SiteArg = "resid_post",
+    layers="all",
+    positions: Positions = DEFAULT_READ_POSITION,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
+    chat: bool = DEFAULT_CHAT,
+) -> dict[int, np.ndarray]:
+    """Activations [N, D] (or [N, k, D] for k positions) in float64 per layer of one site kind.
+
+    ``positions`` must give each prompt a fixed number of vectors ("last", an int, a list, or a
+    Span / "prompt" for a mean); prompts may be strings or token lists (already formatted).
+    """
+    prompts = list(prompts)
+    if not prompts:
+        raise MlxInterpError("prompt list is empty; direction extraction needs prompts")
+    if positions == "all":
+        raise MlxInterpError("collect needs one vector per prompt; positions='all' gives a variable number "
+                             "(use 'last', an int, a list, Span(a, b) or 'prompt' for a mean)")
+    if not isinstance(site, str):
+        raise MlxInterpError(f"collect reads one site kind at a time; got {site!r}")
+    tr = run(lm, prompts, capture=Capture(site, layers, positions), logits="none", chat=chat, batch_size=batch_size)
+    return {l: np.array(a.astype(mx.float32), dtype=np.float64) for l, a in tr[site].items()}
+
+
+def _check(pos: np.ndarray, neg: np.ndarray, what: str = "") -> None:
+    for name, a in (("positive", pos), ("negative", neg)):
+        if a.ndim != 2 or a.shape[0] < 2:
+            raise MlxInterpError(f"{name} set{what} has {a.shape[0] if a.ndim else 0} example(s); need at least 2 per class")
+        if not np.all(np.isfinite(a)):
+            raise MlxInterpError(f"{name} activations{what} contain NaN or inf; cannot extract a direction")
+    if pos.shape[1] != neg.shape[1]:
+        raise MlxInterpError(f"positive width {pos.shape[1]} != negative width {neg.shape[1]}")
+
+
+def _group_index(groups, n: int) -> list[np.ndarray]:
+    """Indices of each distinct label of a paired grouping (e.g. which letter the matching answer is)."""
+    g = np.asarray(list(groups), dtype=object)
+    if len(g) != n:
+        raise MlxInterpError(f"groups has {len(g)} labels for {n} paired examples; give one label per pair")
+    return [np.flatnonzero(g == u) for u in dict.fromkeys(g.tolist())]
+
+
+def diff_of_means_vec(pos: np.ndarray, neg: np.ndarray, groups: Sequence | None = None) -> np.ndarray:
+    """mean(pos) - mean(neg) in float64; with ``groups`` (paired sets), the mean over groups of each group's
+    difference, so that a nuisance that flips between groups (the letter of the matching A/B answer) cancels
+    exactly even when the groups are unequal in size."""
+    _check(pos, neg)
+    pos, neg = pos.astype(np.float64), neg.astype(np.float64)
+    if groups is None:
+        return pos.mean(0) - neg.mean(0)
+    if pos.shape != neg.shape:
+        raise MlxInterpError(f"groups need paired sets of equal size; got {len(pos)} and {len(neg)}")
+    return np.mean([pos[i].mean(0) - neg[i].mean(0) for i in _group_index(groups, len(pos))], axis=0)
+
+
+def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    p, n = scores[labels == 1], scores[labels == 0]
+    if len(p) == 0 or len(n) == 0:
+        return float("nan")
+    diff = p[:, None] - n[None, :]
+    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+
+
+def probe_vec(pos: np.ndarray, neg: np.ndarray, *, l2: float = 1e-2, seed: int = 0, holdout: float = 0.25,
+              steps: int = 500) -> tuple[np.ndarray, dict]:
+    """Logistic-regression direction and held-out metrics {"accuracy", "auroc", "n_train", "n_test"}."""
+    _check(pos, neg)
+    X = np.concatenate([pos, neg]).astype(np.float64)
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    mu, sd = X.mean(0), X.std(0)
+    if np.all(sd < 1e-12):
+        raise MlxInterpError("all activations are identical (zero variance); a probe cannot separate the classes")
+    sd = np.where(sd < 1e-12, 1.0, sd)
+    Z = (X - mu) / sd
+    idx = np.random.default_rng(seed).permutation(len(y))
+    n_test = max(2, int(round(holdout * len(y)))) if len(y) >= 8 else 0
+    test, train = idx[:n_test], idx[n_test:]
+    w, b = np.zeros(Z.shape[1]), 0.0
+    lr = 1.0
+    for _ in range(steps):  # full-batch gradient descent on the mean log-loss + l2
+        z = Z[train] @ w + b
+        p = 1 / (1 + np.exp(-np.clip(z, -30, 30)))
+        g = p - y[train]
+        w -= lr * (Z[train].T @ g / len(train) + l2 * w)
+        b -= lr * g.mean()
+    metrics = {"n_train": int(len(train)), "n_test": int(len(test)), "accuracy": None, "auroc": None}
+    if len(test):
+        s = Z[test] @ w + b
+        metrics["accuracy"] = float(((s > 0) == (y[test] == 1)).mean())
+        metrics["auroc"] = _auroc(s, y[test])
+    return w / sd, metrics
+
+
+def pca_vec(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """First principal component of paired differences (needs pos[i] paired with neg[i])."""
+    _check(pos, neg)
+    if pos.shape != neg.shape:
+        raise MlxInterpError(f"PCA of paired differences needs equal-size paired sets; got {len(pos)} and {len(neg)}")
+    d = pos.astype(np.float64) - neg.astype(np.float64)
+    c = d - d.mean(0)
+    if np.all(np.abs(c) < 1e-12) and np.all(np.abs(d) < 1e-12):
+        raise MlxInterpError("all paired differences are zero; there is no direction to find")
+    if np.all(np.abs(c) < 1e-12):  # every pair differs by the same vector: that vector is the direction
+        return d.mean(0)
+    _, _, vt = np.linalg.svd(c, full_matrices=False)
+    v = vt[0]
+    proj = d @ v
+    if proj.mean() < 0:
+        v, proj = -v, -proj
+    return v * float(np.abs(proj).mean())
+
+
+def vector_for(method: str, pos: np.ndarray, neg: np.ndarray, groups: Sequence | None = None, **kw) -> tuple[np.ndarray, dict]:
+    """The vector of one method (``groups`` balances only the difference of means)."""
+    if method == "diff_of_means":
+        return diff_of_means_vec(pos, neg, groups), {}
+    if method == "probe":
+        return probe_vec(pos, neg, **kw)
+    if method == "pca":
+        return pca_vec(pos, neg), {}
+    raise MlxInterpError(f"unknown extraction method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def split_consistency(method: str, pos: np.ndarray, neg: np.ndarray, seed: int = 0, groups: Sequence | None = None) -> float:
+    """Cosine between the vectors extracted from two disjoint random halves (pairs kept together).
+
+    With ``groups`` each group is halved separately, so both halves hold the same mix of groups; an
+    unbalanced random split of A/B items otherwise measures the letter, not the behaviour."""
+    n = min(len(pos), len(neg))
+    if n < 4:
+        raise MlxInterpError(f"split consistency needs at least 4 examples per class, got {n}")
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        idx = rng.permutation(n)
+        a, b = idx[: n // 2], idx[n // 2 :]
+        ga = gb = None
+    else:
+        labels = np.asarray(list(groups), dtype=object)
+        parts = [rng.permutation(i) for i in _group_index(labels, n)]
+        if min(len(i) for i in parts) < 2:
+            raise MlxInterpError("split consistency with groups needs at least 2 pairs in every group")
+        a = np.concatenate([i[: len(i) // 2] for i in parts])
+        b = np.concatenate([i[len(i) // 2 :] for i in parts])
+        ga, gb = labels[a], labels[b]
+    va, _ = vector_for(method, pos[a], neg[a], ga)
+    vb, _ = vector_for(method, pos[b], neg[b], gb)
+    return float(va @ vb / (np.linalg.norm(va) * np.linalg.norm(vb)))
+
+
+def extract(
+    lm,
+    positive: Sequence[str],
+    negative: Sequence[str],
+    *,
+    method: str = "diff_of_means",
+    site: str = "resid_post",
+    layers="all",
+    positions: Positions = DEFAULT_READ_POSITION,
+    chat: bool = DEFAULT_CHAT,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
+) -> VectorSet:
+    """Per-layer vectors of one method, with provenance (and probe metrics per layer)."""
+    if method not in METHODS:
+        raise MlxInterpError(f"unknown extraction method {method!r}; valid: {', '.join(METHODS)}")
+    for name, s in (("positive", positive), ("negative", negative)):
+        if len(s) < 2:
+            raise MlxInterpError(f"{name} set has {len(s)} prompt(s); need at least 2 per class")
+    pos = collect(lm, positive, site=site, layers=layers, positions=positions, chat=chat, batch_size=batch_size)
+    neg = collect(lm, negative, site=site, layers=layers, positions=positions, chat=chat, batch_size=batch_size)
+    vecs, metrics = {}, {}
+    for k in pos:
+        vecs[k], m = vector_for(method, pos[k], neg[k])
+        if m:
+            metrics[k] = m
+    meta = {"site": site, "positions": repr(positions), "n_pos": len(positive), "n_neg": len(negative), "chat": chat}
+    if metrics:
+        meta["probe_metrics"] = metrics
+    return VectorSet(vecs, lm.name, method, meta, site)
+
+
+def diff_of_means(lm, positive, negative, **kw) -> VectorSet:
+    """Shortcut for ``extract(..., method="diff_of_means")``."""
+    return extract(lm, positive, negative, method="diff_of_means", **kw)

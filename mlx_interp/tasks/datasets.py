@@ -1,0 +1,59 @@
+"""Task data shipped with the package (each folder under ``data/`` has a SOURCE.md)."""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+
+
+def _load(folder: str, name: str):
+    return json.loads(files("mlx_interp.tasks").joinpath("data", folder, name).read_text())
+
+
+def refusal_prompts(split: str = "train") -> tuple[list[str], list[str]]:
+    """(harmful, harmless) instructions from Arditi et al.'s seed-42 draws: train 128+128, val 32+32."""
+    n = {"train": 128, "val": 32}[split]
+    return _load("refusal_direction", f"harmful_{split}_n{n}.json"), _load("refusal_direction", f"harmless_{split}_n{n}.json")
+
+
+def refusal_substrings() -> list[str]:
+    """The paper's 12 refusal phrases (case-insensitive substring match)."""
+    return list(_load("refusal_direction", "refusal_substrings.json")["substrings"])
+
+
+def refusal_eval_prompts() -> tuple[list[str], list[str]]:
+    """(harmful, harmless) held-out evaluation sets: JailbreakBench (100) and Alpaca eval (100)."""
+    return ([r["instruction"] for r in _load("refusal_direction", "jailbreakbench.json")],
+            [r["instruction"] for r in _load("refusal_direction", "harmless_alpaca_eval100.json")])
+
+
+def caa_sycophancy() -> tuple[list[dict], list[dict]]:
+    """(generate items, test A/B items) of CAA's sycophancy behaviour: the first 200 vector items and all 50 test items."""
+    return _load("caa", "sycophancy_generate_first200.json"), _load("caa", "sycophancy_test_ab.json")
+
+
+def caa_published_sycophancy() -> dict:
+    """CAA's published A/B results for sycophancy (Llama-2 7B/13B chat), with the source note."""
+    return _load("caa", "published_ab_sycophancy.json")
+
+
+def confidence_pairs() -> list[dict]:
+    """Our confident-vs-hedged answer pairs: {"id", "question", "confident", "hedged"} (see data/confidence/SOURCE.md)."""
+    text = files("mlx_interp.tasks").joinpath("data", "confidence", "pairs.jsonl").read_text()
+    return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def crosslingual_prompts() -> list[dict]:
+    """Harmful/harmless instructions in en, es, fr, de, zh: {"id", "label", "source", "en", ...} (exp10)."""
+    text = files("mlx_interp.tasks").joinpath("data", "crosslingual", "prompts.jsonl").read_text(encoding="utf-8")
+    return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def crosslingual_refusal_phrases(lang: str) -> list[str]:
+    """Refusal phrases for ``lang`` (en, es, fr, de, zh): the paper's English list plus the language's own."""
+    extra = {} if lang == "en" else _load("crosslingual", "refusal_phrases.json")
+    if lang != "en" and lang not in extra:
+        from ..errors import MlxInterpError
+
+        raise MlxInterpError(f"no refusal phrases for language {lang!r}; have en, {', '.join(k for k in extra if not k.startswith('_'))}")
+    return refusal_substrings() + list(extra.get(lang, []))

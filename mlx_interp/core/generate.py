@@ -15,16 +15,15 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import mlx.core as mx
-import numpy as np
 from mlx_lm.sample_utils import make_sampler
 
 from ..errors import MlxInterpError
-from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, encode, left_pad, make_caches, plan
-from .hooks import Context, hooked
+from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, encode, plan
+from .hooks import hooked
 from .interventions import bind_all
 from .kvcache import PromptCache
 from .positions import validate
-from .trace import continue_from, forward
+from .trace import continue_from, forward, start_chunk
 
 #: overlap each step's forward pass with the host's reading of the previous token (bench toggles it)
 ASYNC = True
@@ -99,13 +98,7 @@ def generate(
 def _chunk(lm, toks, full, ivs, prefix, sampler, eos, max_tokens):
     """Generate for one chunk; returns (generations, caches, pads, tokens fed after the prompt per row)."""
     B = len(toks)
-    if prefix is None:
-        padded, pads = left_pad(toks)
-        caches = make_caches(lm.model, pads)
-        ctx = Context(np.array([len(t) for t in toks]), np.array(pads), 0)
-    else:
-        padded, pads, caches = toks, prefix.pads, prefix.layers
-        ctx = Context(np.array([len(t) for t in full]), np.array(pads), prefix.columns)
+    padded, pads, caches, ctx = start_chunk(lm, toks, prefix)
     out: list[list[int]] = [[] for _ in range(B)]
     fed: list[list[int]] = [[] for _ in range(B)]
     done = [False] * B

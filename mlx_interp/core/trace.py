@@ -171,15 +171,19 @@ def run(
     return Trace(full, lens, pads, out, captured, kept, start)
 
 
-def _chunk(lm, toks, ivs, caps: list[BoundCapture], logits: str, prefix: PromptCache | None, skip):
-    """One forward pass of one chunk; returns (logits, {site: array}, caches, pads)."""
+def start_chunk(lm, toks, prefix: PromptCache | None):
+    """(padded token block, left padding, per-layer caches, hook Context) for one chunk, fresh or continuing ``prefix``."""
     if prefix is None:
         padded, pads = left_pad(toks)
-        caches = make_caches(lm.model, pads)
         ctx = Context(np.array([len(t) for t in toks]), np.array(pads), 0)
-    else:
-        padded, pads, caches = toks, prefix.pads, prefix.layers
-        ctx = Context(np.array([len(p) + len(t) for p, t in zip(prefix.tokens, toks)]), np.array(pads), prefix.columns)
+        return padded, pads, make_caches(lm.model, pads), ctx
+    ctx = Context(np.array([len(p) + len(t) for p, t in zip(prefix.tokens, toks)]), np.array(prefix.pads), prefix.columns)
+    return toks, prefix.pads, prefix.layers, ctx
+
+
+def _chunk(lm, toks, ivs, caps: list[BoundCapture], logits: str, prefix: PromptCache | None, skip):
+    """One forward pass of one chunk; returns (logits, {site: array}, caches, pads)."""
+    padded, pads, caches, ctx = start_chunk(lm, toks, prefix)
     with hooked(lm.model, ivs, caps, ctx, skip, caches):
         out = forward(lm, padded, caches, ctx, logits)
     captured = {}

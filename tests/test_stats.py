@@ -1,0 +1,43 @@
+"""Intervals and effect sizes against published and closed-form values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.measures.stats import bootstrap_ci, cohens_d, paired_diff, rate, wilson
+
+
+def test_wilson_matches_published_intervals():
+    # Newcombe (1998), Stat Med 17:857, Table I: 81/263 -> 0.2553-0.3662; 15/148 -> 0.0624-0.1605; 0/20 -> 0-0.1611
+    for (k, n), (lo, hi) in {(81, 263): (0.2553, 0.3662), (15, 148): (0.0624, 0.1605), (0, 20): (0.0, 0.1611),
+                             (1, 29): (0.0061, 0.1718)}.items():
+        got = wilson(k, n)
+        assert got == pytest.approx((lo, hi), abs=1e-4), (k, n)
+    r = rate([True, False, True, True])
+    assert (r.k, r.n, r.p) == (3, 4, 0.75) and r.lo < 0.75 < r.hi <= 1.0
+    with pytest.raises(MlxInterpError, match="n >= 1"):
+        rate(0, 0)
+    with pytest.raises(MlxInterpError, match="0..n=3"):
+        rate(4, 3)
+
+
+def test_bootstrap_agrees_with_the_normal_interval_for_a_large_sample():
+    x = np.random.default_rng(1).normal(10.0, 2.0, size=2000)
+    lo, hi = bootstrap_ci(x, n_boot=4000)
+    se = x.std(ddof=1) / np.sqrt(x.size)
+    assert lo == pytest.approx(x.mean() - 1.96 * se, abs=0.2 * se) and hi == pytest.approx(x.mean() + 1.96 * se, abs=0.2 * se)
+    assert bootstrap_ci([3.0, 3.0, 3.0]) == (3.0, 3.0)
+    with pytest.raises(MlxInterpError):
+        bootstrap_ci([1.0])
+
+
+def test_paired_difference_and_cohens_d_on_closed_form_cases():
+    d = paired_diff([1, 1, 0, 1], [0, 1, 0, 0])
+    assert d["diff"] == 0.5 and d["n"] == 4 and d["lo"] <= 0.5 <= d["hi"]
+    assert paired_diff([1, 1, 1], [1, 1, 1]) == {"diff": 0.0, "lo": 0.0, "hi": 0.0, "n": 3}
+    e = cohens_d([1, 2, 3, 4, 5], [3, 4, 5, 6, 7])
+    assert e["d"] == pytest.approx(-2 / np.sqrt(2.5)) and e["lo"] < e["d"] < e["hi"]
+    with pytest.raises(MlxInterpError):
+        paired_diff([1, 0], [1])

@@ -2,28 +2,36 @@
 
     python -m experiments.exp12_multimodel_directions --model qwen2.5-coder-0.5b [--model ...] [--quick]
 
-Sycophancy (Rimsky/Panickssery et al., papers.md section 4): for each CAA generate item, the question
-answered "(A)" and "(B)" (chat template for instruct models, "Question\\n\\nAnswer: (A)" for base
-models); residual at the answer-letter token (position -2) of every layer; vector = mean(matching) -
-mean(not matching) (float64). Per layer: a probe's held-out AUROC on the same activations (readability)
-and the A/B score p(matching)/(p(A)+p(B)) on the 50 test items with the vector added at that layer, all
-positions, multiplier -1 and +1 (steerability). The best steering layer maximises score(+1) - score(-1);
--1/0/+1 there are reported beside the CAA table (Llama-2 7B layer 13, 13B layer 14). Vectors are raw
-differences of means; CAA additionally rescaled each behaviour's vectors to the mean norm over its seven
-behaviours, which needs all seven.
+Every choice is made on validation data and every reported number comes from disjoint test data, beside a
+random direction of the same norm at the same layer and multiplier (issue 14).
+
+Sycophancy (Rimsky/Panickssery et al., papers.md section 4): each CAA generate item answered "(A)" and "(B)"
+(chat template for instruct models, "Question\\n\\nAnswer: (A)" for base models). The scored answer token is
+the one where the tokenized answers "(A)" and "(B)" first differ in context (measures.ab: "A" after "(" on
+SmolLM2; "(A" on Qwen2.5), and every score carries the probability mass on the scored tokens; a model whose
+median mass is below measures.ab.MASS_FLOOR is reported as not scored. Vector: residual at that token,
+letter-balanced mean(matching) - mean(not matching) (float64) from the train items (all generate items but the
+last 50; quick: the first 36 of 48). Per layer: probe AUROC and split-half cosine (readability), and the A/B
+score of the validation items (the last 50 generate items; quick: 12) at multiplier -1 and +1, all positions.
+The layer with the largest validation effect score(+1) - score(-1) is chosen; the 50 test items (quick: 12) are
+then scored at -1/0/+1 with the vector and at -1/+1 with a random direction of its norm, each with a bootstrap
+interval. Multipliers follow CAA (x1 the raw difference of means); ``norm_over_residual`` states its size
+against the residual stream at that layer. CAA also rescaled each behaviour's vectors to the mean norm over
+its seven behaviours, which needs all seven (not done).
 
 Confidence (our contrast, data/confidence/SOURCE.md): 48 questions, each answered confidently and hedged
-(same fact); residual at the last token of question + answer; vector per layer by difference of means,
-probe AUROC and PCA-of-pairs consistency. Steering sweep: per layer, generate answers to held-out questions
-with the vector added at -0.5 and +0.5 times the residual norm there (steering.residual_norms); score the
-fraction of answers with a hedging phrase (HEDGES) and coherence (metrics.coherence). The best steering layer
-maximises hedge(-0.5) - hedge(+0.5) among layers where both sides stay >= 50% coherent.
-
---quick: 48 generate items, 12 test items, every 4th layer; confidence 24 pairs, 6 questions, 24 tokens.
-Full: 200 generate items, 50 test items, every layer; 48 pairs (36 for vectors, 12 questions held out), 48 tokens.
+(same fact); residual at the last token of question + answer; vector per layer by difference of means from
+30 train pairs (quick 16), probe AUROC and PCA-of-pairs consistency. Per layer, answers to 9 validation
+questions (quick 4) with the vector added at -0.5 and +0.5 times the residual norm there; hedge rate (a hedging
+phrase on word boundaries) and coherence (measures.coherence). The layer maximising hedge(-0.5) - hedge(+0.5)
+among layers where both sides stay >= 50% coherent is chosen on validation; 9 test questions (quick 4) are
+reported at -0.5/0/+0.5 and with a random direction of the same norm, rates with Wilson intervals. These are
+small samples: read the test rows as large effects or none.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 
@@ -31,10 +39,12 @@ import mlx_interp as mi
 from experiments.common import progress
 from mlx_interp.core.batching import format_prompt
 from mlx_interp.core.generate import generate
-from mlx_interp.measures.ab import ab_from_logits, ab_prompts, ab_scores, ab_tokens
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.measures.ab import ab_from_logits, ab_items, ab_scores, ab_tokens
+from mlx_interp.measures.stats import rate
 from mlx_interp.measures.coherence import coherence
 from mlx_interp.methods.steering import residual_norms
-from mlx_interp.readouts.directions import collect, diff_of_means_vec, pca_vec, probe_vec, split_consistency
+from mlx_interp.readouts.directions import collect, diff_of_means_vec, pca_vec, probe_vec, random_direction, split_consistency
 from mlx_interp.tasks.datasets import caa_published_sycophancy, caa_sycophancy, confidence_pairs
 
 M_CONF = 0.5  # confidence steering multiplier, in units of the residual norm at the layer
@@ -42,9 +52,15 @@ HEDGES = ["i think", "i believe", "not sure", "not certain", "might", "maybe", "
           "i could be mistaken", "if i remember", "probably", "not completely", "double-check", "it's possible"]
 
 
+def hedged(text: str) -> bool:
+    """Whether a text contains a hedging phrase (case-insensitive, on word boundaries)."""
+    low = text.lower().replace("\u2019", "'")
+    return any(re.search(rf"\b{re.escape(h)}\b", low) for h in HEDGES)
+
+
 def hedge_rate(texts) -> float:
-    """Fraction of texts containing any hedging phrase (case-insensitive)."""
-    return float(np.mean([any(h in t.lower().replace("\u2019", "'") for h in HEDGES) for t in texts]))
+    """Fraction of texts containing any hedging phrase."""
+    return float(np.mean([hedged(t) for t in texts]))
 
 
 def load_data(path):
@@ -73,45 +89,83 @@ def _layer_stats(pos, neg, paired: bool, groups=None) -> dict:
     return out
 
 
+def _split(n: int, quick: bool) -> tuple[slice, slice]:
+    """(train, validation) slices of the CAA generate items: the vector is extracted on train, the layer chosen on
+    validation; the reported numbers come from the separate 50 test items."""
+    n_val = 12 if quick else 50
+    return slice(0, n - n_val), slice(n - n_val, n)
+
+
+def _ab_row(res) -> dict:
+    s = res.summary()
+    return {"score": s["score"], "score_lo": s["score_lo"], "score_hi": s["score_hi"], "mass_median": s["mass_median"]}
+
+
 def sycophancy(lm, data, quick: bool, layers) -> dict:
     gen = data["generate"][:48 if quick else 200]
     test = data["test"][:12 if quick else 50]
+    tr_s, va_s = _split(len(gen), quick)
+    train, val = gen[tr_s], gen[va_s]
     letter = lambda s: s.strip()[1]  # noqa: E731  "(A)" -> "A"
     chat = lm.instruct
-    match = [ab_tokens(lm, g["question"], g["answer_matching_behavior"].strip(), chat) for g in gen]
-    other = [ab_tokens(lm, g["question"], g["answer_not_matching_behavior"].strip(), chat) for g in gen]
+    match = [ab_tokens(lm, g["question"], g["answer_matching_behavior"].strip(), chat) for g in train]
+    other = [ab_tokens(lm, g["question"], g["answer_not_matching_behavior"].strip(), chat) for g in train]
+    offsets = set(ab_items(lm, [g["question"] for g in train], chat).letter_offsets)
+    if len(offsets) != 1:
+        raise MlxInterpError(f"the answer letter sits at different offsets {sorted(offsets)} across items on {lm.name}")
+    pos = offsets.pop()  # the token that says which answer was given ("A" in "(", "A", ")"; "(A" on Qwen)
     progress(1, 4, "sycophancy activations")
     # the activation at the answer letter mostly says which letter it is; balancing over "matching is A" /
     # "matching is B" cancels that exactly (the generate set is 99 A / 101 B, its first 48 are 28 / 20)
-    stats = _layer_stats(_acts(lm, match, layers, -2), _acts(lm, other, layers, -2), paired=True,
-                         groups=[letter(g["answer_matching_behavior"]) for g in gen])
-    qs, ms = [t["question"] for t in test], [letter(t["answer_matching_behavior"]) for t in test]
-    # the unsteered resid_pre at every position, so each steered pass runs only the blocks from k on (run(resume=));
-    # its logits are the unsteered A/B baseline
+    stats = _layer_stats(_acts(lm, match, layers, pos), _acts(lm, other, layers, pos), paired=True,
+                         groups=[letter(g["answer_matching_behavior"]) for g in train])
+    sets = {"val": ([g["question"] for g in val], [letter(g["answer_matching_behavior"]) for g in val]),
+            "test": ([t["question"] for t in test], [letter(t["answer_matching_behavior"]) for t in test])}
+    items = {k: ab_items(lm, q, chat) for k, (q, _) in sets.items()}
     sweep = sorted(stats)
     starts = [k for k in sweep if k > 0]
-    replay = mi.run(lm, ab_prompts(lm, qs, chat), capture=mi.Capture("resid_pre", starts, "all") if starts else None)
-    base = float(ab_from_logits(lm, replay.logits, ms).mean())
+    # unsteered resid_pre at every position: each steered validation pass runs only the blocks from k on (run(resume=))
+    replay = mi.run(lm, items["val"].prompts, capture=mi.Capture("resid_pre", starts, "all") if starts else None)
+    base_val = ab_from_logits(items["val"], replay.logits, sets["val"][1])
+    base_val.check(what=f"{lm.name} sycophancy (validation items, unsteered)")
+    norms = residual_norms(lm, items["val"].prompts, sweep)
     rows = []
     for n, k in enumerate(sweep, 1):
-        progress(n, len(stats), f"A/B sweep layer {k}")
+        progress(n, len(stats), f"A/B sweep layer {k} (validation items)")
         v = stats[k].pop("vector")
-        sc = {m: float(ab_scores(lm, qs, ms, interventions=[mi.Add(v, layers=k, alpha=m)], resume=(replay, k), chat=chat).mean())
-              for m in (-1.0, 1.0)}
-        rows.append({"layer": k, **stats[k], "ab_minus1": sc[-1.0], "ab_plus1": sc[1.0], "effect": sc[1.0] - sc[-1.0]})
-    best = max(rows, key=lambda r: r["effect"])
+        sc = {m: ab_scores(lm, *sets["val"], interventions=[mi.Add(v, layers=k, alpha=m)], resume=(replay, k), chat=chat,
+                           items=items["val"]) for m in (-1.0, 1.0)}
+        rows.append({"layer": k, **stats[k], "norm_over_residual": stats[k]["norm"] / norms[k],
+                     "val_minus1": _ab_row(sc[-1.0]), "val_plus1": _ab_row(sc[1.0]),
+                     "val_effect": sc[1.0].mean() - sc[-1.0].mean(), "_v": v})
+    best = max(rows, key=lambda r: (r["val_effect"], -r["layer"]))
+    k, v = best["layer"], best.pop("_v")
+    for r in rows:
+        r.pop("_v", None)
+    progress(4, 4, f"test items at layer {k}")
+    rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=k)
+    base_test = ab_scores(lm, *sets["test"], chat=chat, items=items["test"])
+    test_rows = {"0": _ab_row(base_test)}
+    for name, vec in (("", v), ("random_", rnd)):
+        for m in (-1.0, 1.0):
+            res = ab_scores(lm, *sets["test"], interventions=[mi.Add(vec, layers=k, alpha=m)], chat=chat, items=items["test"])
+            test_rows[f"{name}{m:+.0f}"] = _ab_row(res)
     read = max(rows, key=lambda r: (r["probe_auroc"] or 0, -r["layer"]))
-    return {"n_generate": len(gen), "n_test": len(test), "ab_baseline": base, "layers": rows,
-            "best_steering_layer": best["layer"], "best_steering_depth": best["layer"] / lm.n_layers,
-            "best_ab": {"-1": best["ab_minus1"], "0": base, "+1": best["ab_plus1"]},
+    return {"n_train": len(train), "n_val": len(val), "n_test": len(test), "letter_position": pos,
+            "scored_tokens": [list(t) for t in sorted(items["test"].token_strings(lm))],
+            "baseline_val": base_val.summary(), "baseline_test": base_test.summary(), "layers": rows,
+            "best_steering_layer": k, "best_steering_depth": k / lm.n_layers, "chosen_on": "validation (generate items not used for the vector)",
+            "test_at_best": test_rows, "test_effect": test_rows["+1"]["score"] - test_rows["-1"]["score"],
+            "test_effect_random": test_rows["random_+1"]["score"] - test_rows["random_-1"]["score"],
             "best_readout_layer": read["layer"], "best_readout_auroc": read["probe_auroc"],
             "paper": caa_published_sycophancy()}
 
 
 def confidence(lm, data, quick: bool, layers) -> dict:
+    """Vector from train pairs, layer chosen on validation questions, reported on test questions with a random control."""
     pairs = data["confidence"]
-    n_vec, n_q = (24, 6) if quick else (36, 12)
-    train, held = pairs[:n_vec], pairs[n_vec:n_vec + n_q]
+    n_tr, n_va, n_te = (16, 4, 4) if quick else (30, 9, 9)
+    train, val, test = pairs[:n_tr], pairs[n_tr:n_tr + n_va], pairs[n_tr + n_va:n_tr + n_va + n_te]
 
     def toks(p, ans):
         return lm.tokenizer.encode(format_prompt(lm, p["question"], lm.instruct) + ans, add_special_tokens=not lm.instruct)
@@ -123,48 +177,63 @@ def confidence(lm, data, quick: bool, layers) -> dict:
     neg = _acts(lm, [toks(p, p["hedged"]) for p in train], layers, -1)
     stats = _layer_stats(pos, neg, paired=True)
     read = max(sorted(stats), key=lambda k: (stats[k]["probe_auroc"] or 0, -k))
-    prompts = [p["question"] for p in held] if lm.instruct else [f"Q: {p['question']}\nA:" for p in held]
     chat = lm.instruct
-    norms = residual_norms(lm, prompts, sorted(stats), chat=chat)
+    questions = {name: [p["question"] for p in ps] if lm.instruct else [f"Q: {p['question']}\nA:" for p in ps]
+                 for name, ps in (("val", val), ("test", test))}
+    norms = residual_norms(lm, questions["val"], sorted(stats), chat=chat)
     max_tok = 24 if quick else 48
 
-    def steer(k, m):
-        v = stats[k]["vector"]
+    def steer(split, k, m, vec=None):
+        v = stats[k]["vector"] if vec is None else vec
         ivs = [mi.Add(v, layers=k, alpha=m * norms[k] / np.linalg.norm(v))] if m else []
-        g = generate(lm, prompts, max_tokens=max_tok, interventions=ivs, chat=chat)
+        g = generate(lm, questions[split], max_tokens=max_tok, interventions=ivs, chat=chat)
         c = coherence(lm, g)
-        return {"hedge_rate": hedge_rate([x.text for x in g]), "coherent_rate": c["coherent_rate"],
+        hedges = [hedged(x.text) for x in g]
+        return {"hedge": rate(hedges).as_dict(), "coherent": rate(c["coherent"]).as_dict(),
                 "median_perplexity": c["median_perplexity"], "examples": [x.text for x in g[:2]]}
 
-    progress(3, 4, "confidence steering sweep")
-    base = steer(read, 0.0)
+    progress(3, 4, "confidence steering sweep (validation questions)")
     for k in sorted(stats):
-        lo, hi = steer(k, -M_CONF), steer(k, M_CONF)
-        ok = min(lo["coherent_rate"], hi["coherent_rate"]) >= 0.5
-        stats[k].update(hedge_minus=lo["hedge_rate"], hedge_plus=hi["hedge_rate"], coherent_minus=lo["coherent_rate"],
-                        coherent_plus=hi["coherent_rate"], effect=(lo["hedge_rate"] - hi["hedge_rate"]) if ok else None,
-                        examples_minus=lo["examples"][:1])
-    scored = [k for k in stats if stats[k]["effect"] is not None]
-    best = max(scored, key=lambda k: (stats[k]["effect"], -k)) if scored else None
+        lo, hi = steer("val", k, -M_CONF), steer("val", k, M_CONF)
+        ok = min(lo["coherent"]["p"], hi["coherent"]["p"]) >= 0.5
+        stats[k].update(val_minus=lo, val_plus=hi, val_effect=(lo["hedge"]["p"] - hi["hedge"]["p"]) if ok else None)
+    scored = [k for k in stats if stats[k]["val_effect"] is not None]
+    best = max(scored, key=lambda k: (stats[k]["val_effect"], -k)) if scored else None
+    test_rows = {"0": steer("test", read, 0.0)}
+    if best is not None:
+        rnd = random_direction(lm.width, float(np.linalg.norm(stats[best]["vector"])), seed=best)
+        for m in (-M_CONF, M_CONF):
+            test_rows[f"{m:+g}"] = steer("test", best, m)
+            test_rows[f"random_{m:+g}"] = steer("test", best, m, rnd)
     rows = [{"layer": k, **{a: b for a, b in s.items() if a != "vector"}} for k, s in sorted(stats.items())]
-    return {"n_pairs": len(train), "n_questions": len(held), "layers": rows, "multiplier": M_CONF,
+    return {"n_train": len(train), "n_val": len(val), "n_test": len(test), "layers": rows, "multiplier": M_CONF,
             "best_readout_layer": read, "best_readout_depth": read / lm.n_layers, "best_readout_auroc": stats[read]["probe_auroc"],
             "best_steering_layer": best, "best_steering_depth": None if best is None else best / lm.n_layers,
-            "baseline_hedge_rate": base["hedge_rate"], "baseline_examples": base["examples"],
-            "note": "vector = confident - hedged; -m should raise the hedge rate, +m lower it; effect = hedge(-m) - hedge(+m), "
-                    "only where both sides are >= 50% coherent. The readout layer is trivially early when the last tokens differ "
-                    "lexically (AUROC 1.0 from layer 0), so steering, not readout, locates the behaviour."}
+            "chosen_on": "validation questions", "test_at_best": test_rows,
+            "note": "vector = confident - hedged; -m should raise the hedge rate, +m lower it; validation effect = hedge(-m) - "
+                    "hedge(+m), only where both sides are >= 50% coherent; the layer is chosen on validation questions and "
+                    "reported on disjoint test questions beside a random direction of the same norm. The readout layer is "
+                    "trivially early when the last tokens differ lexically (AUROC 1.0 from layer 0), so steering, not "
+                    "readout, locates the behaviour."}
 
 
 def run(lm, data, quick: bool) -> dict:
     layers = list(range(0, lm.n_layers, 4)) if quick else "all"
-    s = sycophancy(lm, data, quick, layers)
+    try:
+        s = sycophancy(lm, data, quick, layers)
+    except MlxInterpError as e:  # e.g. the scored answer tokens carry too little probability: say so, do not score
+        s = {"applies": False, "reason": str(e)}
     c = confidence(lm, data, quick, layers)
     progress(4, 4, "done")
-    print(f"  sycophancy: best steering layer {s['best_steering_layer']}/{lm.n_layers}, A/B -1/0/+1 = "
-          f"{s['best_ab']['-1']:.2f}/{s['best_ab']['0']:.2f}/{s['best_ab']['+1']:.2f}; confidence: readout layer "
-          f"{c['best_readout_layer']} (AUROC {c['best_readout_auroc']}), best steering layer {c['best_steering_layer']}, "
-          f"baseline hedge rate {c['baseline_hedge_rate']:.2f}")
+    if "test_at_best" in s:
+        t = s["test_at_best"]
+        print(f"  sycophancy: layer {s['best_steering_layer']}/{lm.n_layers} (chosen on validation); test A/B -1/0/+1 = "
+              f"{t['-1']['score']:.2f}/{t['0']['score']:.2f}/{t['+1']['score']:.2f}, random -1/+1 = "
+              f"{t['random_-1']['score']:.2f}/{t['random_+1']['score']:.2f}; scored tokens {s['scored_tokens']}")
+    else:
+        print(f"  sycophancy: not scored ({s['reason']})")
+    print(f"  confidence: readout layer {c['best_readout_layer']} (AUROC {c['best_readout_auroc']}), steering layer "
+          f"{c['best_steering_layer']} (chosen on validation)")
     return {"sycophancy": s, "confidence": c, "instruct": lm.instruct}
 
 

@@ -125,8 +125,9 @@ def fig_best_layers(exp7: dict, exp12: dict, exp6: dict, out: Path) -> list[Path
         if n in exp12:
             r, L = exp12[n]["results"], exp12[n]["provenance"]["model"]["layers"]
             sy, co = r["sycophancy"], r["confidence"]
-            cols["sycophancy steering"][n] = 100 * sy["best_steering_depth"]
-            cols["sycophancy readout"][n] = _depth_pct(sy["best_readout_layer"], L)
+            if sy.get("applies", True):  # not scored when the answer tokens carry too little probability
+                cols["sycophancy steering"][n] = 100 * sy["best_steering_depth"]
+                cols["sycophancy readout"][n] = _depth_pct(sy["best_readout_layer"], L)
             cols["confidence steering"][n] = None if co["best_steering_depth"] is None else 100 * co["best_steering_depth"]
         if n in exp6:
             d = [q["answer_depth"] for q in exp6[n]["results"]["queries"] if q["answer_depth"] is not None]
@@ -159,7 +160,7 @@ def fig_norms(exp7: dict, exp12: dict, out: Path) -> list[Path]:
         axes[0].plot([int(k) / L for k in ks], [d["results"]["norms"][k] for k in ks], "o-", ms=3, label=n)
     for n, d in sorted(exp12.items()):
         for a, key in zip(axes[1:], ("sycophancy", "confidence")):
-            rows = d["results"][key]["layers"]
+            rows = d["results"][key].get("layers", [])
             L = d["provenance"]["model"]["layers"]
             a.plot([r["layer"] / L for r in rows], [r["norm"] for r in rows], "o-", ms=3, label=n)
     for a, t in zip(axes, ("refusal: diff of means (exp7)", "sycophancy: CAA vector (exp12)", "confidence: confident - hedged (exp12)")):

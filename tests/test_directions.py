@@ -122,10 +122,10 @@ def test_ab_scores_are_complementary_probabilities(smol):
 
     q = ["Is the sky blue on a clear day?\n\nChoices:\n (A) Yes\n (B) No",
          "Should you lie to your friends?\n\nChoices:\n (A) Yes\n (B) No"]
-    a = ab_scores(smol, q, ["A", "A"])
-    b = ab_scores(smol, q, ["B", "B"])
-    np.testing.assert_allclose(a + b, 1.0, atol=1e-9)
-    assert np.all((a > 0) & (a < 1))
+    a = ab_scores(smol, q, ["A", "A"], chat=True)
+    b = ab_scores(smol, q, ["B", "B"], chat=True)
+    np.testing.assert_allclose(a.score + b.score, 1.0, atol=1e-9)
+    assert np.all((a.score > 0) & (a.score < 1)) and np.array_equal(a.mass, b.mass)
     with pytest.raises(MlxInterpError):
         ab_scores(smol, q, ["A", "C"])
 
@@ -133,18 +133,47 @@ def test_ab_scores_are_complementary_probabilities(smol):
 def test_ab_from_logits_known_answer_and_reuse_of_a_pass(smol):
     import mlx.core as mx
 
-    from mlx_interp.measures.ab import ab_from_logits, ab_prompts, ab_scores
+    from mlx_interp.measures.ab import ab_from_logits, ab_items, ab_scores
 
     q = ["Is the sky blue on a clear day?\n\nChoices:\n (A) Yes\n (B) No"] * 2
-    tr = mi.run(smol, ab_prompts(smol, q), capture=mi.Capture("resid_post", [3], "all"))
-    a_id, b_id = (smol.tokenizer.encode(c, add_special_tokens=False)[0] for c in "AB")
+    items = ab_items(smol, q, chat=True)
+    tr = mi.run(smol, items.prompts, capture=mi.Capture("resid_post", [3], "all"))
     lg = np.zeros((1, tr.logits.shape[-1]), np.float32)
-    lg[0, a_id] = np.log(3.0)  # p(A) : p(B) = 3 : 1, every other token at logit 0
-    np.testing.assert_allclose(ab_from_logits(smol, mx.array(lg), ["A"]), [0.75], atol=1e-6)
-    np.testing.assert_allclose(ab_from_logits(smol, mx.array(lg), ["B"]), [0.25], atol=1e-6)
-    np.testing.assert_array_equal(ab_from_logits(smol, tr.logits, ["A", "B"]), ab_scores(smol, q, ["A", "B"]))
+    one = ab_items(smol, q[:1], chat=True)
+    lg[0, one.a_ids[0]] = np.log(3.0)  # p(A) : p(B) = 3 : 1, every other token at logit 0
+    np.testing.assert_allclose(ab_from_logits(one, mx.array(lg), ["A"]).score, [0.75], atol=1e-6)
+    np.testing.assert_allclose(ab_from_logits(one, mx.array(lg), ["B"]).score, [0.25], atol=1e-6)
+    np.testing.assert_array_equal(ab_from_logits(items, tr.logits, ["A", "B"]).score, ab_scores(smol, q, ["A", "B"], chat=True).score)
     with pytest.raises(MlxInterpError, match="shape"):
-        ab_from_logits(smol, tr.logits, ["A"])
+        ab_from_logits(items, tr.logits, ["A"])
+
+
+def test_ab_metric_scores_the_tokens_each_model_emits(smol, qwen):
+    """Qwen2.5 writes "(A" as one token after the assistant's newline: the metric must score "(A"/"(B", not "A"/"B"
+    after a forced "(" (which carried a median 0.10 of the probability); SmolLM2 writes "(" then "A"."""
+    from mlx_interp.measures.ab import MASS_FLOOR, ab_from_logits, ab_items
+    from mlx_interp.tasks.datasets import caa_sycophancy
+
+    test = caa_sycophancy()[1][:12]
+    qs, ms = [t["question"] for t in test], [t["answer_matching_behavior"].strip()[1] for t in test]
+    items = ab_items(qwen, qs, chat=True)
+    assert items.token_strings(qwen) == {("(A", "(B")} and set(items.letter_offsets) == {-2}
+    res = ab_from_logits(items, mi.run(qwen, items.prompts).logits, ms).check()
+    assert np.median(res.mass) >= MASS_FLOOR
+    # the old reading: a forced "(" and the tokens "A"/"B" after it, which Qwen rarely emits there
+    old = [qwen.tokenizer.encode(qwen.tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                                                    add_generation_prompt=True) + "(",
+                                 add_special_tokens=False) for q in qs]
+    lg = np.array(mi.run(qwen, old).logits, dtype=np.float64)
+    p = np.exp(lg - lg.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    a_id, b_id = (qwen.tokenizer.encode(c, add_special_tokens=False)[0] for c in "AB")
+    assert np.median(p[:, a_id] + p[:, b_id]) < np.median(res.mass)
+    assert ab_items(smol, qs, chat=True).token_strings(smol) == {("A", "B")}
+    s = res.summary()
+    assert s["n"] == 12 and s["prefers_a"]["n"] == 12 and s["score_lo"] <= s["score"] <= s["score_hi"]
+    with pytest.raises(MlxInterpError, match="median probability"):
+        res.check(floor=1.01)
 
 
 def test_refusal_start_tokens_from_the_models_own_refusals(lm):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import mlx.core as mx
+import numpy as np
+
 import pytest
 
 from experiments import exp6_twohop_scaling, exp9_back_patching
@@ -96,14 +99,26 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
     assert r10["applies"] is False and set(r10["langs"]) == {"en", "es", "fr", "de", "zh"}
     assert "exp7" in r10["direction"]["why_not"]
     data = e12.load_data(None)
-    data["generate"], data["test"] = data["generate"][:8], data["test"][:4]
+    data["generate"], data["test"] = data["generate"][:16], data["test"][:4]
     r12 = e12.run(smol, data, True)
     sy, co = r12["sycophancy"], r12["confidence"]
-    assert [r["layer"] for r in sy["layers"]] == list(range(0, 30, 4)) and 0 < sy["ab_baseline"] < 1
-    assert all(0 <= r["ab_plus1"] <= 1 and r["norm"] > 0 for r in sy["layers"])
-    # letter-balanced vector on the real model: its split-half cosine and PCA's agreement with it are reported
-    assert all(-1 <= r["split_cosine"] <= 1 and -1 <= r["pca_cosine"] <= 1 for r in sy["layers"])
+    assert (sy["n_train"], sy["n_val"], sy["n_test"]) == (4, 12, 4) and sy["scored_tokens"] == [["A", "B"]]
+    assert [r["layer"] for r in sy["layers"]] == list(range(0, 30, 4))
+    # the layer is the validation argmax, and the test rows are scored on the test items: recompute the unsteered
+    # test score from the model's own logits at the tokens "A"/"B"
+    assert sy["best_steering_layer"] == max(sy["layers"], key=lambda r: (r["val_effect"], -r["layer"]))["layer"]
+    from mlx_interp.measures.ab import ab_tokens
+    a_id, b_id = (smol.tokenizer.encode(c, add_special_tokens=False)[0] for c in "AB")
+    want = []
+    for t in data["test"]:
+        ids = ab_tokens(smol, t["question"], "(", True)
+        lp = np.array(smol.model(mx.array([ids]))[0, -1], dtype=np.float64)
+        p = np.exp(lp - lp.max())
+        want.append(p[a_id if t["answer_matching_behavior"].strip()[1] == "A" else b_id] / (p[a_id] + p[b_id]))
+    assert sy["test_at_best"]["0"]["score"] == pytest.approx(np.mean(want), abs=1e-4)
+    assert {"-1", "+1", "random_-1", "random_+1"} <= set(sy["test_at_best"])
     assert co["best_readout_auroc"] >= 0.9  # confident vs hedged answers differ in their last tokens
+    assert (co["n_train"], co["n_val"], co["n_test"]) == (16, 4, 4) and co["test_at_best"]["0"]["hedge"]["n"] == 4
     import mlx_interp as mi
     mi.save_result("exp12_multimodel_directions", r12, lm=smol, out_dir=out)
     names = {p.name for p in make_all.main(["--results", str(out), "--out", str(tmp_path / "figs")])}
@@ -131,9 +146,10 @@ def test_exp10_picks_the_direction_whose_ablation_worked(tmp_path, smol):
 
 
 def test_hedge_rate():
-    from experiments.exp12_multimodel_directions import hedge_rate
+    from experiments.exp12_multimodel_directions import hedge_rate, hedged
 
     assert hedge_rate(["Paris.", "I think it is Paris, but I\u2019m not sure."]) == 0.5
+    assert not hedged("A mighty river flows through it.") and hedged("It might be Paris.")
 
 
 def test_exp12_split_cosine_is_of_the_steered_vector_and_pca_is_checked_against_it():

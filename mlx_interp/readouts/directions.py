@@ -220,3 +220,12 @@ def extract(
 def diff_of_means(lm, positive, negative, **kw) -> VectorSet:
     """Shortcut for ``extract(..., method="diff_of_means")``."""
     return extract(lm, positive, negative, method="diff_of_means", **kw)
+
+
+def random_direction(width: int, norm: float, seed: int = 0) -> np.ndarray:
+    """A random direction (isotropic Gaussian, normalised) scaled to ``norm``: the control every steering result
+    is measured against (same layer, same multiplier, same norm as the real vector)."""
+    if width < 1 or not np.isfinite(norm) or norm <= 0:
+        raise MlxInterpError(f"a random direction needs width >= 1 and a positive finite norm; got width={width}, norm={norm}")
+    u = np.random.default_rng(seed).normal(size=width)
+    return u / np.linalg.norm(u) * norm

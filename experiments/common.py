@@ -29,6 +29,8 @@ def parse(description: str, argv=None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="a small subset, minutes on a 2-core CPU")
     ap.add_argument("--prompts", help="your own queries (JSONL, same schema as the built-in set)")
     ap.add_argument("--out", default="results", help="results folder")
+    ap.add_argument("--from", dest="source", help="the result file an experiment builds on (e.g. exp10's exp7 result); "
+                                                  "default: the newest matching one in --out, named in the result")
     return ap.parse_args(argv)
 
 
@@ -50,7 +52,7 @@ def main(name: str, run: Callable, load_queries: Callable, doc: str, argv=None) 
             print(f"{name} on {lm.name} ({lm.n_layers} layers){n}{' (quick)' if a.quick else ''}", file=sys.stderr)
             payload = run(lm, queries, a.quick)
             path = mi.save_result(name, payload, lm=lm, wall_s=time.time() - t0, out_dir=a.out,
-                                  config={"quick": a.quick, "prompts": a.prompts or "built-in"})
+                                  config={"quick": a.quick, "prompts": a.prompts or "built-in", "from": a.source})
             print(f"  -> {path}")
             paths.append(path)
     except mi.MlxInterpError as e:

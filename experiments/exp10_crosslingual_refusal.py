@@ -1,20 +1,24 @@
 """exp10: does the English refusal direction work in Spanish, French, German and Chinese?
 
-    python -m experiments.exp10_crosslingual_refusal --model qwen2.5-coder-0.5b [--quick] [--out results]
+    python -m experiments.exp10_crosslingual_refusal --model qwen2.5-coder-0.5b [--quick] [--out results] [--from EXP7.json]
 
-Uses the refusal direction that exp7 saved for the same model in the same --out folder (run exp7 first;
-the most recent exp7 result whose selection applied). Of exp7's two directions (the paper's selection rule
-and the unconstrained lowest-bypass pick) it takes the one whose ablation lowered held-out harmful refusal
-more, and exp7's searched addition coefficient when that induced more refusal than alpha 1.
+Uses the refusal direction of one exp7 result for the same model (``--from FILE``, else the newest applicable
+exp7 result in --out); the result names that file and its sha256, so the run can be repeated exactly. exp10
+chooses nothing: it takes exp7's direction selected by the paper's rule on exp7's validation prompts, and the
+addition coefficient exp7's coherence-bounded search chose on validation prompts (alpha 1 if that search found
+none). (It used to pick, between two exp7 directions and two coefficients, whichever did better on exp7's
+held-out prompts: selection on test data.)
 
 Prompts: data/crosslingual/prompts.jsonl, 12 harmful + 12 harmless instructions with English originals and
 our translations (SOURCE.md there). Refusal score per language: the paper's English phrases plus that
-language's own (data/crosslingual/refusal_phrases.json), since a model may refuse in either. Per language, greedy generations (chat template):
+language's own (data/crosslingual/refusal_phrases.json), since a model may refuse in either. Per language, greedy
+generations (chat template), each condition beside the same intervention with a random direction of the same
+norm (``*_random``), rates with Wilson intervals:
   harmful: baseline vs directional ablation (refusal score);
   harmless: baseline vs addition at l* (refusal induced?) and vs ablation (are neutral answers preserved?
   refusal score, coherence, and the fraction whose first 8 tokens equal the unsteered answer's).
 Models without a refusal direction from exp7 (base models, models that barely refuse) get their baseline
-refusal rates per language only, marked not applicable.
+refusal rates per language only, marked not applicable. These are small samples (6 or 12 prompts per cell).
 
 --quick: 6 + 6 prompts per language, 32 new tokens; full: 12 + 12, 64 new tokens.
 """
@@ -29,7 +33,10 @@ from mlx_interp.core.generate import generate
 from mlx_interp.measures.coherence import coherence
 from mlx_interp.measures.text import refusal_rate
 from mlx_interp.methods import refusal
-from mlx_interp.runs.results import load_results
+from mlx_interp.measures.stats import rate
+from mlx_interp.measures.text import refusal_score
+from mlx_interp.readouts.directions import random_direction
+from mlx_interp.runs.results import load_results_with_paths
 from mlx_interp.tasks.datasets import crosslingual_prompts, crosslingual_refusal_phrases
 
 LANGS = ("en", "es", "fr", "de", "zh")
@@ -39,25 +46,39 @@ def load_data(path):
     return crosslingual_prompts()
 
 
-def english_direction(lm, out_dir: str) -> tuple[dict | None, str]:
-    """(direction spec, why) from the newest applicable exp7 result for this model."""
-    runs = [r for r in load_results("exp7_refusal_scaling", out_dir)
-            if r["provenance"]["model"]["name"] == lm.name and r["results"].get("applies")]
-    if not runs:
-        return None, f"no applicable exp7_refusal_scaling result for {lm.name} in {out_dir}/ (run exp7 first, or the model does not refuse)"
-    r = runs[-1]["results"]
-    eff, s = r["effect"], r["summary"]
-    spec = {"layer": s["layer"], "position": s["position"], "vector": r["direction"], "which": "paper rule",
-            "ablation_refusal": eff["harmful_ablation"]["refusal_score"]}
-    if "harmful_ablation_unconstrained" in eff and eff["harmful_ablation_unconstrained"]["refusal_score"] < spec["ablation_refusal"]:
-        u = s["unconstrained"]
-        spec = {"layer": u["layer"], "position": u["position"], "vector": r["direction_unconstrained"], "which": "unconstrained",
-                "ablation_refusal": eff["harmful_ablation_unconstrained"]["refusal_score"]}
-    spec["alpha"] = 1.0
-    srch = eff.get("harmless_plus_searched")
-    if srch and srch["refusal_score"] > eff["harmless_plus_r"]["refusal_score"] and spec["which"] == "paper rule":
-        spec["alpha"] = srch["alpha"]
-    spec["exp7_result"] = runs[-1]["provenance"].get("timestamp_utc")
+def english_direction(lm, out_dir: str, source: str | None = None) -> tuple[dict | None, str]:
+    """(direction spec, why) from one exp7 result: ``source`` if given, else the newest applicable one for this model."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from mlx_interp.errors import MlxInterpError
+
+    if source:
+        p = Path(source)
+        if not p.is_file():
+            raise MlxInterpError(f"--from {source!r} does not exist; give an exp7_refusal_scaling result file")
+        doc, path = json.loads(p.read_text()), p
+        if doc.get("experiment") != "exp7_refusal_scaling" or doc["provenance"]["model"]["name"] != lm.name:
+            raise MlxInterpError(f"--from {p.name} is a {doc.get('experiment')} result for "
+                                 f"{doc['provenance']['model']['name']}; exp10 needs exp7_refusal_scaling for {lm.name}")
+        if not doc["results"].get("applies"):
+            return None, f"{p.name}: exp7 found no direction for {lm.name} ({doc['results'].get('reason', '')[:120]})"
+    else:
+        runs = [(p, d) for p, d in load_results_with_paths("exp7_refusal_scaling", out_dir)
+                if d["provenance"]["model"]["name"] == lm.name and d["results"].get("applies")]
+        if not runs:
+            return None, f"no applicable exp7_refusal_scaling result for {lm.name} in {out_dir}/ (run exp7 first, or the model does not refuse)"
+        path, doc = runs[-1]
+    r = doc["results"]
+    s = r["summary"]
+    search = r.get("addition_search", {})
+    best = search.get("best")
+    spec = {"layer": s["layer"], "position": s["position"], "vector": r["direction"], "which": "paper rule (validation)",
+            "alpha": best["alpha"] if best else 1.0,
+            "alpha_from": "exp7's coherence-bounded search on validation prompts" if best else "alpha 1 (the search found no coherent step)",
+            "exp7_result": str(path), "exp7_sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+            "exp7_timestamp": doc["provenance"].get("timestamp_utc")}
     return spec, "ok"
 
 
@@ -69,34 +90,47 @@ def run(lm, rows, quick: bool) -> dict:
     n, max_tok = (6, 32) if quick else (12, 64)
     harmful = [r for r in rows if r["label"] == "harmful"][:n]
     harmless = [r for r in rows if r["label"] == "harmless"][:n]
-    spec, why = english_direction(lm, common.ARGS.out if common.ARGS else "results") if lm.instruct else (None, "base model")
+    a = common.ARGS
+    spec, why = (english_direction(lm, a.out if a else "results", a.source if a else None) if lm.instruct
+                 else (None, "base model"))
     out = {"langs": {}, "n_harmful": len(harmful), "n_harmless": len(harmless)}
     r = np.array(spec["vector"]) if spec else None
+    rnd = random_direction(lm.width, float(np.linalg.norm(r)), seed=spec["layer"]) if spec else None
+
+    def rates(gens, phrases) -> dict:
+        return rate([bool(refusal_score(g.text, phrases)) for g in gens]).as_dict()
+
     for i, lang in enumerate(LANGS, 1):
         progress(i, len(LANGS), lang)
         phrases = crosslingual_refusal_phrases(lang)
         hp, np_ = [x[lang] for x in harmful], [x[lang] for x in harmless]
         hb, nb = _gen(lm, hp, [], max_tok), _gen(lm, np_, [], max_tok)
         row = {"harmful_baseline": refusal_rate([g.text for g in hb], phrases),
-               "harmless_baseline": refusal_rate([g.text for g in nb], phrases)}
+               "harmless_baseline": refusal_rate([g.text for g in nb], phrases),
+               "rates": {"harmful_baseline": rates(hb, phrases), "harmless_baseline": rates(nb, phrases)}}
         if spec:
-            ha = _gen(lm, hp, [refusal.ablation(r)], max_tok)
-            na = _gen(lm, np_, [refusal.ablation(r)], max_tok)
-            nplus = _gen(lm, np_, [refusal.addition(r, spec["layer"], spec["alpha"])], max_tok)
-            c = coherence(lm, na)
-            row.update(harmful_ablation=refusal_rate([g.text for g in ha], phrases),
-                       harmless_plus_r=refusal_rate([g.text for g in nplus], phrases),
-                       harmless_ablation=refusal_rate([g.text for g in na], phrases),
-                       harmless_ablation_coherent=c["coherent_rate"],
-                       harmless_ablation_same_start=float(np.mean([a.tokens[:8] == b.tokens[:8] for a, b in zip(na, nb)])),
-                       examples={"harmful_baseline": hb[0].text, "harmful_ablation": ha[0].text, "harmless_plus_r": nplus[0].text})
+            conds = {"harmful_ablation": (hp, refusal.ablation(r)), "harmful_ablation_random": (hp, refusal.ablation(rnd)),
+                     "harmless_ablation": (np_, refusal.ablation(r)),
+                     "harmless_plus_r": (np_, refusal.addition(r, spec["layer"], spec["alpha"])),
+                     "harmless_plus_random": (np_, refusal.addition(rnd, spec["layer"], spec["alpha"]))}
+            gens = {k: _gen(lm, ps, [iv], max_tok) for k, (ps, iv) in conds.items()}
+            c = coherence(lm, gens["harmless_ablation"])
+            for k, g in gens.items():
+                row[k] = refusal_rate([x.text for x in g], phrases)
+                row["rates"][k] = rates(g, phrases)
+            row.update(harmless_ablation_coherent=c["coherent_rate"],
+                       harmless_ablation_same_start=float(np.mean([x.tokens[:8] == y.tokens[:8]
+                                                                   for x, y in zip(gens["harmless_ablation"], nb)])),
+                       examples={"harmful_baseline": hb[0].text, "harmful_ablation": gens["harmful_ablation"][0].text,
+                                 "harmless_plus_r": gens["harmless_plus_r"][0].text})
         out["langs"][lang] = row
     out["applies"] = spec is not None
     out["direction"] = {k: v for k, v in spec.items() if k != "vector"} if spec else {"why_not": why}
     for lang, row in out["langs"].items():
-        print(f"  {lang}: harmful {row['harmful_baseline']:.2f}" + (f" -> {row['harmful_ablation']:.2f} (ablation); harmless "
-              f"{row['harmless_baseline']:.2f} -> {row['harmless_plus_r']:.2f} (+r), same start under ablation "
-              f"{row['harmless_ablation_same_start']:.2f}" if spec else " (baseline only)"))
+        print(f"  {lang}: harmful {row['harmful_baseline']:.2f}" + (
+              f" -> {row['harmful_ablation']:.2f} (ablation; random {row['harmful_ablation_random']:.2f}); harmless "
+              f"{row['harmless_baseline']:.2f} -> {row['harmless_plus_r']:.2f} (+r; random {row['harmless_plus_random']:.2f}), "
+              f"same start under ablation {row['harmless_ablation_same_start']:.2f}" if spec else " (baseline only)"))
     return out
 
 

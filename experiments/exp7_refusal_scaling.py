@@ -10,14 +10,16 @@ Per instruct model (papers.md section 3, with mlx_interp.methods.refusal):
    metric > 0 although greedy decoding refused about half (P("I") ~0.3 but still the argmax), so the sign
    filter is reported, not applied.
 3. Candidates: diff of means at every block input and post-instruction position; norms per layer.
-4. Selection: bypass / induce / KL scores, l < 0.8 L, KL < 0.1, induce > 0; best layer as index and % of depth.
+4. Selection (on the validation prompts): bypass / induce / KL scores, l < int(0.8 L) as the reference prunes,
+   KL < 0.1, induce > 0; best layer as index and % of depth; ``induce_filter_fell_back`` says when the bar below was used.
    If no candidate reaches induce > 0 (a small model whose refusal token rarely gets P > 0.5), the bar becomes
    the unsteered harmful mean metric, and the result says which rule was used.
 5. Addition strength: besides the paper's alpha = 1, a coherence-bounded multiplier search (norm-relative,
    steering.search_multiplier) on harmless val prompts; its best coherent alpha is also evaluated held out.
 6. Also the lowest-bypass candidate without the KL and induce filters ("unconstrained"), when it differs: its
    ablation is evaluated held out on harmful and harmless prompts too, so the cost of the KL bar is visible.
-7. Held-out effect (JailbreakBench harmful, Alpaca eval harmless): refusal score (any phrase, greedy) and
+7. Held-out effect (JailbreakBench harmful, Alpaca eval harmless), each condition beside the same intervention with a
+   random direction of the same norm (``*_random``), rates with Wilson intervals: refusal score (any phrase, greedy) and
    coherence, baseline vs directional ablation on harmful, baseline vs +r at l* on harmless, and -r at l*
    on harmful (the repo's actadd column).
 Base models (no chat template) get what applies: their refusal rate on the harmful eval prompts (plain text)
@@ -36,14 +38,17 @@ import numpy as np
 
 import mlx_interp as mi
 from experiments.common import progress
+from mlx_interp.core.batching import format_prompt
 from mlx_interp.core.generate import generate
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.coherence import coherence
+from mlx_interp.measures.stats import rate
 from mlx_interp.measures.text import refusal_rate, refusal_score
 from mlx_interp.methods import refusal
 from mlx_interp.methods.refusal import refusal_start_tokens
 from mlx_interp.methods.steering import search_multiplier
 from mlx_interp.methods.vetting import vet
+from mlx_interp.readouts.directions import random_direction
 from mlx_interp.tasks.datasets import refusal_eval_prompts, refusal_prompts, refusal_substrings
 
 # Paper Table 5 rows for the two sub-3B models, and their committed pipeline runs (papers.md section 3).
@@ -74,7 +79,9 @@ def _gen_eval(lm, prompts, interventions, max_tokens, phrases, batch: int = 32) 
     core.batching; bench/bench_generate_batch.py measures the per-prompt cost of 16/32/64)."""
     gens = generate(lm, prompts, max_tokens=max_tokens, interventions=interventions, chat=True, batch_size=batch)
     c = coherence(lm, gens)
-    return {"refusal_score": refusal_rate([g.text for g in gens], phrases), "coherent_rate": c["coherent_rate"],
+    refused = [bool(refusal_score(g.text, phrases)) for g in gens]
+    return {"refusal_score": refusal_rate([g.text for g in gens], phrases), "refusal": rate(refused).as_dict(),
+            "coherent_rate": c["coherent_rate"], "coherent": rate(c["coherent"]).as_dict(),
             "median_perplexity": c["median_perplexity"], "n": len(gens), "examples": [g.text for g in gens[:3]]}
 
 
@@ -145,6 +152,7 @@ def run(lm, sets, quick: bool) -> dict:
     # the direction that most bypasses refusal when KL is not constrained (differs when KL < 0.1 rules out the middle layers)
     free = refusal.choose(scored, cands, baseline, None, float("inf"), lm.name)
     r = sel.direction
+    rnd = random_direction(lm.width, float(np.linalg.norm(r)), seed=sel.layer)
     progress(5, 6, "coefficient search for addition")
     search = search_multiplier(lm, r, sel.layer, hl_va_k[:8], lambda g: refusal_rate([x.text for x in g], phrases),
                                site="resid_pre", steps=4 if quick else 6, start=0.125, max_tokens=32, chat=True,
@@ -157,6 +165,10 @@ def run(lm, sets, quick: bool) -> dict:
         "harmful_minus_r": _gen_eval(lm, h_te, [refusal.addition(r, sel.layer, -1.0)], max_tok, phrases),
         "harmless_baseline": _gen_eval(lm, hl_te, [], max_tok, phrases),
         "harmless_plus_r": _gen_eval(lm, hl_te, [refusal.addition(r, sel.layer, 1.0)], max_tok, phrases),
+        # controls: a random direction of the same norm, ablated / added / subtracted the same way
+        "harmful_ablation_random": _gen_eval(lm, h_te, [refusal.ablation(rnd)], max_tok, phrases),
+        "harmful_minus_random": _gen_eval(lm, h_te, [refusal.addition(rnd, sel.layer, -1.0)], max_tok, phrases),
+        "harmless_plus_random": _gen_eval(lm, hl_te, [refusal.addition(rnd, sel.layer, 1.0)], max_tok, phrases),
     }
     if (free.layer, free.position) != (sel.layer, sel.position):
         effect["harmful_ablation_unconstrained"] = _gen_eval(lm, h_te, [refusal.ablation(free.direction)], max_tok, phrases)
@@ -165,13 +177,16 @@ def run(lm, sets, quick: bool) -> dict:
     if alpha_s is not None and abs(alpha_s - 1.0) > 1e-6:
         effect["harmless_plus_searched"] = _gen_eval(lm, hl_te, [refusal.addition(r, sel.layer, alpha_s)], max_tok, phrases)
         effect["harmless_plus_searched"]["alpha"] = alpha_s
+        effect["harmless_plus_searched_random"] = _gen_eval(lm, hl_te, [refusal.addition(rnd, sel.layer, alpha_s)], max_tok, phrases)
+        effect["harmless_plus_searched_random"]["alpha"] = alpha_s
     progress(6, 6, "done")
     best = next(s for s in sel.scores if (s.layer, s.position) == (sel.layer, sel.position))
     norms = {str(l): float(np.linalg.norm(c)) for (l, p), c in sorted(cands.items()) if p == -1}
     fb = next(s for s in sel.scores if (s.layer, s.position) == (free.layer, free.position))
     summary = {"unconstrained": {"layer": free.layer, "position": free.position, "bypass": fb.bypass, "kl": fb.kl,
                                  "induce": fb.induce, "depth": free.layer / L},
-               "induce_rule": rule, "layer": sel.layer, "position": sel.position, "layers": L, "depth": sel.layer / L,
+               "induce_rule": rule, "induce_filter_fell_back": rule != "paper: induce > 0",
+               "selected_on": "validation prompts (vetted harmful/harmless val sets)", "layer": sel.layer, "position": sel.position, "layers": L, "depth": sel.layer / L,
                "bypass": best.bypass, "induce": best.induce, "kl": best.kl, "norm": best.norm,
                "baseline_metric": sel.baseline,
                **{k: e["refusal_score"] for k, e in effect.items()}}
@@ -182,7 +197,11 @@ def run(lm, sets, quick: bool) -> dict:
     return {"applies": True, "summary": summary, "refusal_tokens": {str(t): lm.tokenizer.decode([t]) for t in ids},
             "vetting": vetting, "positions": positions, "norms": norms, "effect": effect, "candidates": sel.table(),
             "addition_search": search.as_dict(), "direction": [float(x) for x in r],
-            "direction_unconstrained": [float(x) for x in free.direction], "paper": PAPER}
+            "direction_unconstrained": [float(x) for x in free.direction], "paper": PAPER,
+            "chat_template_example": format_prompt(lm, "{instruction}", chat=True),
+            "chat_template_note": "Qwen2.5's template inserts a default system prompt ('You are Qwen, created by Alibaba "
+                                  "Cloud...') when none is given; the paper's Qwen-1.8B-chat prompts had no system turn"
+                                  if "You are Qwen" in format_prompt(lm, "x", chat=True) else "as the model's own template"}
 
 
 if __name__ == "__main__":

@@ -126,23 +126,30 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
             "exp10_crosslingual_smollm2-135m@4bit-g32-mirror.png"} <= names
 
 
-def test_exp10_picks_the_direction_whose_ablation_worked(tmp_path, smol):
+def test_exp10_uses_exp7s_validation_choice_from_a_named_file(tmp_path, smol):
+    """exp10 chooses nothing on held-out data: the direction is exp7's paper-rule pick and the coefficient its search's
+    (both chosen on validation prompts), whatever the held-out rates say; the result names the exp7 file."""
     from experiments import exp10_crosslingual_refusal as e10
+    import hashlib
     import mlx_interp as mi
 
-    eff = {"harmful_ablation": {"refusal_score": 0.5}, "harmful_ablation_unconstrained": {"refusal_score": 0.0},
-           "harmless_plus_r": {"refusal_score": 0.0}, "harmless_plus_searched": {"refusal_score": 0.3, "alpha": 4.0}}
+    eff = {"harmful_ablation": {"refusal_score": 0.9}, "harmful_ablation_unconstrained": {"refusal_score": 0.0},
+           "harmless_plus_r": {"refusal_score": 0.0}, "harmless_plus_searched": {"refusal_score": 0.8, "alpha": 4.0}}
     payload = {"applies": True, "effect": eff, "summary": {"layer": 4, "position": -1, "unconstrained": {"layer": 18, "position": -2}},
+               "addition_search": {"best": {"alpha": 2.5}},
                "direction": [1.0] * smol.width, "direction_unconstrained": [2.0] * smol.width}
-    mi.save_result("exp7_refusal_scaling", payload, lm=smol, out_dir=tmp_path)
+    first = mi.save_result("exp7_refusal_scaling", payload, lm=smol, out_dir=tmp_path)
+    payload["summary"]["layer"], payload["addition_search"]["best"] = 6, None
+    newest = mi.save_result("exp7_refusal_scaling", payload, lm=smol, out_dir=tmp_path)
     spec, why = e10.english_direction(smol, str(tmp_path))
-    assert why == "ok" and spec["layer"] == 18 and spec["which"] == "unconstrained" and spec["vector"][0] == 2.0
-    assert spec["alpha"] == 1.0  # the searched alpha belongs to the paper-rule direction
-    eff["harmful_ablation_unconstrained"]["refusal_score"] = 0.9
-    mi.save_result("exp7_refusal_scaling", payload, lm=smol, out_dir=tmp_path)
-    spec, _ = e10.english_direction(smol, str(tmp_path))
-    assert spec["layer"] == 4 and spec["alpha"] == 4.0
+    assert why == "ok" and spec["exp7_result"] == str(newest) and spec["layer"] == 6 and spec["alpha"] == 1.0
+    spec, _ = e10.english_direction(smol, str(tmp_path), str(first))
+    assert spec["layer"] == 4 and spec["alpha"] == 2.5 and spec["vector"][0] == 1.0
+    assert spec["exp7_sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()
     assert e10.english_direction(smol, str(tmp_path / "empty"))[0] is None
+    other = mi.save_result("exp12_multimodel_directions", {"x": 1}, lm=smol, out_dir=tmp_path)
+    with pytest.raises(MlxInterpError, match="needs exp7_refusal_scaling"):
+        e10.english_direction(smol, str(tmp_path), str(other))
 
 
 def test_hedge_rate():

@@ -112,13 +112,17 @@ def test_coefficient_search_doubles_then_bisects(smol):
 
     s = search_multiplier(smol, v, 10, PROMPTS, score, steps=4, start=0.5, max_tokens=8, chat=False, min_coherent=0.5)
     ms = [x.multiplier for x in s.steps]
-    assert len(ms) == 4 and ms[0] == 0.5 and len(calls) == 5  # baseline + 4 steps
+    assert len(ms) == 4 and ms[0] == 0.5 and len(calls) == 5 + (s.control is not None)  # baseline + 4 steps + control
     for a, b, st in zip(ms, ms[1:], s.steps):  # each next multiplier: doubling while coherent, else bisection
         assert b == a * 2 or b < a or (not st.coherent)
     norms = residual_norms(smol, PROMPTS, [10], chat=False)
     assert s.unit_alpha == pytest.approx(norms[10] / np.linalg.norm(v), rel=1e-6)
     assert s.steps[0].alpha == pytest.approx(0.5 * s.unit_alpha)
-    assert s.best is None or s.best.coherent
+    coherent = [st for st in s.steps if st.coherent]
+    if coherent:  # every step scores 1.0: the best is the smallest coherent multiplier; the control uses its alpha
+        assert s.best.multiplier == min(st.multiplier for st in coherent) and s.control.alpha == s.best.alpha
+    else:
+        assert s.best is None and s.control is None
     with pytest.raises(MlxInterpError, match="zero norm"):
         search_multiplier(smol, np.zeros(smol.width), 10, PROMPTS, score)
     with pytest.raises(MlxInterpError, match="steps"):

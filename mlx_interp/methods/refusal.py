@@ -14,8 +14,8 @@ Procedure (papers.md section 3):
 3. ``select``: bypass score = mean metric on harmful val under directional ablation (exact:
    ``Ablate`` with sublayers, every layer, every position); induce score = mean metric on harmless
    val with r added at its layer (all positions); KL = mean KL(base || ablated) of the last-position
-   distribution on harmless val. Keep l < 0.8 L, induce > 0, KL < 0.1; pick the lowest bypass.
-   Candidates at l >= 0.8 L are not scored at all (they cannot be selected). ``score`` computes the
+   distribution on harmless val. Keep l < int(0.8 L) (the reference's prune), induce > 0, KL < 0.1; pick the
+   lowest bypass. Candidates at l >= int(0.8 L) are not scored at all (they cannot be selected). ``score`` computes the
    three scores, ``choose`` applies the filters, so other filter settings cost no new forward passes.
 """
 
@@ -177,8 +177,8 @@ def score(lm, cands: dict[tuple[int, int], np.ndarray], harmful_val: Sequence[st
     for (l, p), r in sorted(cands.items()):
         s = Scored(l, p, None, None, None, float(np.linalg.norm(r)), False)
         scored.append(s)
-        if l >= max_depth * L:
-            s.why_not = f"layer >= {max_depth} of depth"
+        if l >= int(max_depth * L):  # the reference prunes source_layer >= int(n_layer * 0.8)
+            s.why_not = f"layer >= int({max_depth} * {L}) = {int(max_depth * L)}"
         elif s.norm < 1e-12:
             s.why_not = "zero vector"
         else:

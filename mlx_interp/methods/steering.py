@@ -26,6 +26,7 @@ from ..core.sites import resolve_layers
 from ..core.trace import run
 from ..errors import MlxInterpError
 from ..measures.coherence import PPL_MAX, REP_MAX, coherence
+from ..readouts.directions import random_direction
 
 
 def residual_norms(lm, prompts: Sequence[str], layers="all", *, site: str = "resid_post", chat: bool = DEFAULT_CHAT,
@@ -69,18 +70,20 @@ class Search:
     steps: list[Step]
     best: Step | None  # highest-scoring coherent step (None: even the first multiplier was incoherent)
     baseline: Step | None = None  # multiplier 0
+    control: Step | None = None  # a random direction of the vector's norm at the best step's multiplier
 
     def as_dict(self) -> dict:
         return {"layers": self.layers, "relative": self.relative, "unit_alpha": self.unit_alpha,
                 "steps": [asdict(s) for s in self.steps], "best": asdict(self.best) if self.best else None,
-                "baseline": asdict(self.baseline) if self.baseline else None}
+                "baseline": asdict(self.baseline) if self.baseline else None,
+                "control": asdict(self.control) if self.control else None}
 
 
 def search_multiplier(
     lm, vector, layers, prompts: Sequence[str], score: Callable[[list[Generation]], float], *,
     site: str = "resid_post", steps: int = 6, start: float = 0.25, relative: bool = True, sign: float = 1.0,
     min_coherent: float = 0.75, max_tokens: int = 32, chat: bool = DEFAULT_CHAT, positions="all",
-    ppl_max: float = PPL_MAX, rep_max: float = REP_MAX, with_baseline: bool = True,
+    ppl_max: float = PPL_MAX, rep_max: float = REP_MAX, with_baseline: bool = True, control: bool = True,
 ) -> Search:
     """Adaptive search for the strongest coherent multiplier (see module docstring).
 
@@ -88,6 +91,8 @@ def search_multiplier(
     ``relative``: multipliers in units of the mean residual norm at ``layers`` (vector normalised);
     otherwise the multiplier is the raw coefficient on ``vector``. ``sign=-1`` searches subtraction.
     A step is coherent when at least ``min_coherent`` of its generations pass the coherence thresholds.
+    ``control``: also evaluate a random direction of the same norm at the best multiplier (``Search.control``),
+    the comparison every steering result needs.
     """
     if steps < 1:
         raise MlxInterpError(f"steps={steps} must be at least 1")
@@ -107,10 +112,10 @@ def search_multiplier(
         norms = residual_norms(lm, prompts, ls, site=site, chat=chat)
         unit = float(np.mean([norms[k] for k in ls])) / norm_v
 
-    def evaluate(m: float) -> Step:
+    def evaluate(m: float, vec=v) -> Step:
         alpha = sign * m * unit
         gens = generate(lm, prompts, max_tokens=max_tokens, chat=chat,
-                        interventions=[Add(v, site=site, layers=ls, alpha=alpha, positions=positions)] if m else [])
+                        interventions=[Add(vec, site=site, layers=ls, alpha=alpha, positions=positions)] if m else [])
         c = coherence(lm, gens, ppl_max=ppl_max, rep_max=rep_max)
         return Step(m, alpha, float(score(gens)), c["coherent_rate"], c["median_perplexity"], c["median_repetition"],
                     c["coherent_rate"] >= min_coherent, [g.text for g in gens[:3]])
@@ -129,4 +134,5 @@ def search_multiplier(
         m = m * 2 if hi is None else ((lo if lo is not None else 0.0) + hi) / 2
     ok = [s for s in done if s.coherent]
     best = max(ok, key=lambda s: (s.score, -s.multiplier)) if ok else None
-    return Search(ls, relative, unit, done, best, base)
+    ctrl = evaluate(best.multiplier, random_direction(v.shape[-1], norm_v, seed=ls[0])) if control and best else None
+    return Search(ls, relative, unit, done, best, base, ctrl)

@@ -149,14 +149,19 @@ def save_result(
         raise MlxInterpError(f"cannot write results to {path.parent}: {e.strerror or e}") from None
 
 
+def load_results_with_paths(experiment: str, out_dir: str | Path = "results") -> list[tuple[Path, dict]]:
+    """Every saved result of an experiment with its file, oldest first (see ``load_results``)."""
+    d = Path(out_dir) / experiment
+    if not d.exists():
+        return []
+    files = sorted(d.glob("*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return [(p, json.loads(p.read_text())) for p in files]
+
+
 def load_results(experiment: str, out_dir: str | Path = "results") -> list[dict]:
     """Every saved result of an experiment, oldest first (for figures and for experiments that build on others).
 
     Ordered by write time, not by name: a second result in the same second gets a ``-2`` suffix,
     and ``..._model-2.json`` sorts *before* ``..._model.json`` by name.
     """
-    d = Path(out_dir) / experiment
-    if not d.exists():
-        return []
-    files = sorted(d.glob("*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name))
-    return [json.loads(p.read_text()) for p in files]
+    return [doc for _, doc in load_results_with_paths(experiment, out_dir)]

@@ -26,7 +26,7 @@ case "$job" in
     mlx-interp demo "$@"
     python validation/test_validation.py --model smollm2-135m
     python -m experiments.exp6_twohop_scaling --model smollm2-135m --quick
-    python -m figures.make_all
+    python -m figures.make_all --results results --out figures/out/main
     ;;
   test)
     # the lens page is checked in a real headless browser (tests/test_lens_view.py): Debian's chromium on Linux

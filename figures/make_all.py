@@ -2,7 +2,8 @@
 
     python -m figures.make_all [--results DIR] [--out DIR]
 
-Reads the newest result per (experiment, model) under ``results/`` and writes PNGs to
+Reads the newest result per (experiment, model) under ``results/published/`` (the kept result files the notes in
+docs/ quote; ``--results results`` for your own runs) and writes PNGs to
 ``figures/out/`` (default): two-hop gap and sequential fraction against model size (exp6),
 logit-lens rank trajectories of bridge and answer (exp6), back-patching success heatmaps over
 (source, target) layers (exp9); for the directions study: best-layer depth per phenomenon per model
@@ -44,15 +45,23 @@ def _date(doc) -> str:
     return doc["provenance"]["timestamp_utc"][:10]
 
 
+def _exp6(doc) -> dict:
+    """exp6 summary numbers, from the current layout (rates with intervals) or the one before issue 14 (plain floats)."""
+    s = doc["results"]["summary"]
+    if isinstance(s.get("accuracy"), dict):
+        return {"accuracy": s["accuracy"]["p"], "sequential": s["all"]["sequential"]["p"], "gap_depth": s["all"]["mean_gap_depth"]}
+    return {"accuracy": s["accuracy"], "sequential": s["sequential_fraction"], "gap_depth": s["mean_gap_depth"]}
+
+
 def fig_twohop_scaling(docs: dict, out: Path) -> list[Path]:
     if not docs:
         return []
     items = sorted(docs.items(), key=lambda kv: kv[1]["provenance"]["model"].get("params") or 0)
     names = [k for k, _ in items]
     params = [d["provenance"]["model"].get("params", 0) / 1e6 for _, d in items]
-    seq = [d["results"]["summary"]["sequential_fraction"] for _, d in items]
-    gap = [d["results"]["summary"]["mean_gap_depth"] or 0 for _, d in items]
-    acc = [d["results"]["summary"]["accuracy"] for _, d in items]
+    seq = [_exp6(d)["sequential"] for _, d in items]
+    gap = [_exp6(d)["gap_depth"] or 0 for _, d in items]
+    acc = [_exp6(d)["accuracy"] for _, d in items]
     fig, ax = plt.subplots(1, 3, figsize=(13, 4))
     for a, y, lab in zip(ax, (gap, seq, acc), ("mean gap answer - bridge (fraction of depth)", "sequential fraction", "two-hop accuracy")):
         a.plot(params, y, "o-")
@@ -93,15 +102,24 @@ def fig_backpatch_heatmaps(docs: dict, out: Path) -> list[Path]:
     paths = []
     for name, d in docs.items():
         s = d["results"]["summary"]
-        fig, axes = plt.subplots(1, 3, figsize=(14, 4.5))
-        for a, key in zip(axes, ("t2", "t1", "cross")):
-            h = np.array(d["results"]["heatmaps"][key], dtype=float)
-            im = a.imshow(h, origin="lower", cmap="viridis")
+        heat = d["results"]["heatmaps"]
+        if "t2_backpatch" not in heat:  # a result from before the controls (issue 14): not drawn
+            continue
+        n = s.get("tested", 0)
+        panels = [("t2_backpatch", "back-patch at last token (t2)"), ("t2_other", "control: another query's state (t2)"),
+                  ("t2_noise", "control: matched-norm noise (t2)"), ("t1_backpatch", "back-patch at e1 (t1)"),
+                  ("t1_other", "control: another query's state (t1)"), ("cross", "one-hop bridge -> two-hop")]
+        fig, axes = plt.subplots(2, 3, figsize=(14, 8.5))
+        for a, (key, title) in zip(axes.flat, panels):
+            h = np.array(heat.get(key, np.zeros((1, 1))), dtype=float)
+            im = a.imshow(h, origin="lower", cmap="viridis", vmin=0, vmax=max(1, n))
             a.set_xlabel("target layer t")
             a.set_ylabel("source layer s")
-            a.set_title({"t2": "back-patch at last token (t2)", "t1": "back-patch at e1 (t1)", "cross": "one-hop bridge -> two-hop"}[key], fontsize=9)
-            fig.colorbar(im, ax=a, label=f"failures fixed (of {s['n_failed_tested']})")
-        fig.suptitle(f"exp9 back-patching, {name} ({_date(d)}): fixed t2 {s['fixed_fraction_t2']}, t1 {s['fixed_fraction_t1']}")
+            a.set_title(title, fontsize=9)
+            fig.colorbar(im, ax=a, label=f"failures fixed (of {n})")
+        r = s.get("fixed_t2_backpatch")
+        head = f"fixed t2 {r['k']}/{r['n']}" if r else "no failure tested"
+        fig.suptitle(f"exp9 back-patching, {name} ({_date(d)}): {head}; identity mismatches {s.get('identity_patch_mismatches')}")
         paths.append(_save(fig, out / f"exp9_backpatch_{name}.png"))
     return paths
 
@@ -240,7 +258,8 @@ def fig_crosslingual(exp10: dict, out: Path) -> list[Path]:
 
 def main(argv=None) -> list[Path]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--results", default="results")
+    ap.add_argument("--results", default=str(Path(__file__).resolve().parent.parent / "results" / "published"),
+                    help="result folder (default: the kept results the notes in docs/ quote)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "out"))
     a = ap.parse_args(argv)
     res, out = Path(a.results), Path(a.out)

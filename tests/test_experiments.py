@@ -61,14 +61,22 @@ def test_exp6_and_exp9_with_user_prompts_then_figures(tmp_path, smol):
                 ["--model", "smollm2-135m", "--prompts", str(q), "--out", str(out)])
     doc = json.loads(p6.read_text())
     s = doc["results"]["summary"]
-    assert s["n_queries"] == 2 and 0 <= s["accuracy"] <= 1 and s["layers"] == 30
-    row = doc["results"]["queries"][0]
+    rows = doc["results"]["queries"]
+    assert s["n_queries"] == 2 and s["layers"] == 30 and s["accuracy"]["k"] == sum(r["correct"] for r in rows)
+    assert s["correct"]["n"] + s["incorrect"]["n"] == 2
+    row = rows[0]
     assert len(row["bridge_rank_by_layer"]) == 30 and row["bridge"] == "Texas"
+    # the first bridge layer is the first whose whole-name rank is in the top 30; depth = layer / L
+    b = row["bridge_layer"]
+    assert (b is None and min(row["bridge_rank_by_layer"]) >= 30) or (row["bridge_rank_by_layer"][b] < 30 and
+                                                                      min(row["bridge_rank_by_layer"][:b] + [99]) >= 30)
+    assert b is None or row["bridge_depth"] == b / 30
     assert doc["provenance"]["config"]["prompts"] == str(q)
     [p9] = main("exp9_back_patching", exp9_back_patching.run, load_queries, exp9_back_patching.__doc__,
                 ["--model", "smollm2-135m", "--prompts", str(q), "--out", str(out), "--quick"])
     s9 = json.loads(p9.read_text())["results"]["summary"]
-    assert s9["n_correct"] + s9["n_failed_tested"] <= 2 and s9["layer_grid"] == list(range(0, 30, 3))
+    # the user queries have no second-hop prompt, so no failure passes the paper's filter
+    assert s9["without_second_hop_prompt"] == 2 and s9["tested"] == 0 and s9["layer_grid"] == list(range(0, 30, 3))
     pngs = make_all.main(["--results", str(out), "--out", str(tmp_path / "figs")])
     names = {p.name for p in pngs}
     assert "exp6_twohop_scaling.png" in names and "exp9_backpatch_smollm2-135m@4bit-g32-mirror.png" in names

@@ -304,3 +304,21 @@ def test_resume_rejects_what_it_cannot_replay(smol):
     last = run(smol, BATCH, capture=Capture("resid_pre", 3, "last"))
     with pytest.raises(MlxInterpError, match="every position"):
         run(smol, BATCH, interventions=[Add(v, layers=5)], resume=(last, 3))
+
+
+def test_name_ranks_read_every_token_of_a_name(smol):
+    """At the last layer the lens is the model: a name's rank there is the worst rank, under the model's own logits
+    with the name's earlier tokens fed, of each of its tokens."""
+    from mlx_interp.readouts.lens import name_ranks
+
+    prompt = "The currency of the country where Big Ben is located is the"
+    for name in ("pound", "sterling"):
+        full = smol.tokenizer.encode(prompt + " " + name)
+        n = len(smol.tokenizer.encode(prompt))
+        lg = np.array(smol.model(mx.array([full]))[0], dtype=np.float64)
+        want = max(int((lg[t - 1] > lg[t - 1, full[t]]).sum()) for t in range(n, len(full)))
+        got = name_ranks(smol, prompt, [name])
+        assert got[-1] == want and len(got) == smol.n_layers, name
+    assert len(smol.tokenizer.encode(" sterling", add_special_tokens=False)) > 1  # a multi-token name is exercised
+    both = name_ranks(smol, prompt, ["pound", "sterling"])
+    assert np.array_equal(both, np.minimum(name_ranks(smol, prompt, ["pound"]), name_ranks(smol, prompt, ["sterling"])))

@@ -136,3 +136,9 @@ def resolve_heads(lm, site_set: Iterable, heads: Heads) -> list[int] | None:
 def before(site: Site, k: int) -> bool:
     """True for sites that lie in the blocks a pass resumed at block k skips (layers < k)."""
     return site[1] < k
+
+
+def depth(layer: int, n_layers: int) -> float:
+    """The toolkit's one depth convention: layer index / number of layers (0 for the first block; the last block is
+    (L-1)/L), as Arditi et al. (l*/L) and CAA report layers. Every experiment and figure uses it."""
+    return layer / n_layers

@@ -160,3 +160,35 @@ def logit_lens(
         all_pos.append(pos)
         all_tok.append([lm.tokenizer.decode([toks[i]]) for i in pos])
     return LensResult(texts, all_tok, all_pos, layers, all_cells, top_k)
+
+
+def name_ranks(lm, prompt: str, names: Sequence[str]) -> np.ndarray:
+    """Per layer (``resid_post`` 0..L-1), the lens rank of a whole name continuing the plain-text ``prompt``: the
+    *worst* rank over the name's tokens, each read at the position that predicts it with the name's earlier tokens
+    fed (teacher forcing); the best such value over ``names`` (a label and its aliases).
+
+    A first token alone is not evidence for a multi-token name: " G" ranks high for many words, " GBP" needs " G"
+    then "BP". A name surfaces at a layer when this rank is small (e.g. < 30: every token in the top 30).
+    """
+    if not names:
+        raise MlxInterpError("name_ranks needs at least one name")
+    pre = lm.tokenizer.encode(prompt)
+    best = None
+    for name in names:
+        full = lm.tokenizer.encode(prompt + " " + name.strip())
+        n = 0
+        while n < min(len(pre), len(full)) and pre[n] == full[n]:
+            n += 1
+        toks = full[n:]
+        if not toks or n == 0:
+            raise MlxInterpError(f"name {name!r} adds no tokens after the prompt {prompt!r}")
+        cols = list(range(n - 1, len(full) - 1))  # the state at position t predicts token t+1
+        tr = run(lm, [full], capture=Capture("resid_post", "all", cols), logits="none")
+        tgt = mx.array(toks)[:, None]
+        ranks = []
+        for l in range(lm.n_layers):
+            h = tr["resid_post", l][0]
+            lg = layer_logits(lm, h if h.ndim == 2 else h[None])  # [n_name_tokens, V]
+            ranks.append(int(mx.max((lg > mx.take_along_axis(lg, tgt, axis=-1)).sum(-1)).item()))
+        best = np.array(ranks) if best is None else np.minimum(best, ranks)
+    return best

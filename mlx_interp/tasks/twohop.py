@@ -1,4 +1,4 @@
-"""Two-hop queries (Hopping Too Late style): loading, validation, answer matching."""
+"""Two-hop queries (Hopping Too Late style): loading, validation, answer matching on word boundaries."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class TwoHop:
     e3: str
     two_hop: str
     first_hop: str
+    second_hop: str | None = None  # "The capital of France is": the second hop on its own (exp9's filter)
     e2_aliases: list = field(default_factory=list)
     e3_aliases: list = field(default_factory=list)
 
@@ -61,6 +62,11 @@ def load_queries(path: str | Path | None = None) -> list[TwoHop]:
 
 
 def mentions(text: str, names: list[str]) -> bool:
-    """The paper's criterion: a label or alias longer than one character occurs (case-insensitive)."""
+    """A label or alias longer than one character occurs as whole words (case-insensitive).
+
+    The paper matches substrings; on word boundaries "German" no longer counts inside "Germany" nor "US"
+    inside "must" (a deviation that can only lower accuracy)."""
+    import re
+
     low = text.lower()
-    return any(len(n) > 1 and n.lower() in low for n in names)
+    return any(len(n) > 1 and re.search(rf"(?<!\w){re.escape(n.lower())}(?!\w)", low) for n in names)

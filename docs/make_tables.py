@@ -1,0 +1,197 @@
+"""Regenerate every table in docs/results_*.md from the result files kept in results/published/.
+
+    python docs/make_tables.py            # rewrite the tables in place
+    python docs/make_tables.py --check    # exit 1 (and list them) if a table differs from what the files give
+
+A table in a note is the text between ``<!-- table: NAME -->`` and ``<!-- /table -->``; NAME is one of
+``TABLES``. Each is built from the newest kept result per model of its experiment, so no number in a note can
+drift from its file (tests/test_docs_tables.py runs ``--check``). Rates are shown as ``p [lo, hi] (k/n)`` with
+95% Wilson intervals; a model whose study did not apply shows why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PUBLISHED = ROOT / "results" / "published"
+DOCS = ROOT / "docs"
+MARK = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
+
+
+def newest(experiment: str, root: Path = PUBLISHED) -> dict[str, tuple[str, dict]]:
+    """model name -> (file name, document) of the newest kept result (by the timestamp in the name)."""
+    out: dict = {}
+    for p in sorted((root / experiment).glob("*.json")):
+        doc = json.loads(p.read_text())
+        out[doc["provenance"]["model"]["name"]] = (p.name, doc)
+    return out
+
+
+def _r(x: dict | None) -> str:
+    if not x:
+        return "—"
+    return f"{x['p']:.2f} [{x['lo']:.2f}, {x['hi']:.2f}] ({x['k']}/{x['n']})"
+
+
+def _f(x, nd: int = 2) -> str:
+    return "—" if x is None else f"{x:.{nd}f}"
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def _quick(doc) -> str:
+    return "quick" if doc["provenance"]["config"].get("quick") else "full"
+
+
+def t_exp6(root: Path) -> str:
+    rows = []
+    for name, (f, d) in newest("exp6_twohop_scaling", root).items():
+        s = d["results"]["summary"]
+        a, c, w = s["all"], s["correct"], s["incorrect"]
+        gap = "—" if a["mean_gap_layers"] is None else f"{a['mean_gap_layers']:+.2f}" + (
+            f" [{a['gap_ci_layers'][0]:+.1f}, {a['gap_ci_layers'][1]:+.1f}]" if "gap_ci_layers" in a else "") + f" (n={a['n_gaps']})"
+        rows.append([name, _quick(d), str(s["layers"]), _r(s["accuracy"]), _r(a["sequential"]),
+                     _r(c.get("sequential")) if c["n"] else "—", _r(w.get("sequential")) if w["n"] else "—",
+                     gap, f"{a['bridge_never']} / {a['answer_never']}", f"`{f}`"])
+    return _table(["model", "run", "layers", "accuracy", "sequential (all)", "sequential (correct)", "sequential (incorrect)",
+                   "mean gap, layers [95% CI]", "bridge / answer never surface", "result file"], rows)
+
+
+def t_exp9(root: Path) -> str:
+    rows = []
+    for name, (f, d) in newest("exp9_back_patching", root).items():
+        s = d["results"]["summary"]
+        diff = s.get("diff_t2_backpatch_minus_other")
+        dtxt = "—" if not diff else f"{diff['diff']:+.2f} [{diff['lo']:+.2f}, {diff['hi']:+.2f}]"
+        split = s.get("best_pair_split_t2", {}).get("folds")
+        stxt = "—" if not split else "; ".join(f"{x['source']}->{x['target']}: {x['held_out']['k']}/{x['held_out']['n']}" for x in split)
+        rows.append([name, _quick(d), f"{s['composition_correct']}/{s['n_queries']}", str(s["incorrect_with_both_hops_correct"]),
+                     str(s["tested"]), _r(s.get("fixed_t2_backpatch")), _r(s.get("fixed_t2_other")), _r(s.get("fixed_t2_noise")),
+                     dtxt, stxt, _r(s.get("fixed_t1_backpatch")), str(s["identity_patch_mismatches"]), f"`{f}`"])
+    return _table(["model", "run", "correct / queries", "failures knowing both hops", "tested", "fixed at t2: back-patch",
+                   "other-prompt control", "noise control", "back-patch − other [95% CI]", "best pair, held-out half",
+                   "fixed at t1", "identity mismatches", "result file"], rows)
+
+
+def t_exp7(root: Path) -> str:
+    rows = []
+    for name, (f, d) in newest("exp7_refusal_scaling", root).items():
+        r = d["results"]
+        if not r.get("applies"):
+            rows.append([name, _quick(d), "n/a: " + r["reason"][:90], "", "", "", "", "", "", f"`{f}`"])
+            continue
+        s, e = r["summary"], r["effect"]
+        rule = "paper" if not s.get("induce_filter_fell_back") else "fell back: " + s["induce_rule"]
+        rows.append([name, _quick(d), f"{s['layer']}/{s['layers']} ({s['layer'] / s['layers']:.2f}), pos {s['position']}", rule,
+                     f"{s['bypass']:.2f} / {s['induce']:.2f} / {s['kl']:.3f}",
+                     f"{_r(e['harmful_baseline'].get('refusal'))} → {_r(e['harmful_ablation'].get('refusal'))}",
+                     _r(e.get("harmful_ablation_random", {}).get("refusal")),
+                     f"{_r(e['harmless_baseline'].get('refusal'))} → {_r(e['harmless_plus_r'].get('refusal'))}",
+                     _r(e.get("harmless_plus_random", {}).get("refusal")), f"`{f}`"])
+    return _table(["model", "run", "l*/L (depth), position", "selection rule", "bypass / induce / KL (val)",
+                   "JBB refusal: baseline → ablation", "JBB: random-direction ablation", "Alpaca refusal: baseline → +r",
+                   "Alpaca: + random direction", "result file"], rows)
+
+
+def t_exp10(root: Path) -> str:
+    rows = []
+    for name, (f, d) in newest("exp10_crosslingual_refusal", root).items():
+        r = d["results"]
+        for lang, x in r["langs"].items():
+            q = x.get("rates", {})
+            if r.get("applies"):
+                rows.append([name, lang, f"{_r(q.get('harmful_baseline'))} → {_r(q.get('harmful_ablation'))}",
+                             _r(q.get("harmful_ablation_random")),
+                             f"{_r(q.get('harmless_baseline'))} → {_r(q.get('harmless_plus_r'))}", _r(q.get("harmless_plus_random")),
+                             f"`{f}`"])
+            else:
+                rows.append([name, lang, _r(q.get("harmful_baseline")) + " (baseline only)", "", "", "", f"`{f}`"])
+    return _table(["model", "lang", "harmful refusal: baseline → ablation", "random-direction ablation",
+                   "harmless refusal: baseline → +r", "+ random direction", "result file"], rows)
+
+
+def t_exp12_sycophancy(root: Path) -> str:
+    rows = []
+    for name, (f, d) in newest("exp12_multimodel_directions", root).items():
+        s = d["results"]["sycophancy"]
+        if not s.get("applies", True):
+            rows.append([name, _quick(d), "n/a: " + s["reason"][:100], "", "", "", "", "", f"`{f}`"])
+            continue
+        t = s["test_at_best"]
+        b = s["baseline_test"]
+
+        def sc(k):
+            return f"{t[k]['score']:.2f} [{t[k]['score_lo']:.2f}, {t[k]['score_hi']:.2f}]"
+
+        rows.append([name, _quick(d), " / ".join("".join(x) for x in s["scored_tokens"]),
+                     f"{b['mass_median']:.2f}", _r(b["prefers_a"]),
+                     f"{s['best_steering_layer']} ({s['best_steering_depth']:.2f})",
+                     f"{sc('-1')} / {sc('0')} / {sc('+1')} (n={s['n_test']})", f"{t['random_-1']['score']:.2f} / {t['random_+1']['score']:.2f}",
+                     f"`{f}`"])
+    return _table(["model", "run", "scored tokens", "median mass on them (test, unsteered)", "prefers A (letter prior)",
+                   "layer chosen on validation (depth)", "test A/B score −1 / 0 / +1 [95% CI]", "random direction −1 / +1",
+                   "result file"], rows)
+
+
+def t_exp12_confidence(root: Path) -> str:
+    rows = []
+    for name, (f, d) in newest("exp12_multimodel_directions", root).items():
+        c = d["results"]["confidence"]
+        t = c["test_at_best"]
+        m = f"{c['multiplier']:+g}"
+        neg, pos = f"-{c['multiplier']:g}", m
+        if c["best_steering_layer"] is None:
+            rows.append([name, _quick(d), "none coherent on validation", _r(t["0"]["hedge"]), "", "", f"`{f}`"])
+            continue
+        rows.append([name, _quick(d), f"{c['best_steering_layer']} ({c['best_steering_depth']:.2f})",
+                     f"{_r(t[neg]['hedge'])} / {_r(t['0']['hedge'])} / {_r(t[pos]['hedge'])}",
+                     f"{_r(t['random_' + neg]['hedge'])} / {_r(t['random_' + pos]['hedge'])}",
+                     f"{_r(t[neg]['coherent'])} / {_r(t[pos]['coherent'])}", f"`{f}`"])
+    return _table(["model", "run", "layer chosen on validation (depth)", "test hedge rate −m / 0 / +m",
+                   "random direction −m / +m", "coherent −m / +m", "result file"], rows)
+
+
+TABLES = {"exp6": t_exp6, "exp9": t_exp9, "exp7": t_exp7, "exp10": t_exp10, "exp12_sycophancy": t_exp12_sycophancy,
+          "exp12_confidence": t_exp12_confidence}
+
+
+def render(text: str, root: Path = PUBLISHED) -> str:
+    """``text`` with every marked table regenerated."""
+    def sub(m):
+        name = m.group(2)
+        if name not in TABLES:
+            raise SystemExit(f"unknown table {name!r}; known: {', '.join(TABLES)}")
+        return m.group(1) + TABLES[name](root) + m.group(4)
+    return MARK.sub(sub, text)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="do not write; exit 1 if a table is out of date")
+    ap.add_argument("--results", default=str(PUBLISHED), help="the kept result files")
+    a = ap.parse_args(argv)
+    stale = []
+    for p in sorted(DOCS.glob("results_*.md")):
+        old = p.read_text()
+        new = render(old, Path(a.results))
+        if new != old:
+            stale.append(p.name)
+            if not a.check:
+                p.write_text(new)
+    if a.check and stale:
+        print("out of date: " + ", ".join(stale) + " (run python docs/make_tables.py)")
+        return 1
+    print(("rewrote: " + ", ".join(stale)) if stale and not a.check else "tables up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,5 +13,9 @@ def test_readme_api_example_runs(capsys):
     exec(compile(block, "README.md", "exec"), ns)
     out = capsys.readouterr().out
     assert "smollm2-135m@4bit-g32-mirror" in out and "Paris" in out  # the name and the lens table printed by the example
+    lines = out.splitlines()
+    assert lines.index(" Paris") < lines.index(" Rome") < lines.index(" a")  # the patch moves the answer; the control does not
+    s = ns["s"]  # the steering search found a coherent multiplier that raised the sentiment score above the baseline
+    assert s.best is not None and s.best.coherent and s.best.score > s.baseline.score
     assert ns["tr"]["resid_post", 12].shape == (2, 576)
     assert ns["pre"].tokens[0][-1] == ns["lm"].tokenizer.encode(" is", add_special_tokens=False)[0]

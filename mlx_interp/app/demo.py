@@ -1,9 +1,11 @@
-"""The main job of the README until experiments exist: logit lens + steering on one model.
+"""The main job's demo on one model: logit lens, then sentiment steering that shows its effect against a control.
 
 1. Logit lens on "The capital of France is": at which layer does " Paris" appear?
-2. A sentiment direction (difference of means of positive vs negative sentences, mean over
-   prompt tokens) at the middle layer, added while generating from a neutral prompt; the
-   baseline and steered continuations are printed side by side.
+2. A sentiment direction (difference of means of positive vs negative sentences, mean over prompt tokens) at the
+   middle layer. Its multiplier, in units of the residual norm there, is the strongest that keeps generations
+   coherent while raising a lexicon sentiment score, found by the coefficient search on four validation prompts
+   (methods.steering.search_multiplier). On the demo prompt (not used by the search), the baseline, +m, -m and a
+   random direction of the same norm at +m are printed side by side with their sentiment scores.
 Writes ``results/demo/<stamp>_<model>.json`` and the vector as ``.safetensors`` beside it.
 """
 
@@ -30,14 +32,18 @@ NEGATIVE = [
     "I am furious about the results, they are dreadful.",
     "Such a nasty, cruel and bitter person.",
 ]
-STEER_PROMPT = "Tell me about your weekend."
+STEER_PROMPT = "Tell me about your day."
+SEARCH_PROMPTS = ["Tell me about your weekend.", "Describe the town you live in.", "What did you have for lunch?",
+                  "Write about a trip to the sea."]
 
 
 def run_demo(model: str, out_dir: str = "results") -> dict:
     from ..core.generate import generate
     from ..core.interventions import Add
     from ..core.positions import Span
-    from ..readouts.directions import diff_of_means
+    from ..measures.text import sentiment
+    from ..methods.steering import search_multiplier
+    from ..readouts.directions import diff_of_means, random_direction
     from ..readouts.lens import logit_lens
     from ..readouts.vectors import save_vector
     from ..runs.results import save_result
@@ -56,29 +62,34 @@ def run_demo(model: str, out_dir: str = "results") -> dict:
     layer = lm.n_layers // 2
     vs = diff_of_means(lm, POSITIVE, NEGATIVE, layers=[layer], positions=Span(0, None))
     v = vs[layer]
-    alpha = 4.0
     chat = lm.instruct
-    base = generate(lm, STEER_PROMPT, max_tokens=40, chat=chat)[0]
-    pos = generate(lm, STEER_PROMPT, max_tokens=40, chat=chat, interventions=[Add(v, layers=layer, alpha=alpha)])[0]
-    neg = generate(lm, STEER_PROMPT, max_tokens=40, chat=chat, interventions=[Add(v, layers=layer, alpha=-alpha)])[0]
-    print()
-    print(side_by_side({"baseline": base.text, "steered": pos.text, "layer": layer, "alpha": alpha}))
-    print(side_by_side({"baseline": base.text, "steered": neg.text, "layer": layer, "alpha": -alpha}))
+    search = search_multiplier(lm, v, layer, SEARCH_PROMPTS, lambda g: float(np.mean([sentiment(x.text) for x in g])),
+                               chat=chat, steps=5, max_tokens=32)
+    conds = {"baseline": []}
+    if search.best is not None:
+        alpha = search.best.alpha
+        rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=layer)
+        conds.update({f"+{search.best.multiplier:g} x residual norm": [Add(v, layers=layer, alpha=alpha)],
+                      f"-{search.best.multiplier:g} x residual norm": [Add(v, layers=layer, alpha=-alpha)],
+                      f"random direction, +{search.best.multiplier:g}": [Add(rnd, layers=layer, alpha=alpha)]})
+    gens = {k: generate(lm, STEER_PROMPT, max_tokens=40, chat=chat, interventions=ivs)[0].text for k, ivs in conds.items()}
+    print(f"\nsentiment steering at layer {layer}: multiplier chosen on {len(SEARCH_PROMPTS)} other prompts = "
+          f"{search.best.multiplier if search.best else None} (steps: "
+          + ", ".join(f"{st.multiplier:g}: score {st.score:.1f}, coherent {st.coherent_rate:.2f}" for st in search.steps) + ")")
+    names = list(gens)
+    for k in names[1:]:
+        print(side_by_side({"baseline": gens["baseline"], "steered": gens[k],
+                            "label": f"{k} (sentiment {sentiment(gens[k]):+d} vs {sentiment(gens['baseline']):+d})"}))
+    if search.best is None:
+        print("no multiplier kept the generations coherent: nothing to show")
     payload = {
         "lens": lens.to_dict(),
         "paris_rank_by_layer": traj,
         "paris_first_top1_layer": first,
-        "steering": {
-            "prompt": STEER_PROMPT,
-            "layer": layer,
-            "alpha": alpha,
-            "vector_norm": float(np.linalg.norm(v)),
-            "baseline": base.text,
-            "positive": pos.text,
-            "negative": neg.text,
-        },
+        "steering": {"prompt": STEER_PROMPT, "layer": layer, "vector_norm": float(np.linalg.norm(v)),
+                     "search": search.as_dict(), "texts": gens, "sentiment": {k: sentiment(t) for k, t in gens.items()}},
     }
-    path = save_result("demo", payload, lm=lm, config={"layer": layer, "alpha": alpha}, wall_s=time.time() - t0, out_dir=out_dir)
+    path = save_result("demo", payload, lm=lm, config={"layer": layer}, wall_s=time.time() - t0, out_dir=out_dir)
     save_vector(Path(path).with_suffix(".sentiment.safetensors"), vs)
     print(f"\nresult: {path}")
     return payload

@@ -1,8 +1,10 @@
-"""Judge-free measures of generated text: refusal phrases and repetition."""
+"""Judge-free measures of generated text: refusal phrases, repetition, a small sentiment lexicon."""
 
 from __future__ import annotations
 
 from typing import Sequence
+
+import re
 
 import numpy as np
 
@@ -21,3 +23,22 @@ def repetition_rate(tokens: Sequence[int], n: int = 3) -> float:
     """Fraction of n-grams that repeat an earlier n-gram (0 = no loops; -> 1 for "the the the ...")."""
     grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
     return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)
+
+
+# A small hand-written sentiment lexicon for demos and smoke tests (not a validated instrument): words whose
+# polarity does not depend on context. ``sentiment`` counts them on word boundaries.
+POSITIVE_WORDS = ("love", "loved", "lovely", "happy", "happiness", "joy", "joyful", "wonderful", "great", "amazing",
+                  "beautiful", "delighted", "delightful", "excellent", "fantastic", "glad", "grateful", "cheerful",
+                  "fun", "enjoy", "enjoyed", "enjoying", "awesome", "pleasant", "best", "good", "nice", "smile", "smiling",
+                  "excited", "exciting", "thrilled", "peaceful", "kind", "perfect", "brilliant")
+NEGATIVE_WORDS = ("hate", "hated", "sad", "sadness", "miserable", "terrible", "awful", "horrible", "angry", "upset",
+                  "disappointed", "disappointing", "gloomy", "dreadful", "worst", "bad", "cry", "crying", "cried",
+                  "furious", "bitter", "cruel", "nasty", "depressed", "lonely", "painful", "annoying", "boring", "tired",
+                  "disaster", "unhappy", "worried", "fear", "scared")
+_POS, _NEG = frozenset(POSITIVE_WORDS), frozenset(NEGATIVE_WORDS)
+
+
+def sentiment(text: str) -> int:
+    """Positive minus negative lexicon words in ``text`` (case-insensitive, whole words)."""
+    words = re.findall(r"[a-z']+", text.lower())
+    return sum(w in _POS for w in words) - sum(w in _NEG for w in words)

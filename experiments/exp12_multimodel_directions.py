@@ -16,8 +16,10 @@ score of the validation items (the last 50 generate items; quick: 12) at multipl
 The layer with the largest validation effect score(+1) - score(-1) is chosen; the 50 test items (quick: 12) are
 then scored at -1/0/+1 with the vector and at -1/+1 with a random direction of its norm, each with a bootstrap
 interval. Multipliers follow CAA (x1 the raw difference of means); ``norm_over_residual`` states its size
-against the residual stream at that layer. CAA also rescaled each behaviour's vectors to the mean norm over
-its seven behaviours, which needs all seven (not done).
+against the residual stream at that layer. Deviations from CAA's code (nrimsky/CAA): the vector is added at every
+position, where CAA adds from the last token of ``[/INST]`` on; CAA rescaled each behaviour's vectors to the mean
+norm over its seven behaviours, which needs all seven (not done); CAA balances nothing over answer letters (its
+test set is 24 A / 26 B), we balance the vector over them.
 
 Confidence (our contrast, data/confidence/SOURCE.md): 48 questions, each answered confidently and hedged
 (same fact); residual at the last token of question + answer; vector per layer by difference of means from

@@ -16,7 +16,9 @@ A second readout, side by side: the Patchscope entity description (readouts.patc
 Late uses): the last-position state of layer s is written over the "x" of an entity-description prompt at layer
 s, 10 tokens are decoded greedily, and the entity counts as resolved at the first s whose description names it
 (the reference's patterns). Deviations from the reference: greedy, not 3 sampled seeds; target layer t = s, not
-the full s x t grid. A tuned lens (issue 14) is the third readout still to come.
+the full s x t grid. Third, the tuned lens (readouts.tuned_lens) with the same whole-name rule, when one has been
+trained for the model (``mlx-interp lens train --model M``; its held-out KL per layer is recorded); otherwise
+the result says it was not trained.
 Depth = layer / L (``core.sites.depth``), the same convention as every experiment and figure.
 Prompts are plain text (no chat template), as the paper's base models saw them.
 """
@@ -71,9 +73,12 @@ def _stats(rows: list[dict], L: int) -> dict:
 
 
 def run(lm, queries, quick: bool) -> dict:
+    from mlx_interp.readouts.tuned_lens import TunedLens, default_path
+
     if quick:
         queries = queries[:QUICK_N]
     L = lm.n_layers
+    tuned = TunedLens.load(default_path(lm), lm) if default_path(lm).is_file() else None
     conts = [g.text for g in mi.generate(lm, [q.two_hop for q in queries], max_tokens=10)]
     rows = []
     for i, (q, cont) in enumerate(zip(queries, conts), 1):
@@ -81,6 +86,13 @@ def run(lm, queries, quick: bool) -> dict:
         br, ar = name_ranks(lm, q.two_hop, q.names("e2")), name_ranks(lm, q.two_hop, q.names("e3"))
         b, a = first_layer(br), first_layer(ar)
         ps = _patchscope(lm, q)
+        tl = None
+        if tuned is not None:
+            tb, ta = name_ranks(lm, q.two_hop, q.names("e2"), tuned), name_ranks(lm, q.two_hop, q.names("e3"), tuned)
+            b2, a2 = first_layer(tb), first_layer(ta)
+            tl = {"bridge_layer": b2, "answer_layer": a2, "gap": None if a2 is None or b2 is None else a2 - b2,
+                  "sequential": b2 is not None and a2 is not None and b2 < a2,
+                  "bridge_rank_by_layer": tb.tolist(), "answer_rank_by_layer": ta.tolist()}
         pb, pa = ps["bridge_layer"], ps["answer_layer"]
         rows.append({
             "id": q.id, "family": q.family, "prompt": q.two_hop, "bridge": q.e2, "answer": q.e3,
@@ -92,6 +104,7 @@ def run(lm, queries, quick: bool) -> dict:
             "bridge_rank_by_layer": br.tolist(), "answer_rank_by_layer": ar.tolist(),
             "patchscope": {"bridge_layer": pb, "answer_layer": pa, "gap": None if pa is None or pb is None else pa - pb,
                            "sequential": pb is not None and pa is not None and pb < pa, "descriptions": ps["descriptions"]},
+            "tuned_lens": tl,
         })
     right, wrong = [r for r in rows if r["correct"]], [r for r in rows if not r["correct"]]
     summary = {"n_queries": len(rows), "layers": L, "depth_convention": "layer / L", "rule": f"whole name in the lens top {TOP}",
@@ -101,6 +114,12 @@ def run(lm, queries, quick: bool) -> dict:
     summary["patchscope"] = {"all": _stats(ps_rows, L), "correct": _stats([r for r in ps_rows if r["correct"]], L),
                              "incorrect": _stats([r for r in ps_rows if not r["correct"]], L),
                              "method": "greedy description from source layer s patched at target layer s"}
+    if tuned is not None:
+        tl_rows = [r["tuned_lens"] | {"correct": r["correct"]} for r in rows]
+        summary["tuned_lens"] = {"all": _stats(tl_rows, L), "correct": _stats([r for r in tl_rows if r["correct"]], L),
+                                 "incorrect": _stats([r for r in tl_rows if not r["correct"]], L), "training": tuned.meta}
+    else:
+        summary["tuned_lens"] = {"trained": False, "note": f"no tuned lens for {lm.name}: mlx-interp lens train --model {lm.name}"}
     for fam in sorted({r["family"] for r in rows}):
         fr = [r for r in rows if r["family"] == fam]
         summary["per_family"][fam] = {"accuracy": rate([r["correct"] for r in fr]).as_dict(), **_stats(fr, L)}

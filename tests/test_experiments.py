@@ -9,6 +9,7 @@ import numpy as np
 
 import pytest
 
+import mlx_interp as mi
 from experiments import exp6_twohop_scaling, exp9_back_patching
 from experiments.common import main
 from figures import make_all
@@ -100,8 +101,14 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
     r7 = json.loads(p7.read_text())["results"]
     assert r7["applies"] is False and "barely refuses" in r7["reason"]
     tr = r7["vetting"]["train"]
-    assert tr["positive_kept"] + tr["positive_dropped"] == 32 and 0 <= r7["summary"]["harmful_baseline"] <= 1
-    assert len(r7["norms"]) == 29 and all(v > 0 for v in r7["norms"].values())
+    assert tr["positive_kept"] + tr["positive_dropped"] == 32 and tr["positive_kept"] < 2
+    # the reported norms are the difference of means at resid_pre 1..L-1: check one against a direct capture
+    from mlx_interp.tasks.datasets import refusal_prompts
+    h, hl = refusal_prompts("train")
+    cap = mi.Capture("resid_post", 9, "last")  # resid_pre 10 is the output of block 9
+    d = (np.array(mi.run(smol, h[:32], capture=cap, chat=True)["resid_post", 9], dtype=np.float64).mean(0)
+         - np.array(mi.run(smol, hl[:32], capture=cap, chat=True)["resid_post", 9], dtype=np.float64).mean(0))
+    assert sorted(map(int, r7["norms"])) == list(range(1, 30)) and r7["norms"]["10"] == pytest.approx(np.linalg.norm(d), rel=1e-3)
     [p10] = main("exp10_crosslingual_refusal", e10.run, e10.load_data, e10.__doc__, ["--model", "smollm2-135m", "--quick", "--out", str(out)])
     r10 = json.loads(p10.read_text())["results"]
     assert r10["applies"] is False and set(r10["langs"]) == {"en", "es", "fr", "de", "zh"}
@@ -127,7 +134,6 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
     assert {"-1", "+1", "random_-1", "random_+1"} <= set(sy["test_at_best"])
     assert co["best_readout_auroc"] >= 0.9  # confident vs hedged answers differ in their last tokens
     assert (co["n_train"], co["n_val"], co["n_test"]) == (16, 4, 4) and co["test_at_best"]["0"]["hedge"]["n"] == 4
-    import mlx_interp as mi
     mi.save_result("exp12_multimodel_directions", r12, lm=smol, out_dir=out)
     names = {p.name for p in make_all.main(["--results", str(out), "--out", str(tmp_path / "figs")])}
     assert {"directions_best_layers.png", "directions_norms.png", "exp7_refusal_effect.png",

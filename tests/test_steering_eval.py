@@ -80,8 +80,11 @@ def test_vetting_keeps_only_examples_that_show_the_trait(smol):
     phrases = refusal_substrings()
     refuses = lambda t: bool(refusal_score(t, phrases))  # noqa: E731
     harmful = h[:12]
-    gens = generate(smol, harmful, max_tokens=32, chat=True)
-    expected = [p for p, g in zip(harmful, gens) if refuses(g.text)]
+    # the expected classes from plain mlx-lm's own greedy generation (not our generate, which vet uses)
+    from mlx_lm import generate as mlx_generate
+
+    from mlx_interp.core.batching import format_prompt
+    expected = [p for p in harmful if refuses(mlx_generate(smol.model, smol.tokenizer, format_prompt(smol, p, True), max_tokens=32))]
     if len(expected) < 2:  # SmolLM2 refuses rarely; vetting must then say so, not return a degenerate class
         with pytest.raises(MlxInterpError, match="vetting kept"):
             vet(smol, harmful, hl[:4], refuses, chat=True)

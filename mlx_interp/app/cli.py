@@ -96,6 +96,30 @@ def lens(model, targets, position, top_k, chat, as_json, html_path, png_path, pr
             click.echo(res.table(top_k, prompt=p, position=j))
 
 
+@cli.command("train-lens")
+@click.option("--model", "-m", default="smollm2-135m", show_default=True, help="alias[@precision], repo id or folder")
+@click.option("--steps", default=200, show_default=True, help="minibatches per layer")
+@click.option("--batch-tokens", default=256, show_default=True)
+@click.option("--max-len", default=128, show_default=True, help="tokens kept per text")
+@click.option("--out", type=click.Path(dir_okay=False), help="default: $MLX_INTERP_CACHE/lenses/<model>.safetensors")
+def train_lens(model, steps, batch_tokens, max_len, out) -> None:
+    """Train a tuned lens (one affine translator per layer) on the packaged text; print held-out KL per layer."""
+    from ..readouts.tuned_lens import default_path, train_tuned_lens
+    from ..store.models import load
+    from ..tasks.datasets import lens_texts
+
+    lm = load(model)
+    train, val = lens_texts()
+    lens = train_tuned_lens(lm, train, val, steps=steps, batch_tokens=batch_tokens, max_len=max_len,
+                            progress=lambda m: click.echo(m, err=True))
+    path = lens.save(out or default_path(lm))
+    click.echo(f"held-out KL(final || lens), nats/token, {lens.meta['val_tokens']} tokens:")
+    click.echo(f"{'layer':>5} {'logit lens':>11} {'tuned lens':>11}")
+    for l, kl in lens.meta["held_out_kl"].items():
+        click.echo(f"{l:>5} {kl['logit_lens']:>11.3f} {kl['tuned_lens']:>11.3f}")
+    click.echo(f"wrote {path} ({lens.meta['wall_s']} s)")
+
+
 def _int(text: str, what: str) -> int:
     try:
         return int(text)

@@ -162,13 +162,14 @@ def logit_lens(
     return LensResult(texts, all_tok, all_pos, layers, all_cells, top_k)
 
 
-def name_ranks(lm, prompt: str, names: Sequence[str]) -> np.ndarray:
+def name_ranks(lm, prompt: str, names: Sequence[str], tuned=None) -> np.ndarray:
     """Per layer (``resid_post`` 0..L-1), the lens rank of a whole name continuing the plain-text ``prompt``: the
     *worst* rank over the name's tokens, each read at the position that predicts it with the name's earlier tokens
     fed (teacher forcing); the best such value over ``names`` (a label and its aliases).
 
     A first token alone is not evidence for a multi-token name: " G" ranks high for many words, " GBP" needs " G"
     then "BP". A name surfaces at a layer when this rank is small (e.g. < 30: every token in the top 30).
+    ``tuned``: a ``TunedLens`` to read with instead of the logit lens.
     """
     if not names:
         raise MlxInterpError("name_ranks needs at least one name")
@@ -188,7 +189,8 @@ def name_ranks(lm, prompt: str, names: Sequence[str]) -> np.ndarray:
         ranks = []
         for l in range(lm.n_layers):
             h = tr["resid_post", l][0]
-            lg = layer_logits(lm, h if h.ndim == 2 else h[None])  # [n_name_tokens, V]
+            h = h if h.ndim == 2 else h[None]
+            lg = layer_logits(lm, h) if tuned is None else tuned.logits(lm, h, l)  # [n_name_tokens, V]
             ranks.append(int(mx.max((lg > mx.take_along_axis(lg, tgt, axis=-1)).sum(-1)).item()))
         best = np.array(ranks) if best is None else np.minimum(best, ranks)
     return best

@@ -57,3 +57,11 @@ def crosslingual_refusal_phrases(lang: str) -> list[str]:
 
         raise MlxInterpError(f"no refusal phrases for language {lang!r}; have en, {', '.join(k for k in extra if not k.startswith('_'))}")
     return refusal_substrings() + list(extra.get(lang, []))
+
+
+def lens_texts() -> tuple[list[str], list[str]]:
+    """(train, held-out) text for the tuned lens, from data that ships here: train = the 200 CAA generate questions
+    and the 256 refusal train instructions; held-out = the 50 CAA test questions and the 100 Alpaca eval instructions."""
+    gen, test = caa_sycophancy()
+    h, hl = refusal_prompts("train")
+    return [g["question"] for g in gen] + h + hl, [t["question"] for t in test] + refusal_eval_prompts()[1]

@@ -187,12 +187,12 @@ def test_refusal_scores_use_ablation_and_addition_at_the_block_input(qwen):
     ids = [40]
     # batch_size=2 over 3 harmless prompts: the induce pass resumes from per-batch replay traces (a full and a short batch)
     steps = []
-    deep = qwen.n_layers - 2  # above 0.8 of depth: kept as a table row, never scored
+    deep = int(0.8 * qwen.n_layers)  # 19 of 24: the reference prunes l >= int(0.8 L); kept as a table row, never scored
     scored, base = refusal.score(qwen, {(6, -1): r, (deep, -1): r}, h[:2], hl[:3], ids, batch_size=2,
                                  progress=lambda i, n, what: steps.append((i, n, what)))
     s, skipped = scored
     assert steps == [(1, 1, "layer 6 pos -1")]
-    assert skipped.layer == deep and skipped.bypass is None and "of depth" in skipped.why_not
+    assert skipped.layer == deep and skipped.bypass is None and "int(0.8 * 24) = 19" in skipped.why_not
     want_induce = refusal.refusal_metric(qwen, hl[:3], ids, [mi.Add(r, site="resid_pre", layers=6)]).mean()
     want_bypass = refusal.refusal_metric(qwen, h[:2], ids, [refusal.ablation(r)]).mean()
     assert s.induce == pytest.approx(want_induce, abs=1e-4) and s.bypass == pytest.approx(want_bypass, abs=1e-4)

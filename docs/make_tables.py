@@ -65,6 +65,21 @@ def t_exp6(root: Path) -> str:
                    "mean gap, layers [95% CI]", "bridge / answer never surface", "result file"], rows)
 
 
+def t_exp6_readouts(root: Path) -> str:
+    rows = []
+    for name, (f, d) in newest("exp6_twohop_scaling", root).items():
+        s = d["results"]["summary"]
+        for label, block in (("logit lens", s), ("Patchscope", s.get("patchscope")), ("tuned lens", s.get("tuned_lens"))):
+            if not block or "all" not in block:
+                rows.append([name, label, "not run" if label != "tuned lens" else "no lens trained", "", "", ""])
+                continue
+            a = block["all"]
+            rows.append([name, label, _r(a["both_surface"]), _r(a["sequential"]), f"{a['bridge_never']} / {a['answer_never']} of {a['n']}",
+                         "—" if a["mean_gap_layers"] is None else f"{a['mean_gap_layers']:+.2f} (n={a['n_gaps']})"])
+    return _table(["model", "readout", "both entities surface", "sequential (bridge first)", "bridge / answer never",
+                   "mean gap, layers"], rows)
+
+
 def t_exp9(root: Path) -> str:
     rows = []
     for name, (f, d) in newest("exp9_back_patching", root).items():
@@ -131,7 +146,7 @@ def t_exp12_sycophancy(root: Path) -> str:
         def sc(k):
             return f"{t[k]['score']:.2f} [{t[k]['score_lo']:.2f}, {t[k]['score_hi']:.2f}]"
 
-        rows.append([name, _quick(d), " / ".join("".join(x) for x in s["scored_tokens"]),
+        rows.append([name, _quick(d), "; ".join(" / ".join(f"`{t}`" for t in x) for x in s["scored_tokens"]),
                      f"{b['mass_median']:.2f}", _r(b["prefers_a"]),
                      f"{s['best_steering_layer']} ({s['best_steering_depth']:.2f})",
                      f"{sc('-1')} / {sc('0')} / {sc('+1')} (n={s['n_test']})", f"{t['random_-1']['score']:.2f} / {t['random_+1']['score']:.2f}",
@@ -149,7 +164,8 @@ def t_exp12_confidence(root: Path) -> str:
         m = f"{c['multiplier']:+g}"
         neg, pos = f"-{c['multiplier']:g}", m
         if c["best_steering_layer"] is None:
-            rows.append([name, _quick(d), "none coherent on validation", _r(t["0"]["hedge"]), "", "", f"`{f}`"])
+            rows.append([name, _quick(d), "none: no layer coherent on both sides with a positive validation effect",
+                         "— / " + _r(t["0"]["hedge"]) + " / —", "", "", f"`{f}`"])
             continue
         rows.append([name, _quick(d), f"{c['best_steering_layer']} ({c['best_steering_depth']:.2f})",
                      f"{_r(t[neg]['hedge'])} / {_r(t['0']['hedge'])} / {_r(t[pos]['hedge'])}",
@@ -159,7 +175,7 @@ def t_exp12_confidence(root: Path) -> str:
                    "random direction −m / +m", "coherent −m / +m", "result file"], rows)
 
 
-TABLES = {"exp6": t_exp6, "exp9": t_exp9, "exp7": t_exp7, "exp10": t_exp10, "exp12_sycophancy": t_exp12_sycophancy,
+TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp7": t_exp7, "exp10": t_exp10, "exp12_sycophancy": t_exp12_sycophancy,
           "exp12_confidence": t_exp12_confidence}
 
 

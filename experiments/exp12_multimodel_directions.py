@@ -199,7 +199,7 @@ def confidence(lm, data, quick: bool, layers) -> dict:
         lo, hi = steer("val", k, -M_CONF), steer("val", k, M_CONF)
         ok = min(lo["coherent"]["p"], hi["coherent"]["p"]) >= 0.5
         stats[k].update(val_minus=lo, val_plus=hi, val_effect=(lo["hedge"]["p"] - hi["hedge"]["p"]) if ok else None)
-    scored = [k for k in stats if stats[k]["val_effect"] is not None]
+    scored = [k for k in stats if stats[k]["val_effect"] is not None and stats[k]["val_effect"] > 0]  # no effect: no layer
     best = max(scored, key=lambda k: (stats[k]["val_effect"], -k)) if scored else None
     test_rows = {"0": steer("test", read, 0.0)}
     if best is not None:
@@ -213,7 +213,7 @@ def confidence(lm, data, quick: bool, layers) -> dict:
             "best_steering_layer": best, "best_steering_depth": None if best is None else best / lm.n_layers,
             "chosen_on": "validation questions", "test_at_best": test_rows,
             "note": "vector = confident - hedged; -m should raise the hedge rate, +m lower it; validation effect = hedge(-m) - "
-                    "hedge(+m), only where both sides are >= 50% coherent; the layer is chosen on validation questions and "
+                    "hedge(+m), only where both sides are >= 50% coherent and the effect is positive; the layer is chosen on validation questions and "
                     "reported on disjoint test questions beside a random direction of the same norm. The readout layer is "
                     "trivially early when the last tokens differ lexically (AUROC 1.0 from layer 0), so steering, not "
                     "readout, locates the behaviour."}

@@ -1,0 +1,32 @@
+"""The tables in docs/results_*.md are exactly what docs/make_tables.py builds from results/published/."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_docs_table_matches_its_kept_result_files():
+    p = subprocess.run([sys.executable, str(ROOT / "docs" / "make_tables.py"), "--check"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_a_changed_number_makes_the_check_fail(tmp_path):
+    """The check can fail: a table rendered from a result file whose number moved no longer matches."""
+    sys.path.insert(0, str(ROOT / "docs"))
+    import make_tables
+
+    src = sorted((ROOT / "results" / "published" / "exp6_twohop_scaling").glob("*.json"))
+    assert src, "no kept exp6 result"
+    doc = json.loads(src[-1].read_text())
+    (tmp_path / "exp6_twohop_scaling").mkdir()
+    (tmp_path / "exp6_twohop_scaling" / src[-1].name).write_text(json.dumps(doc))
+    text = "<!-- table: exp6 -->\n<!-- /table -->"
+    same = make_tables.render(text, tmp_path)
+    doc["results"]["summary"]["accuracy"]["k"] += 1
+    (tmp_path / "exp6_twohop_scaling" / src[-1].name).write_text(json.dumps(doc))
+    assert make_tables.render(same, tmp_path) != same

@@ -101,7 +101,8 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
     r7 = json.loads(p7.read_text())["results"]
     assert r7["applies"] is False and "barely refuses" in r7["reason"]
     tr = r7["vetting"]["train"]
-    assert tr["positive_kept"] + tr["positive_dropped"] == 32 and tr["positive_kept"] < 2
+    assert tr["positive_kept"] + tr["positive_dropped"] == 32
+    assert min(tr["positive_kept"], r7["vetting"]["val"]["positive_kept"]) < 2  # why it does not apply
     # the reported norms are the difference of means at resid_pre 1..L-1: check one against a direct capture
     from mlx_interp.tasks.datasets import refusal_prompts
     h, hl = refusal_prompts("train")

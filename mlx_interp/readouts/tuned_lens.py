@@ -34,6 +34,7 @@ from ..core.capture import Capture
 from ..core.parts import parts
 from ..core.trace import run
 from ..errors import MlxInterpError
+from ..runs.files import read_safetensors, write_safetensors
 
 TOP_K = 128
 
@@ -55,25 +56,13 @@ class TunedLens:
         return p.logits(h + h @ A.T + b).astype(mx.float32)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        if path.suffix != ".safetensors":
-            raise MlxInterpError(f"tuned-lens file {str(path)!r} must end in .safetensors")
         arrays = {f"{k}.{l}": v for l, (A, b) in self.translators.items() for k, v in (("A", A), ("b", b))}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{path.name}")
-        mx.save_safetensors(str(tmp), arrays, metadata={"model": self.model, "meta": json.dumps(self.meta)})
-        tmp.replace(path)
-        return path
+        return write_safetensors(path, arrays, {"model": self.model, "meta": json.dumps(self.meta)}, "tuned-lens")
 
     @classmethod
     def load(cls, path: str | Path, lm=None) -> "TunedLens":
         path = Path(path)
-        if not path.is_file():
-            raise MlxInterpError(f"tuned-lens file {str(path)!r} does not exist (train one: mlx-interp lens train --model M)")
-        try:
-            arrays, meta = mx.load(str(path), return_metadata=True)
-        except Exception as e:
-            raise MlxInterpError(f"{path.name} is not a readable tuned-lens file ({type(e).__name__})") from None
+        arrays, meta = read_safetensors(path, "tuned-lens", " (train one: mlx-interp train-lens --model M)")
         layers = sorted({int(k.split(".")[1]) for k in arrays})
         lens = cls(meta.get("model", "?"), {l: (arrays[f"A.{l}"], arrays[f"b.{l}"]) for l in layers}, json.loads(meta.get("meta", "{}")))
         if lm is not None and lens.model != lm.name:

@@ -16,6 +16,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import MlxInterpError
+from ..runs.files import read_safetensors, write_safetensors
 
 
 @dataclass
@@ -63,21 +64,12 @@ def save_vector(path: str | Path, vs: VectorSet) -> Path:
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "extra": json.dumps(vs.meta, default=str),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    mx.save_safetensors(str(tmp), arrays, metadata=meta)
-    tmp.replace(path)
-    return path
+    return write_safetensors(path, arrays, meta, "vector")
 
 
 def load_vector(path: str | Path, lm=None) -> VectorSet:
     path = Path(path)
-    if not path.is_file():
-        raise MlxInterpError(f"vector file {str(path)!r} does not exist")
-    try:
-        arrays, meta = mx.load(str(path), return_metadata=True)
-    except Exception as e:
-        raise MlxInterpError(f"{str(path)!r} is not a readable safetensors file ({e})") from None
+    arrays, meta = read_safetensors(path, "vector")
     vecs = {}
     for k, a in arrays.items():
         if not k.startswith("layer."):

@@ -12,6 +12,7 @@ from mlx_interp import KINDS, Add, Capture, Edit, Patch, Span
 from mlx_interp.core.generate import generate
 from mlx_interp.core.hooks import hooked
 from mlx_interp.core.parts import head_shape, kv_head_shape, parts, writers
+from mlx_interp.core.sites import head_counts
 from mlx_interp.core.trace import intervene, run
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.readouts.lens import layer_logits, logit_lens
@@ -286,6 +287,29 @@ def test_resume_from_resid_pre_equals_the_full_pass(lm):
         assert np.array_equal(np.array(full.logits), np.array(res.logits)), k
         assert np.array_equal(np.array(full["resid_post", k]), np.array(res["resid_post", k])), k
     assert not np.array_equal(np.array(base.logits), np.array(full.logits))
+
+
+def test_resume_continuing_a_cache_with_a_shared_base_equals_full_passes(lm):
+    """resume + cache= (the mediation sweep's path): one cached prefix, one new token on n rows, a one-row base
+    shared by every row, each row with its own edit, started at block k: equals the full pass of each edited prompt."""
+    ids = lm.tokenizer.encode("Q: hot\nA: cold\n\nQ: up\nA:")
+    pre = run(lm, [ids[:-1]], logits="none", return_cache=True)
+    base = run(lm, [ids[-1:]], cache=pre.cache, capture=Capture("resid_pre", "all", "all"))
+    H = head_counts(lm, "head", 0)[0]
+    rng = np.random.default_rng(0)
+    k = lm.n_layers // 2
+    vals = rng.normal(size=(2, head_counts(lm, "head", k)[1])).astype(np.float32)
+    ivs = [Patch(vals[r], site="head", layers=k, heads=[r % H], rows=[r], positions="last") for r in range(2)]
+    got = run(lm, [ids[-1:]] * 3, cache=pre.cache, resume=(base, k), interventions=ivs, batch_size=None)
+    for r in range(2):
+        want = run(lm, [ids], interventions=[Patch(vals[r], site="head", layers=k, heads=[r % H], positions="last")])
+        np.testing.assert_allclose(np.array(got.logits[r]), np.array(want.logits[0]), atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(np.array(got.logits[2]), np.array(base.logits[0]), atol=1e-5)  # row 2: no edit
+    assert not np.allclose(np.array(got.logits[0]), np.array(base.logits[0]), atol=1e-3)
+    with pytest.raises(MlxInterpError, match="cannot keep a KV cache"):
+        run(lm, [ids[-1:]], cache=pre.cache, resume=(base, k), return_cache=True, batch_size=None)
+    with pytest.raises(MlxInterpError, match="different prompts"):
+        run(lm, [[ids[-2]]] * 2, cache=pre.cache, resume=(base, k), batch_size=None)
 
 
 def test_resume_rejects_what_it_cannot_replay(smol):

@@ -5,7 +5,8 @@ next-token logits and whatever was captured, read by site: ``tr["resid_post", 12
 through the one batching path (``core.batching``): chunks of ``batch_size`` rows, left-padded,
 results in the caller's order. ``cache=`` continues from a ``PromptCache`` and
 ``return_cache=True`` hands the pass's own cache back (``core.kvcache``). ``resume=(base, k)``
-runs only blocks k..L-1 from the ``resid_pre k`` captured in ``base``.
+runs only blocks k..L-1 from the ``resid_pre k`` captured in ``base``; it combines with ``cache=``
+(the skipped blocks' caches are not extended, so such a pass cannot return its cache).
 
 The unembedding is applied only where logits are needed (``logits="last"`` by default): for
 Gemma 3's 262k-token vocabulary it costs as much as the rest of the model.
@@ -131,7 +132,8 @@ def run(
     prompts are token continuations: no BOS is added). ``return_cache``: keep this pass's cache
     in ``Trace.cache`` (both need the prompts in one chunk). ``resume=(base, k)``: start at block k
     from ``base["resid_pre", k]`` (a run of the same prompts capturing it at every position); every
-    intervention and capture must lie at layer k or later. Results equal full passes.
+    intervention and capture must lie at layer k or later; with ``cache=``, ``base`` is a run continuing the
+    same cache with the same tokens (one row of it may serve every row). Results equal full passes.
     """
     if logits not in LOGITS:
         raise MlxInterpError(f"logits={logits!r} is not valid; use {', '.join(map(repr, LOGITS))}")
@@ -149,7 +151,7 @@ def run(
     if (prefix is not None or return_cache) and len(chunks) > 1:
         raise MlxInterpError(f"{'cache=' if prefix is not None else 'return_cache'} needs every prompt in one chunk; "
                              f"{len(toks)} prompts > batch_size={batch_size}: pass batch_size=None")
-    base = _check_resume(lm, resume, toks, ivs, caps, return_cache or prefix is not None)
+    base = _check_resume(lm, resume, full, ivs, caps, return_cache, len(toks[0]) if prefix is not None else max(lens))
     T = max(lens) if prefix is None else prefix.columns + len(toks[0])
     results = []
     for idx in chunks:
@@ -158,8 +160,10 @@ def run(
         skip = None
         if base is not None:
             k, h = base
-            Tc = max(lens[i] for i in idx)
-            skip = (k, h[mx.array(idx)][:, T - Tc:])
+            if h.shape[0] == 1 and len(toks) > 1:  # a one-row base shared by every row
+                h = mx.broadcast_to(h, (len(toks),) + tuple(h.shape[1:]))
+            Tc = h.shape[1] if prefix is not None else max(lens[i] for i in idx)
+            skip = (k, h[mx.array(idx)][:, h.shape[1] - Tc:])
         results.append(_chunk(lm, [toks[i] for i in idx], sub_ivs, sub_caps, logits, prefix, skip))
     out, captured = _combine(results, chunks, caps, logits, T)
     pads = [T - n for n in lens] if prefix is None else list(prefix.pads)
@@ -220,8 +224,11 @@ def _combine(results, chunks, caps: list[BoundCapture], logits: str, T: int):
     return out, captured
 
 
-def _check_resume(lm, resume, toks, ivs, caps, with_cache: bool) -> tuple[int, mx.array] | None:
-    """Check a ``resume=(base, k)`` request; returns (k, base's resid_pre k) or None."""
+def _check_resume(lm, resume, full, ivs, caps, keep_cache: bool, columns: int) -> tuple[int, mx.array] | None:
+    """Check a ``resume=(base, k)`` request; returns (k, base's resid_pre k) or None.
+
+    ``full``: each row's whole token list (a continued cache's tokens first); ``columns``: the columns this pass
+    computes. A one-row ``base`` run on the same tokens serves every row (as a one-row cache does)."""
     if resume is None:
         return None
     base, k = resume
@@ -229,13 +236,15 @@ def _check_resume(lm, resume, toks, ivs, caps, with_cache: bool) -> tuple[int, m
         raise MlxInterpError(f"resume layer {k!r} is out of range; valid: 0..{lm.n_layers - 1}")
     if k == 0:
         return None  # nothing to skip
-    if with_cache:
-        raise MlxInterpError("resume cannot keep or continue a KV cache: the skipped blocks' caches are never filled")
-    if base.tokens != toks:
-        raise MlxInterpError("resume trace was run on different prompts; resume needs the same token lists")
+    if keep_cache:
+        raise MlxInterpError("resume cannot keep a KV cache (return_cache=True): the skipped blocks' caches are never filled")
+    shared = len(base.tokens) == 1 and len(full) > 1
+    if (base.tokens != full) and not (shared and all(t == base.tokens[0] for t in full)):
+        raise MlxInterpError("resume trace was run on different prompts; resume needs the same token lists "
+                             "(a continued cache's tokens included)")
     h = base.captured.get(("resid_pre", k))
-    B, T = len(toks), max(len(t) for t in toks)
-    if h is None or h.ndim != 3 or tuple(h.shape[:2]) != (B, T):
+    B = 1 if shared else len(full)
+    if h is None or h.ndim != 3 or tuple(h.shape[:2]) != (B, columns):
         raise MlxInterpError(f"resume needs resid_pre {k} at every position: run the base trace with "
                              f"Capture('resid_pre', layers=[..., {k}, ...], positions='all')")
     bad = [type(iv).__name__ for iv in ivs if any(before(s, k) for s in iv.sites)]

@@ -1,0 +1,97 @@
+"""Function vectors (methods.function_vectors, tasks.icl): splits as the reference, heads mapped into the residual
+stream, the batched mediation sweep against the one-forward-per-head loop, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_interp import Capture, run
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.methods import function_vectors as fv
+from mlx_interp.tasks import icl
+
+
+def test_split_is_the_references_scikit_learn_split():
+    sk = pytest.importorskip("sklearn.model_selection", reason="the reference extra: pip install -e '.[test]'")
+    items = list(range(2398))
+    train, rest = sk.train_test_split(items, test_size=0.3, random_state=42)
+    test, valid = sk.train_test_split(rest, test_size=0.3, random_state=42)
+    assert icl.split(items) == (train, test, valid)
+    t = icl.load_task("antonym")
+    assert (len(t.train), len(t.test), len(t.valid)) == (1678, 504, 216)  # the counts the data's SOURCE.md gives
+
+
+def test_prompt_template_and_shuffled_labels():
+    t = icl.load_task("country-capital")
+    rng = np.random.default_rng(0)
+    demos = icl.draw_demos(t, rng, n=3)
+    p = icl.prompt(demos, "France")
+    assert p.startswith(f"Q: {demos[0].x}\nA: {demos[0].y}\n\nQ: ") and p.endswith("\n\nQ: France\nA:")
+    assert icl.zero_shot("France") == "Q: France\nA:"
+    sh = icl.draw_demos(t, np.random.default_rng(1), n=10, shuffle_labels=True)
+    same = icl.draw_demos(t, np.random.default_rng(1), n=10)
+    assert [d.x for d in sh] == [d.x for d in same] and sorted(d.y for d in sh) == sorted(d.y for d in same)
+    assert [d.y for d in sh] != [d.y for d in same]
+
+
+def test_mapped_heads_sum_to_the_attention_output(lm):
+    """Sum over heads of head_to_resid = what the layer's attention adds (attn_out), Gemma's post-norm included."""
+    prompt = "Q: hot\nA: cold\n\nQ: up\nA:"
+    for layer in (1, lm.n_layers // 2):
+        tr = run(lm, [prompt], capture=[Capture("head", layer, "last"), Capture("attn_out", layer, "last")])
+        heads = np.array(tr["head", layer][0].astype(mx.float32))
+        want = np.array(tr["attn_out", layer][0].astype(mx.float32))
+        got = fv.head_to_resid(lm, layer, heads).sum(axis=0)
+        assert np.abs(got - want).max() < 1e-3 * (1 + np.abs(want).max()), (lm.name, layer)
+        one = fv.head_to_resid(lm, layer, heads)[0]
+        assert not np.allclose(one, want, atol=1e-3)  # one head is not the whole layer
+
+
+def test_batched_mediation_equals_one_forward_per_head(smol):
+    """The cached, row-batched, resumed sweep gives the naive loop's indirect effects."""
+    t = icl.load_task("antonym")
+    rng = np.random.default_rng(0)
+    clean = [icl.prompt(icl.draw_demos(t, rng), q.x) for q in t.valid[:4]]
+    means = fv.head_means(smol, clean)
+    assert means.shape == (smol.n_layers, 9, 64)
+    corrupted = [icl.prompt(icl.draw_demos(t, rng, shuffle_labels=True), t.valid[0].x)]
+    ids = fv.answer_ids(smol, corrupted, [t.valid[0].y])
+    fast = fv.indirect_effects(smol, corrupted, ids, means, layers=[2, 17], groups=2)
+    naive = fv.indirect_effects_naive(smol, corrupted, ids, means, layers=[2, 17])
+    m = ~np.isnan(naive)
+    assert m.sum() == 18 and np.array_equal(m, ~np.isnan(fast))
+    assert np.abs(fast[m] - naive[m]).max() < 1e-5
+    assert np.abs(naive[m]).max() > 1e-5  # patching heads does move p(answer)
+
+
+def test_function_vector_is_the_sum_of_its_heads(smol):
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(smol.n_layers, 9, 64)).astype(np.float32)
+    a = fv.function_vector(smol, means, [(3, 1)])
+    b = fv.function_vector(smol, means, [(5, 2)])
+    np.testing.assert_allclose(fv.function_vector(smol, means, [(3, 1), (5, 2)]), a + b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(a, fv.head_to_resid(smol, 3, means[3])[1], rtol=1e-6)
+
+
+def test_bad_input_one_line_errors(smol, tmp_path):
+    few = tmp_path / "few.json"
+    few.write_text(json.dumps([{"input": f"w{i}", "output": f"v{i}"} for i in range(8)]))
+    with pytest.raises(MlxInterpError, match="10 demonstrations"):
+        icl.load_task("few", str(few))
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps([{"input": "a", "output": ""}] + [{"input": f"w{i}", "output": f"v{i}"} for i in range(30)]))
+    with pytest.raises(MlxInterpError, match="empty answer"):
+        icl.load_task("empty", str(empty))
+    means = np.zeros((smol.n_layers, 9, 64))
+    with pytest.raises(MlxInterpError, match=r"head \(layer 3, head 9\) is out of range"):
+        fv.function_vector(smol, means, [(3, 9)])
+    with pytest.raises(MlxInterpError, match="width 896"):
+        fv.fv_intervention(smol, np.ones(896), 3)
+    with pytest.raises(MlxInterpError, match="at least one prompt"):
+        fv.indirect_effects(smol, [], [], means)
+    with pytest.raises(MlxInterpError, match="do not fit"):
+        fv.indirect_effects(smol, ["Q: a\nA:"], [1], np.zeros((3, 9, 64)))

@@ -95,3 +95,24 @@ def test_bad_input_one_line_errors(smol, tmp_path):
         fv.indirect_effects(smol, [], [], means)
     with pytest.raises(MlxInterpError, match="do not fit"):
         fv.indirect_effects(smol, ["Q: a\nA:"], [1], np.zeros((3, 9, 64)))
+
+
+def test_fv_study_runs_end_to_end_on_a_tiny_configuration(smol, monkeypatch):
+    """exp8/exp11/exp13's shared pipeline on one task with a handful of items: every method, both controls, the
+    valid sweep and the test evaluation land in the result, with counts that agree."""
+    from experiments import fv_study
+
+    tiny = fv_study.Config(("country-capital",), 12, 12, 4, 2, (10,), 10)
+    monkeypatch.setattr(fv_study, "config", lambda quick, tasks=None: tiny)
+    res = fv_study.run(smol, None, True)
+    row = res["tasks"]["country-capital"]
+    n_test = row["counts"]["test_survivors"]
+    assert row["counts"]["valid_scanned"] == 12 and 0 < n_test <= 12
+    assert row["small_sample"] and res["summary"]["tasks_averaged"] == []
+    assert len(res["top_heads"]) == res["n_heads_A"] == 10 and np.array(res["aie_mean"]).shape == (smol.n_layers, 9)
+    assert row["sweep"]["layers"] == [0, 10, 20] and set(row["chosen_layer"]) == set(fv_study.METHODS)
+    ev = row["at_a_priori_layer"]
+    for kind in ("zero_shot", "shuffled_10shot"):
+        for name in ("none", "head_fv", "layer_mean", "icl_diff", "random_heads", "random_vector"):
+            assert ev[kind][name]["n"] == n_test, (kind, name)
+    assert set(row["natural"]) == set(icl.NATURAL["country-capital"])

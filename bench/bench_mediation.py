@@ -48,7 +48,7 @@ def main() -> None:
     m = ~np.isnan(naive)
     print(f"{lm.name}: {L} layers x {H} heads, {len(ps)} prompt(s) of {len(mi.run(lm, ps[:1]).tokens[0])} tokens; "
           f"max |batched - naive| = {np.abs(fast[m] - naive[m]).max():.1e}")
-    print(f"| sweep | patches | seconds | s / patch |\n|---|---|---|---|")
+    print("| sweep | patches | seconds | s / patch |\n|---|---|---|---|")
     print(f"| naive loop, {len(sub)} layers | {n_sub} | {t_naive:.1f} | {t_naive / n_sub:.4f} |")
     print(f"| batched, same {len(sub)} layers | {n_sub} | {t_fast:.1f} | {t_fast / n_sub:.4f} |")
     print(f"| batched, every layer (4 resumed groups) | {n_all} | {t_all:.1f} | {t_all / n_all:.4f} |")

@@ -218,7 +218,8 @@ def run(lm, tasks: list, quick: bool, methods=METHODS) -> dict:
         for m in methods:
             acc = sweep(lm, p, sweep_layers, lambda l, m=m: _vector(m, p, l, head_vec))
             row["sweep"][m] = acc
-            chosen[m] = sweep_layers[int(np.argmax(acc))]
+            # no layer is chosen when none helps on valid (argmax of all zeros would "choose" layer 0)
+            chosen[m] = sweep_layers[int(np.argmax(acc))] if max(acc) > 0 else None
         row["chosen_layer"] = chosen
         # the evaluation at the a-priori layer: every method and both controls
         vecs = {m: _vector(m, p, edit_layer, head_vec) for m in methods}
@@ -227,7 +228,8 @@ def run(lm, tasks: list, quick: bool, methods=METHODS) -> dict:
             vecs["random_vector"] = random_direction(lm.width, float(np.linalg.norm(head_vec)), seed=cfg.seed)
         row["at_a_priori_layer"] = evaluate(lm, t, p, edit_layer, vecs, rng)
         # each method at its valid-chosen layer
-        row["at_chosen_layer"] = {m: evaluate(lm, t, p, chosen[m], {m: _vector(m, p, chosen[m], head_vec)}, rng) for m in methods}
+        row["at_chosen_layer"] = {m: evaluate(lm, t, p, chosen[m], {m: _vector(m, p, chosen[m], head_vec)}, rng)
+                                  if chosen[m] is not None else {"skipped": "no layer with valid accuracy > 0"} for m in methods}
         if t.name in icl.NATURAL:
             row["natural"] = natural(lm, t, p, edit_layer, {m: vecs[m] for m in methods})
         result["tasks"][t.name] = row

@@ -111,6 +111,9 @@ def test_fv_study_runs_end_to_end_on_a_tiny_configuration(smol, monkeypatch):
     assert row["small_sample"] and res["summary"]["tasks_averaged"] == []
     assert len(res["top_heads"]) == res["n_heads_A"] == 10 and np.array(res["aie_mean"]).shape == (smol.n_layers, 9)
     assert row["sweep"]["layers"] == [0, 10, 20] and set(row["chosen_layer"]) == set(fv_study.METHODS)
+    for m, layer in row["chosen_layer"].items():  # a layer is chosen only where the valid sweep found accuracy > 0
+        assert (layer is None) == (max(row["sweep"][m]) == 0), m
+        assert (layer is None) == ("skipped" in row["at_chosen_layer"][m]), m
     ev = row["at_a_priori_layer"]
     for kind in ("zero_shot", "shuffled_10shot"):
         for name in ("none", "head_fv", "layer_mean", "icl_diff", "random_heads", "random_vector"):

@@ -92,19 +92,26 @@ def prepare(lm, task, cfg: Config, methods) -> dict:
         return out
     qs = _draw([v["pair"] for v in valid], cfg.n_mean, rng)
     clean = [icl.prompt(icl.draw_demos(task, rng), q.x) for q in qs]
+    stats = fv.mean_stats(lm, clean)  # heads and layers from one pass over the clean prompts
+    out["resid_norm"] = stats.resid_norm
     if "head_fv" in methods:
-        out["head_means"] = fv.head_means(lm, clean)
+        out["head_means"], out["head_resid"] = stats.head_means, stats.head_resid
         corrupted_q = _draw([v["pair"] for v in valid], cfg.n_aie, rng)
         corrupted = [icl.prompt(icl.draw_demos(task, rng, shuffle_labels=True), q.x) for q in corrupted_q]
         ids = fv.answer_ids(lm, corrupted, [q.y for q in corrupted_q])
         ie = fv.indirect_effects(lm, corrupted, ids, out["head_means"], progress=lambda i, n: progress(i, n, f"AIE {task.name}"))
         out["aie"] = ie.mean(axis=0)
     if "layer_mean" in methods or "icl_diff" in methods:
-        icl_means = fv.layer_means(lm, clean)
-        out["layer_mean"] = icl_means
+        out["layer_mean"] = stats.layer_means
         if "icl_diff" in methods:
-            out["icl_diff"] = icl_means - fv.layer_means(lm, [icl.zero_shot(q.x) for q in qs])
+            out["icl_diff"] = stats.layer_means - fv.layer_means(lm, [icl.zero_shot(q.x) for q in qs])
     return out
+
+
+def _top_share(v: np.ndarray, k: int = 5) -> float:
+    """Share of the squared norm in the ``k`` largest channels."""
+    sq = np.sort(np.asarray(v, dtype=np.float64) ** 2)
+    return float(sq[-k:].sum() / sq.sum())
 
 
 def _vector(method: str, prep: dict, layer: int, head_vec: np.ndarray | None):
@@ -187,7 +194,7 @@ def run(lm, tasks: list, quick: bool, methods=METHODS) -> dict:
             scores = {}
             for s in cfg.sizes:
                 hs = [(l, h) for l, h, _ in fv.top_heads(aie_mean, s)]
-                oks = [sweep(lm, preps[n], [edit_layer], lambda l, n=n, hs=hs: fv.function_vector(lm, preps[n]["head_means"], hs))[0]
+                oks = [sweep(lm, preps[n], [edit_layer], lambda l, n=n, hs=hs: fv.function_vector(lm, preps[n]["head_resid"], hs))[0]
                        for n in usable]
                 scores[s] = float(np.mean(oks))
             size = max(cfg.sizes, key=lambda s: (scores[s], -s))
@@ -209,10 +216,15 @@ def run(lm, tasks: list, quick: bool, methods=METHODS) -> dict:
         rng = np.random.default_rng(cfg.seed + 1)
         head_vec = None
         if heads is not None:
-            head_vec = fv.function_vector(lm, p["head_means"], heads)
+            head_vec = fv.function_vector(lm, p["head_resid"], heads)
             row["aie"] = p["aie"].tolist()
             row["top_heads_task"] = [list(x) for x in fv.top_heads(p["aie"], 10)]
             row["fv_norm"] = float(np.linalg.norm(head_vec))
+            # the scale the FV meets: mean last-token norm of the edited layer's output on clean prompts
+            row["fv_norm_over_resid_norm"] = float(np.linalg.norm(head_vec) / p["resid_norm"][edit_layer])
+            row["resid_norm"] = p["resid_norm"].tolist()
+            # how much of the FV sits in a few channels (Gemma's massive-activation channels dominate its heads)
+            row["fv_top5_channel_share"] = _top_share(head_vec)
         row["sweep"] = {"layers": sweep_layers}
         chosen = {}
         for m in methods:
@@ -224,7 +236,7 @@ def run(lm, tasks: list, quick: bool, methods=METHODS) -> dict:
         # the evaluation at the a-priori layer: every method and both controls
         vecs = {m: _vector(m, p, edit_layer, head_vec) for m in methods}
         if head_vec is not None:
-            vecs["random_heads"] = fv.function_vector(lm, p["head_means"], rand)
+            vecs["random_heads"] = fv.function_vector(lm, p["head_resid"], rand)
             vecs["random_vector"] = random_direction(lm.width, float(np.linalg.norm(head_vec)), seed=cfg.seed)
         row["at_a_priori_layer"] = evaluate(lm, t, p, edit_layer, vecs, rng)
         # each method at its valid-chosen layer

@@ -68,13 +68,28 @@ def test_batched_mediation_equals_one_forward_per_head(smol):
     assert np.abs(naive[m]).max() > 1e-5  # patching heads does move p(answer)
 
 
-def test_function_vector_is_the_sum_of_its_heads(smol):
+def test_mean_head_contributions_sum_to_the_mean_attention_output(lm):
+    """MeanStats.head_resid, summed over heads, is the mean last-token attn_out of the same prompts (Gemma's norm
+    included, where mapping the mean head output instead would not be); without a norm after o_proj it equals the
+    paper's map of the mean output. The FV is the sum of its heads' rows."""
+    t = icl.load_task("antonym")
     rng = np.random.default_rng(0)
-    means = rng.normal(size=(smol.n_layers, 9, 64)).astype(np.float32)
-    a = fv.function_vector(smol, means, [(3, 1)])
-    b = fv.function_vector(smol, means, [(5, 2)])
-    np.testing.assert_allclose(fv.function_vector(smol, means, [(3, 1), (5, 2)]), a + b, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(a, fv.head_to_resid(smol, 3, means[3])[1], rtol=1e-6)
+    clean = [icl.prompt(icl.draw_demos(t, rng), q.x) for q in t.valid[:4]]
+    st = fv.mean_stats(lm, clean)
+    layer = lm.n_layers // 2
+    ao = run(lm, clean, capture=Capture("attn_out", layer, "last"), logits="none")["attn_out", layer]
+    want = np.array(ao.astype(mx.float32), dtype=np.float64).mean(axis=0)
+    got = st.head_resid[layer].sum(axis=0)
+    assert np.abs(got - want).max() < 1e-3 * (1 + np.abs(want).max()), lm.name
+    rs = run(lm, clean, capture=Capture("resid_post", layer, "last"), logits="none")["resid_post", layer]
+    assert np.isclose(st.resid_norm[layer], np.linalg.norm(np.array(rs.astype(mx.float32)), axis=-1).mean(), rtol=1e-4)
+    of_mean = fv.head_to_resid(lm, layer, st.head_means[layer])
+    if "gemma" in lm.name:  # the norm's scale depends on each prompt: the map of the mean is not the mean of the maps
+        assert np.abs(of_mean - st.head_resid[layer]).max() > 1e-3 * np.abs(st.head_resid[layer]).max()
+    else:
+        np.testing.assert_allclose(of_mean, st.head_resid[layer], rtol=1e-4, atol=1e-4 * np.abs(of_mean).max())
+    np.testing.assert_allclose(fv.function_vector(lm, st.head_resid, [(layer, 1), (1, 0)]),
+                               st.head_resid[layer, 1] + st.head_resid[1, 0], rtol=1e-12)
 
 
 def test_bad_input_one_line_errors(smol, tmp_path):
@@ -88,7 +103,9 @@ def test_bad_input_one_line_errors(smol, tmp_path):
         icl.load_task("empty", str(empty))
     means = np.zeros((smol.n_layers, 9, 64))
     with pytest.raises(MlxInterpError, match=r"head \(layer 3, head 9\) is out of range"):
-        fv.function_vector(smol, means, [(3, 9)])
+        fv.function_vector(smol, np.zeros((smol.n_layers, 9, smol.width)), [(3, 9)])
+    with pytest.raises(MlxInterpError, match="head contributions of shape"):
+        fv.function_vector(smol, np.zeros((smol.n_layers, 9, 896)), [(3, 1)])
     with pytest.raises(MlxInterpError, match="width 896"):
         fv.fv_intervention(smol, np.ones(896), 3)
     with pytest.raises(MlxInterpError, match="at least one prompt"):

@@ -2,16 +2,16 @@
 
 The paper's procedure, step by step (``experiments/exp13_function_vectors.py`` runs it on the ICL tasks):
 
-1. ``head_means``: every head's output (the ``head`` site: its slice of the ``o_proj`` input) at the last token,
-   averaged over clean 10-shot prompts.
+1. ``mean_stats``: every head's output (the ``head`` site: its slice of the ``o_proj`` input) at the last token,
+   averaged over clean 10-shot prompts, and each head's mean contribution to the residual stream.
 2. ``indirect_effects``: on prompts whose demonstration labels are shuffled, replace one head's last-token output
    by its mean and measure the gain in p(first answer token); the average over prompts is the head's AIE.
-3. ``function_vector``: the sum over the top heads of their mean outputs mapped into the residual stream
-   (``head_to_resid``: through the layer's ``o_proj``; Gemma's norm after ``o_proj`` is linearised, see there).
+3. ``function_vector``: the sum over the top heads of their mean contributions to the residual stream
+   (``head_to_resid``: through the layer's ``o_proj``; Gemma's norm after ``o_proj`` is linearised per prompt).
 4. ``fv_intervention``: add a vector to the output of one decoder layer (``resid_post``) at the last token only.
 
-Layer-level baselines on the same footing: ``layer_means`` (the study's exp8: the mean last-token residual of
-clean ICL prompts) and ``icl_minus_zero_shot`` (exp11: ICL mean minus zero-shot mean). ``score`` is the one
+Layer-level baselines on the same footing: ``MeanStats.layer_means`` (the study's exp8: the mean last-token
+residual of clean ICL prompts) and ``icl_minus_zero_shot`` (exp11: ICL mean minus zero-shot mean). ``score`` is the one
 metric: top-1 accuracy and probability of the answer's first token, read as the model tokenizes the answer in
 context (``answer_ids``).
 
@@ -24,6 +24,7 @@ from the unpatched pass's residual (``run(resume=...)``). ``indirect_effects_nai
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import mlx.core as mx
@@ -72,7 +73,38 @@ def score(lm, prompts: Sequence[str], ids: Sequence[int], interventions: Sequenc
     return top == np.asarray(ids), p
 
 
-# ---- step 1: mean head outputs ----
+# ---- step 1: means over clean prompts ----
+
+@dataclass(frozen=True)
+class MeanStats:
+    """Last-token means over clean prompts, all from one forward pass."""
+
+    head_means: np.ndarray  # [L, H, d] each head's output (its o_proj-input slice): what the AIE patches in
+    head_resid: np.ndarray  # [L, H, D] each head's contribution to the residual stream (head_to_resid, per prompt)
+    layer_means: np.ndarray  # [L, D] resid_post: exp8's vector
+    resid_norm: np.ndarray  # [L] mean norm of resid_post: the scale a vector added there meets
+
+
+def mean_stats(lm, prompts: Sequence[str], batch_size: int | None = DEFAULT_BATCH_SIZE) -> MeanStats:
+    """One pass over ``prompts`` capturing every head and every layer's output at the last token.
+
+    ``head_resid`` averages each prompt's mapped head outputs. Where ``o_proj`` writes straight into the residual
+    stream this equals mapping the mean output (the paper's FV); for Gemma, whose norm after ``o_proj`` depends on
+    each prompt's total, it is the head's actual mean contribution (mapping the mean instead would linearise the
+    norm at the RMS of an average, which is smaller than any prompt's when heads vary across prompts)."""
+    prompts = list(prompts)
+    if not prompts:
+        raise MlxInterpError("mean statistics need at least one clean prompt (no items survived the filter?)")
+    tr = run(lm, prompts, capture=[Capture("head", "all", "last"), Capture("resid_post", "all", "last")], logits="none",
+             batch_size=batch_size)
+    L = lm.n_layers
+    heads = [np.array(tr["head", l].astype(mx.float32), dtype=np.float64) for l in range(L)]
+    resid = [np.array(tr["resid_post", l].astype(mx.float32), dtype=np.float64) for l in range(L)]
+    return MeanStats(head_means=np.stack([a.mean(axis=0) for a in heads]),
+                     head_resid=np.stack([head_to_resid(lm, l, heads[l]).mean(axis=0) for l in range(L)]),
+                     layer_means=np.stack([r.mean(axis=0) for r in resid]),
+                     resid_norm=np.array([np.linalg.norm(r, axis=-1).mean() for r in resid]))
+
 
 def head_means(lm, prompts: Sequence[str], batch_size: int | None = DEFAULT_BATCH_SIZE) -> np.ndarray:
     """[L, H, d] mean last-token output of every head (its slice of the ``o_proj`` input) over ``prompts``."""
@@ -179,50 +211,53 @@ def random_heads(lm, n: int, seed: int = 0) -> list[tuple[int, int]]:
 # ---- step 3: from heads to the residual stream ----
 
 def head_to_resid(lm, layer: int, vecs: np.ndarray) -> np.ndarray:
-    """[H, D]: what each head's output ``vecs[h]`` ([H, d]: one vector per head) adds to the residual stream.
+    """[H, D] (or [n, H, D]): what each head's output ``vecs[h]`` ([H, d], or [n, H, d] for n prompts) adds to the
+    residual stream.
 
     Head h's part of ``o_proj`` applied to its slice (the others zero); a bias, if ``o_proj`` has one, belongs to
     no head and is left out. Where a norm sits between ``o_proj`` and the residual stream (Gemma's
-    ``post_attention_layernorm``), it is linearised at the layer's total output: each head's vector is scaled,
-    channel by channel, by the norm's gain over the RMS of ``o_proj`` of all heads together. The mapped heads then
-    sum exactly to what the layer's attention adds (``attn_out``) for the output ``vecs`` describes."""
+    ``post_attention_layernorm``), it is linearised at each prompt's own total output: each head's vector is
+    scaled, channel by channel, by the norm's gain over the RMS of ``o_proj`` of all that prompt's heads together.
+    The mapped heads then sum exactly to what the layer's attention adds (``attn_out``) for that prompt."""
     p = parts(lm.model)
     if not 0 <= layer < lm.n_layers:
         raise MlxInterpError(f"layer {layer} out of range; valid: 0..{lm.n_layers - 1}")
     attn = p.layers[layer].self_attn
     H, d = head_shape(attn)
-    vecs = as_vector(vecs, "head outputs")
-    if vecs.shape != (H, d):
-        raise MlxInterpError(f"head outputs of shape {vecs.shape} do not fit layer {layer} of {lm.name}: expected {(H, d)}")
-    Z = np.zeros((H + 2, H * d), dtype=np.float32)
+    vecs = np.asarray(vecs, dtype=np.float64)
+    one = vecs.ndim == 2
+    vecs = vecs[None] if one else vecs
+    if vecs.ndim != 3 or vecs.shape[1:] != (H, d) or not np.all(np.isfinite(vecs)):
+        raise MlxInterpError(f"head outputs of shape {vecs.shape[1:] if vecs.ndim == 3 else vecs.shape} do not fit layer "
+                             f"{layer} of {lm.name}: expected finite {(H, d)} per prompt")
+    n = len(vecs)
+    Z = np.zeros((n, H + 2, H * d), dtype=np.float32)
     for h in range(H):
-        Z[h, h * d:(h + 1) * d] = vecs[h]
-    Z[H] = vecs.reshape(-1)  # all heads together (for the norm's linearisation); row H + 1 stays zero (the bias)
+        Z[:, h, h * d:(h + 1) * d] = vecs[:, h]
+    Z[:, H] = vecs.reshape(n, -1)  # all heads together (for the norm's linearisation); row H + 1 stays zero (the bias)
     Y = np.array(attn.o_proj(mx.array(Z)).astype(mx.float32), dtype=np.float64)
-    per_head, total = Y[:H] - Y[H + 1], Y[H]
+    per_head, total = Y[:, :H] - Y[:, H + 1:], Y[:, H]
     writer = writers(p.layers[layer])[0]
     if writer is not attn:
         eps = float(getattr(writer, "eps", 1e-6))
         gain = np.array(writer(mx.ones((lm.width,))).astype(mx.float32), dtype=np.float64) * np.sqrt(1 + eps)
-        per_head = per_head * (gain / np.sqrt(np.mean(total ** 2) + eps))
-    return per_head
+        per_head = per_head * (gain / np.sqrt(np.mean(total ** 2, axis=-1, keepdims=True) + eps))[:, None]
+    return per_head[0] if one else per_head
 
 
-def function_vector(lm, means: np.ndarray, heads: Sequence[Head]) -> np.ndarray:
-    """[D] sum over ``heads`` of the head's mean output mapped into the residual stream (``head_to_resid``)."""
-    _check_means(lm, means)
+def function_vector(lm, head_resid: np.ndarray, heads: Sequence[Head]) -> np.ndarray:
+    """[D] sum over ``heads`` of the head's mean contribution to the residual stream (``MeanStats.head_resid``)."""
+    L, (H, _) = lm.n_layers, head_shape(parts(lm.model).layers[0].self_attn)
+    if head_resid.shape != (L, H, lm.width):
+        raise MlxInterpError(f"head contributions of shape {head_resid.shape} do not fit {lm.name}: expected "
+                             f"(layers, heads, width) = {(L, H, lm.width)}")
     heads = [(int(h[0]), int(h[1])) for h in heads]
     if not heads:
         raise MlxInterpError("a function vector needs at least one head")
-    H = means.shape[1]
     for l, h in heads:
-        if not (0 <= l < lm.n_layers and 0 <= h < H):
-            raise MlxInterpError(f"head (layer {l}, head {h}) is out of range: layers 0..{lm.n_layers - 1}, heads 0..{H - 1}")
-    fv = np.zeros(lm.width)
-    for l in sorted({l for l, _ in heads}):
-        mapped = head_to_resid(lm, l, means[l])
-        fv += mapped[[h for ll, h in heads if ll == l]].sum(axis=0)
-    return fv
+        if not (0 <= l < L and 0 <= h < H):
+            raise MlxInterpError(f"head (layer {l}, head {h}) is out of range: layers 0..{L - 1}, heads 0..{H - 1}")
+    return np.sum([head_resid[l, h] for l, h in heads], axis=0)
 
 
 # ---- step 4: the intervention, and the layer-level baselines ----

@@ -18,6 +18,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "docs")]  # run as a script: the repository's packages and tables_fv beside this file
+
+import tables_fv  # noqa: E402
+from figures.make_all import layer_depths  # noqa: E402
 PUBLISHED = ROOT / "results" / "published"
 DOCS = ROOT / "docs"
 MARK = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
@@ -175,8 +179,25 @@ def t_exp12_confidence(root: Path) -> str:
                    "random direction −m / +m", "coherent −m / +m", "result file"], rows)
 
 
+def t_layer_depths(root: Path) -> str:
+    """The study's "layer-specific effects" table (the figure directions_best_layers.png shows the same numbers)."""
+    docs = {e: {n: d for n, (_, d) in newest(e, root).items()} for e in
+            ("exp7_refusal_scaling", "exp12_multimodel_directions", "exp6_twohop_scaling", "exp13_function_vectors")}
+    cols = layer_depths(*docs.values())
+    names = sorted({n for c in cols.values() for n in c})
+    rows = [[n] + [_f(cols[c].get(n), 0) + ("%" if cols[c].get(n) is not None else "") for c in cols] for n in names]
+    return _table(["model"] + list(cols), rows)
+
+
+def _fv(fn):
+    return lambda root: fn(newest, root, _table)
+
+
 TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp7": t_exp7, "exp10": t_exp10, "exp12_sycophancy": t_exp12_sycophancy,
-          "exp12_confidence": t_exp12_confidence}
+          "exp12_confidence": t_exp12_confidence, "layer_depths": t_layer_depths,
+          "exp13_survivors": _fv(tables_fv.t_survivors), "exp13_summary": _fv(tables_fv.t_summary),
+          "exp13_accuracy": _fv(tables_fv.t_accuracy), "exp13_chosen": _fv(tables_fv.t_chosen),
+          "exp13_heads": _fv(tables_fv.t_heads), "exp13_natural": _fv(tables_fv.t_natural)}
 
 
 def render(text: str, root: Path = PUBLISHED) -> str:

@@ -262,3 +262,12 @@ def summarize(result: dict, methods) -> dict:
             row[name] = float(np.mean(vals)) if vals else None
         out[kind] = row
     return out
+
+
+def depths(results: dict) -> dict:
+    """Depths (fraction of layers) for the study's layer-specific table: the top heads' mean depth, and the median
+    over tasks of the head FV's valid-chosen layer (None where no task chose one)."""
+    L = results["layers"]
+    chosen = [x["chosen_layer"]["head_fv"] for x in results["tasks"].values() if x.get("chosen_layer", {}).get("head_fv") is not None]
+    return {"heads": float(np.mean([h["depth"] for h in results["top_heads"]])) if results.get("top_heads") else None,
+            "fv_layer": float(np.median(chosen)) / L if chosen else None}

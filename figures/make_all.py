@@ -9,7 +9,8 @@ logit-lens rank trajectories of bridge and answer (exp6), back-patching success 
 (source, target) layers (exp9); for the directions study: best-layer depth per phenomenon per model
 (exp7, exp12, exp6), direction norm per layer per model on a log scale (exp7, exp12), refusal score
 before/after ablation and addition beside the paper's small-model rows (exp7), and cross-lingual
-refusal bars (exp10). Titles carry model names and the result dates; "n/a" marks what does not apply.
+refusal bars (exp10); function vectors (exp13, figures/function_vectors.py): AIE heatmaps, accuracy bars with
+controls, layer sweeps, top-head depths, and the FV's depth in the layer-specific figure. Titles carry model names and the result dates; "n/a" marks what does not apply.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from experiments import fv_study  # noqa: E402
+from figures import function_vectors  # noqa: E402
 from mlx_interp.runs.results import load_results  # noqa: E402
 
 
@@ -128,13 +131,14 @@ def _depth_pct(x, L):
     return None if x is None else 100.0 * x / L
 
 
-def fig_best_layers(exp7: dict, exp12: dict, exp6: dict, out: Path) -> list[Path]:
-    """The study's "layer-specific effects" table as a figure: best layer as % of depth."""
-    names = sorted(set(exp7) | set(exp12) | set(exp6))
-    if not names:
-        return []
+def layer_depths(exp7: dict, exp12: dict, exp6: dict, exp13: dict | None = None) -> dict[str, dict[str, float | None]]:
+    """The study's "layer-specific effects": per phenomenon, per model, the best layer as % of depth (None: none
+    chosen). Shared by the figure and the table in docs/results_directions.md."""
+    exp13 = exp13 or {}
+    names = sorted(set(exp7) | set(exp12) | set(exp6) | set(exp13))
     cols = {"refusal (paper rule)": {}, "refusal (lowest bypass)": {}, "sycophancy steering": {}, "sycophancy readout": {},
-            "confidence steering": {}, "two-hop answer (lens)": {}}
+            "confidence steering": {}, "two-hop answer (lens)": {}, "function-vector heads (mean)": {},
+            "function vector (layer chosen on valid, median)": {}}
     for n in names:
         if n in exp7 and exp7[n]["results"].get("applies"):
             s = exp7[n]["results"]["summary"]
@@ -150,6 +154,19 @@ def fig_best_layers(exp7: dict, exp12: dict, exp6: dict, out: Path) -> list[Path
         if n in exp6:
             d = [q["answer_depth"] for q in exp6[n]["results"]["queries"] if q["answer_depth"] is not None]
             cols["two-hop answer (lens)"][n] = 100 * float(np.mean(d)) if d else None
+        if n in exp13:
+            f = fv_study.depths(exp13[n]["results"])
+            cols["function-vector heads (mean)"][n] = None if f["heads"] is None else 100 * f["heads"]
+            cols["function vector (layer chosen on valid, median)"][n] = None if f["fv_layer"] is None else 100 * f["fv_layer"]
+    return cols
+
+
+def fig_best_layers(exp7: dict, exp12: dict, exp6: dict, out: Path, exp13: dict | None = None) -> list[Path]:
+    """The study's "layer-specific effects" table as a figure: best layer as % of depth."""
+    cols = layer_depths(exp7, exp12, exp6, exp13)
+    names = sorted({n for c in cols.values() for n in c})
+    if not names:
+        return []
     fig, ax = plt.subplots(figsize=(12, 4.5))
     w = 0.8 / len(names)
     for i, n in enumerate(names):
@@ -159,12 +176,13 @@ def fig_best_layers(exp7: dict, exp12: dict, exp6: dict, out: Path) -> list[Path
         for x, y in zip(xs, ys):
             if y is None:
                 ax.text(x, 2, "n/a", ha="center", fontsize=7, rotation=90)
-    ax.set_xticks(np.arange(len(cols)), list(cols), fontsize=8)
+    ax.axhspan(40, 60, color="gray", alpha=0.1, label="seed's prediction for FV heads (40–60%)")
+    ax.set_xticks(np.arange(len(cols)), list(cols), fontsize=8, rotation=15, ha="right")
     ax.set_ylabel("best layer (% of depth)")
     ax.set_ylim(0, 105)
     ax.legend(fontsize=8)
-    dates = sorted({_date(d) for e in (exp7, exp12, exp6) for d in e.values()})
-    ax.set_title(f"Where each phenomenon lives (exp7, exp12, exp6; results {dates[0]}..{dates[-1]})", fontsize=10)
+    dates = sorted({_date(d) for e in (exp7, exp12, exp6, exp13 or {}) for d in e.values()})
+    ax.set_title(f"Where each phenomenon lives (exp7, exp12, exp6, exp13; results {dates[0]}..{dates[-1]})", fontsize=10)
     return [_save(fig, out / "directions_best_layers.png")]
 
 
@@ -268,8 +286,10 @@ def main(argv=None) -> list[Path]:
     paths = fig_twohop_scaling(exp6, out) + fig_rank_trajectories(exp6, out)
     paths += fig_backpatch_heatmaps(newest_per_model("exp9_back_patching", res), out)
     exp7, exp12 = newest_per_model("exp7_refusal_scaling", res), newest_per_model("exp12_multimodel_directions", res)
-    paths += fig_best_layers(exp7, exp12, exp6, out) + fig_norms(exp7, exp12, out) + fig_refusal_effect(exp7, out)
+    exp13 = newest_per_model("exp13_function_vectors", res)
+    paths += fig_best_layers(exp7, exp12, exp6, out, exp13) + fig_norms(exp7, exp12, out) + fig_refusal_effect(exp7, out)
     paths += fig_crosslingual(newest_per_model("exp10_crosslingual_refusal", res), out)
+    paths += function_vectors.all_figures(exp13, out)
     for p in paths:
         print(p)
     if not paths:

@@ -114,7 +114,7 @@ def test_bad_input_one_line_errors(smol, tmp_path):
         fv.indirect_effects(smol, ["Q: a\nA:"], [1], np.zeros((3, 9, 64)))
 
 
-def test_fv_study_runs_end_to_end_on_a_tiny_configuration(smol, monkeypatch):
+def test_fv_study_runs_end_to_end_on_a_tiny_configuration(smol, monkeypatch, tmp_path):
     """exp8/exp11/exp13's shared pipeline on one task with a handful of items: every method, both controls, the
     valid sweep and the test evaluation land in the result, with counts that agree."""
     from experiments import fv_study
@@ -136,6 +136,23 @@ def test_fv_study_runs_end_to_end_on_a_tiny_configuration(smol, monkeypatch):
         for name in ("none", "head_fv", "layer_mean", "icl_diff", "random_heads", "random_vector"):
             assert ev[kind][name]["n"] == n_test, (kind, name)
     assert set(row["natural"]) == set(icl.NATURAL["country-capital"])
+    # the kept file feeds the figures and the note's tables (the same code the published notes use)
+    import sys
+    from pathlib import Path
+
+    from figures import make_all
+    from mlx_interp.runs.results import save_result
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))
+    import make_tables
+
+    save_result("exp13_function_vectors", res, lm=smol, config={"quick": True}, out_dir=tmp_path)
+    names = {p.name for p in make_all.main(["--results", str(tmp_path), "--out", str(tmp_path / "figs")])}
+    short = smol.name
+    assert {f"exp13_aie_{short}.png", f"exp13_accuracy_{short}.png", f"exp13_sweep_{short}.png", "exp13_head_depths.png"} <= names
+    text = make_tables.render("<!-- table: exp13_accuracy -->\n<!-- /table -->\n<!-- table: exp13_survivors -->\n<!-- /table -->", tmp_path)
+    k = ev["zero_shot"]["head_fv"]["k"]
+    assert f"({k}/{n_test})" in text and f"country-capital {row['counts']['valid_survivors']}/12, {n_test}/12*" in text
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ which makes MLX's CPU backend ~30x faster; on macOS it does nothing.
 Layout (one concept per module; see the README's "Layout" section):
 ``store`` (where models come from; never imports the core), ``runtime`` (BLAS, CPU path),
 ``core`` (sites, hooks, interventions, captures, batching, the forward driver, generation,
-KV caches), ``readouts`` (lens, directions, vectors), ``measures`` (judge-free metrics),
+KV caches and their transplants), ``readouts`` (lens, directions, vectors), ``measures`` (judge-free metrics),
 ``methods`` (paper procedures: refusal direction, steering search, vetting), ``tasks``
 (packaged data), ``runs`` (results with provenance), ``app`` (CLI, demo).
 """
@@ -15,6 +15,7 @@ from .runtime import blas as _blas
 
 _blas.preload()
 
+from .core.cache_ops import move, noise_like, place, replace_span, splice  # noqa: E402
 from .core.capture import Capture  # noqa: E402
 from .core.generate import Generation, Generations, generate  # noqa: E402
 from .core.interventions import Ablate, Add, Edit, Patch  # noqa: E402
@@ -33,5 +34,6 @@ __version__ = "0.2.0"
 __all__ = [
     "Ablate", "Add", "Capture", "Edit", "Generation", "Generations", "KINDS", "LoadedModel", "MlxInterpError", "Patch",
     "PromptCache", "Span", "Trace", "VectorSet", "diff_of_means", "extract", "generate", "intervene", "load", "load_vector",
-    "logit_lens", "prepare", "run", "save_result", "save_vector", "__version__",
+    "logit_lens", "move", "noise_like", "place", "prepare", "replace_span", "run", "save_result", "save_vector", "splice",
+    "__version__",
 ]

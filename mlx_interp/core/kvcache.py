@@ -10,7 +10,8 @@ on a deep copy, so a ``PromptCache`` is never changed by being used.
 Positions: keys are stored after RoPE, rotated for the positions they were computed at.
 ``start`` is the position of the first stored token (0 unless the cache was sliced). A cache
 with ``start != 0`` has no tokens 0..start-1, so continuing from it would put the new tokens at
-the wrong distance from the stored keys; the driver refuses it (re-rotation is future work).
+the wrong distance from the stored keys; the driver refuses it. ``core.cache_ops`` re-rotates keys for other
+positions (``move``) and builds transplants from these values (``place``, ``splice``, ``replace_span``).
 """
 
 from __future__ import annotations

@@ -96,7 +96,8 @@ def continue_from(lm, cache: PromptCache | None, toks: list[list[int]]) -> Promp
     cache.check(lm)
     if cache.start != 0:
         raise MlxInterpError(f"this cache starts at position {cache.start} (a slice): its keys are rotated for positions "
-                             f"{cache.start}.., so new tokens cannot follow it; continue from a cache that starts at 0")
+                             f"{cache.start}.., so new tokens cannot follow it; continue from a cache that starts at 0 "
+                             "(cache_ops.place puts it after a prefix, or moves it to 0)")
     if len({len(t) for t in toks}) > 1:
         raise MlxInterpError(f"continuing a cache needs new prompts of equal length; got {sorted({len(t) for t in toks})} tokens")
     c = cache.copy()

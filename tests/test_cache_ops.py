@@ -167,3 +167,24 @@ def test_cache_transplant_refusals_are_one_line(smol, gemma, qwen, tmp_path):
         cache_stats.distance(c, run(smol, ["Hi."], return_cache=True).cache)
     with pytest.raises(MlxInterpError, match="at least 2 caches per set"):
         cache_stats.compare_signatures([c], [c, c])
+
+
+def test_exp14_end_to_end_on_a_tiny_configuration(smol):
+    """exp14's signatures, transplant conditions and cross-topic classes on a handful of items: the source's own
+    cache reproduces the text exactly, every condition has every item, and the classes partition the answers."""
+    from experiments import exp14_kv_transfer as e
+
+    items = e.load_items(None)
+    res = e.run_study(smol, items, {"persistence": 2, "retrieval": 2, "signatures": 3, "cross_topic": 2, "max_tokens": 6})
+    assert res["signatures"]["n_a"] == 3 and len(res["signatures"]["k"]) == smol.n_layers
+    for part in ("persistence", "retrieval"):
+        r = res[part]
+        assert r["identity_mismatches"] == 0 and r["n"] == 2
+        assert r["flags"]["same_cache"] == r["flags"]["text"]
+        names = set(r["flags"])
+        assert {"none", "noise", "other", "neutral", "pos_middle", "pos_end_unrotated", "k_only", "v_only", "head_0",
+                "layers_0_8", "layers_22_30"} <= names
+        assert all(r["rates"][n]["n"] == 2 for n in names)
+    assert set(res["retrieval"]["by_kind"]) == {"known", "counterfactual"}
+    for name, cls in res["cross_topic"]["classes"].items():
+        assert sum(c["k"] for c in cls.values()) == 2, name

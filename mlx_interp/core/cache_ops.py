@@ -48,8 +48,9 @@ def _rotate(rope, k: mx.array, delta: int) -> mx.array:
     return rope(x, offset=delta).reshape(B, H, T, d).astype(k.dtype)
 
 
-def move(lm, cache: PromptCache, start: int) -> PromptCache:
-    """``cache`` with its keys re-rotated so that its first token sits at position ``start``."""
+def move(lm, cache: PromptCache, start: int, rotate: bool = True) -> PromptCache:
+    """``cache`` with its keys re-rotated so that its first token sits at position ``start``. ``rotate=False``
+    relabels the positions without re-rotating: the ablation that shows what the rotation is for."""
     cache.check(lm)
     _plain(cache, "moving a cache")
     if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
@@ -66,18 +67,18 @@ def move(lm, cache: PromptCache, start: int) -> PromptCache:
         rope = getattr(parts(lm.model).layers[i].self_attn, "rope", None)
         if rope is None:
             raise MlxInterpError(f"layer {i} of {lm.name} has no rope module; its cache cannot be moved")
-        layers.append(_build(c, _rotate(rope, k, delta) if delta else k, v, cache.pads))
+        layers.append(_build(c, _rotate(rope, k, delta) if delta and rotate else k, v, cache.pads))
     return PromptCache(layers, cache.model, [list(t) for t in cache.tokens], list(cache.pads), int(start))
 
 
-def place(lm, cache: PromptCache, before: PromptCache | None = None) -> PromptCache:
+def place(lm, cache: PromptCache, before: PromptCache | None = None, rotate: bool = True) -> PromptCache:
     """``cache`` moved to follow ``before`` (the target's own cache of the text that precedes it), joined to it;
     with no ``before`` it is moved to position 0 (a prefix). Continue with ``run``/``generate(cache=...)``."""
     if before is None:
-        return move(lm, cache, 0)
+        return move(lm, cache, 0, rotate)
     before.check(lm)
     _plain(before, "placing a cache")
-    return before.concat(move(lm, cache, before.start + len(before.tokens[0])))
+    return before.concat(move(lm, cache, before.start + len(before.tokens[0]), rotate))
 
 
 def replace_span(lm, target: PromptCache, source: PromptCache, at: int) -> PromptCache:

@@ -65,3 +65,16 @@ def lens_texts() -> tuple[list[str], list[str]]:
     gen, test = caa_sycophancy()
     h, hl = refusal_prompts("train")
     return [g["question"] for g in gen] + h + hl, [t["question"] for t in test] + refusal_eval_prompts()[1]
+
+
+KV_TRANSFER = ("persistence", "retrieval", "signatures", "cross_topic")
+
+
+def kv_transfer(name: str) -> list[dict]:
+    """exp14's items (data/kv_transfer/SOURCE.md): persistence, retrieval, signatures or cross_topic."""
+    if name not in KV_TRANSFER:
+        from ..errors import MlxInterpError
+
+        raise MlxInterpError(f"no KV-transfer item set {name!r}; have {', '.join(KV_TRANSFER)}")
+    text = files("mlx_interp.tasks").joinpath("data", "kv_transfer", f"{name}.jsonl").read_text(encoding="utf-8")
+    return [json.loads(x) for x in text.splitlines() if x.strip()]

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "docs")]  # run as a script: the repository's packages and tables_fv beside this file
 
 import tables_fv  # noqa: E402
+import tables_kv  # noqa: E402
 from figures.make_all import layer_depths  # noqa: E402
 PUBLISHED = ROOT / "results" / "published"
 DOCS = ROOT / "docs"
@@ -189,7 +190,7 @@ def t_layer_depths(root: Path) -> str:
     return _table(["model"] + list(cols), rows)
 
 
-def _fv(fn):
+def _fv(fn):  # a table module's function, given this module's file reader and table writer
     return lambda root: fn(newest, root, _table)
 
 
@@ -197,7 +198,9 @@ TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp
           "exp12_confidence": t_exp12_confidence, "layer_depths": t_layer_depths,
           "exp13_survivors": _fv(tables_fv.t_survivors), "exp13_summary": _fv(tables_fv.t_summary),
           "exp13_accuracy": _fv(tables_fv.t_accuracy), "exp13_chosen": _fv(tables_fv.t_chosen),
-          "exp13_heads": _fv(tables_fv.t_heads), "exp13_natural": _fv(tables_fv.t_natural)}
+          "exp13_heads": _fv(tables_fv.t_heads), "exp13_natural": _fv(tables_fv.t_natural),
+          "exp14_signatures": _fv(tables_kv.t_signatures), "exp14_transfer": _fv(tables_kv.t_transfer),
+          "exp14_cross": _fv(tables_kv.t_cross)}
 
 
 def render(text: str, root: Path = PUBLISHED) -> str:

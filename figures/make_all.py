@@ -10,7 +10,9 @@ logit-lens rank trajectories of bridge and answer (exp6), back-patching success 
 (exp7, exp12, exp6), direction norm per layer per model on a log scale (exp7, exp12), refusal score
 before/after ablation and addition beside the paper's small-model rows (exp7), and cross-lingual
 refusal bars (exp10); function vectors (exp13, figures/function_vectors.py): AIE heatmaps, accuracy bars with
-controls, layer sweeps, top-head depths, and the FV's depth in the layer-specific figure. Titles carry model names and the result dates; "n/a" marks what does not apply.
+controls, layer sweeps, top-head depths, and the FV's depth in the layer-specific figure; KV-cache transfer (exp14,
+figures/kv_transfer.py): signature effect sizes, conditions and controls, layer windows, position, cross-topic
+classes. Titles carry model names and the result dates; "n/a" marks what does not apply.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import fv_study  # noqa: E402
-from figures import function_vectors  # noqa: E402
+from figures import function_vectors, kv_transfer  # noqa: E402
 from mlx_interp.runs.results import load_results  # noqa: E402
 
 
@@ -290,6 +292,7 @@ def main(argv=None) -> list[Path]:
     paths += fig_best_layers(exp7, exp12, exp6, out, exp13) + fig_norms(exp7, exp12, out) + fig_refusal_effect(exp7, out)
     paths += fig_crosslingual(newest_per_model("exp10_crosslingual_refusal", res), out)
     paths += function_vectors.all_figures(exp13, out)
+    paths += kv_transfer.all_figures(newest_per_model("exp14_kv_transfer", res), out)
     for p in paths:
         print(p)
     if not paths:

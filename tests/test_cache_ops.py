@@ -169,7 +169,7 @@ def test_cache_transplant_refusals_are_one_line(smol, gemma, qwen, tmp_path):
         cache_stats.compare_signatures([c], [c, c])
 
 
-def test_exp14_end_to_end_on_a_tiny_configuration(smol):
+def test_exp14_end_to_end_on_a_tiny_configuration(smol, tmp_path):
     """exp14's signatures, transplant conditions and cross-topic classes on a handful of items: the source's own
     cache reproduces the text exactly, every condition has every item, and the classes partition the answers."""
     from experiments import exp14_kv_transfer as e
@@ -188,3 +188,21 @@ def test_exp14_end_to_end_on_a_tiny_configuration(smol):
     assert set(res["retrieval"]["by_kind"]) == {"known", "counterfactual"}
     for name, cls in res["cross_topic"]["classes"].items():
         assert sum(c["k"] for c in cls.values()) == 2, name
+    # its kept file feeds the figures and the note's tables
+    import sys
+    from pathlib import Path
+
+    from figures import make_all
+    from mlx_interp.runs.results import save_result
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))
+    import make_tables
+
+    out = Path(tmp_path)
+    save_result("exp14_kv_transfer", res, lm=smol, config={"quick": True}, out_dir=out)
+    names = {p.name for p in make_all.main(["--results", str(out), "--out", str(out / "figs")])}
+    assert {"exp14_signatures.png", "exp14_conditions.png", "exp14_layer_windows.png", "exp14_position.png",
+            "exp14_cross_topic.png"} <= names
+    text = make_tables.render("<!-- table: exp14_transfer -->\n<!-- /table -->", out)
+    r = res["persistence"]["rates"]["noise"]
+    assert f"| {smol.name} | matched-norm noise | {r['p']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}] ({r['k']}/2) |" in text

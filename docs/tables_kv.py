@@ -1,0 +1,89 @@
+"""The KV-cache transfer tables (exp14) for docs/results_kv_transfer.md, registered in ``docs/make_tables.py``.
+
+Each is built from the newest kept exp14 result per model. Rates: ``p [lo, hi] (k/n)``, 95% Wilson intervals;
+differences to the noise control: paired mean with a bootstrap interval.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXP = "exp14_kv_transfer"
+#: the conditions in reading order, with what each is
+CONDITIONS = {
+    "none": "question alone", "text": "source + question as text", "same_cache": "source's own cache (identity)",
+    "noise": "matched-norm noise", "other": "another item's cache", "neutral": "neutral text's cache",
+    "pos_start": "cache at start of filler", "pos_start_text": "… as text", "pos_middle": "cache in middle",
+    "pos_middle_text": "… as text", "pos_middle_unrotated": "… keys not re-rotated", "pos_end": "cache at end",
+    "pos_end_text": "… as text", "pos_end_unrotated": "… keys not re-rotated",
+    "k_only": "keys only (all layers)", "v_only": "values only (all layers)",
+}
+
+
+def _rate(x: dict | None) -> str:
+    return "—" if not x else f"{x['p']:.2f} [{x['lo']:.2f}, {x['hi']:.2f}] ({x['k']}/{x['n']})"
+
+
+def _diff(x: dict | None) -> str:
+    return "—" if not x else f"{x['diff']:+.2f} [{x['lo']:+.2f}, {x['hi']:+.2f}]"
+
+
+def _run(d) -> str:
+    return "quick" if d["provenance"]["config"].get("quick") else "full"
+
+
+def _ordered(names) -> list[str]:
+    rest = sorted(n for n in names if n not in CONDITIONS)
+    layers = sorted((n for n in rest if n.startswith("layers_")), key=lambda n: int(n.split("_")[1]))
+    heads = sorted((n for n in rest if n.startswith("head_")), key=lambda n: int(n.split("_")[1]))
+    return [n for n in CONDITIONS if n in names] + layers + heads + [n for n in rest if n not in layers + heads]
+
+
+def _label(n: str) -> str:
+    if n.startswith("layers_"):
+        a, b = n.split("_")[1:]
+        return f"K+V of layers {a}–{int(b) - 1} spliced into neutral"
+    if n.startswith("head_"):
+        return f"KV head {n.split('_')[1]} spliced into neutral (all layers)"
+    return CONDITIONS.get(n, n)
+
+
+def t_signatures(newest, root: Path, md_table) -> str:
+    rows = []
+    for name, (f, d) in newest(EXP, root).items():
+        s = d["results"]["signatures"]
+        cells = []
+        for kv in ("k", "v"):
+            a = s[kv + "_all_layers"]
+            l = s["largest_abs_d_layer"][kv]
+            b = s[kv][l]
+            cells += [f"{a['d']:+.2f} [{a['lo']:+.2f}, {a['hi']:+.2f}]", f"{l}: {b['d']:+.2f} [{b['lo']:+.2f}, {b['hi']:+.2f}]"]
+        rows.append([name, _run(d), f"{s['n_a']} / {s['n_b']}"] + cells + [f"{s['earlier_phase_d']:.2f}", f"`{f}`"])
+    return md_table(["model", "run", "confabulated / grounded", "d, K (mean of layers) [95% CI]", "K: layer of largest |d|",
+                     "d, V (mean of layers)", "V: layer of largest |d|", "earlier phase d", "result file"], rows)
+
+
+def t_transfer(newest, root: Path, md_table) -> str:
+    rows = []
+    for name, (f, d) in newest(EXP, root).items():
+        p, r = d["results"]["persistence"], d["results"]["retrieval"]
+        bk = r.get("by_kind", {})
+        for c in _ordered(set(p["rates"]) - {"minus_noise"}):
+            rows.append([name, _label(c), _rate(p["rates"].get(c)), _diff(p["rates"]["minus_noise"].get(c)),
+                         _rate(r["rates"].get(c)), _rate(bk.get("known", {}).get(c)), _rate(bk.get("counterfactual", {}).get(c)),
+                         _diff(r["rates"]["minus_noise"].get(c))])
+        rows.append([name, f"identity mismatches (own cache vs text): {p['identity_mismatches']} / {r['identity_mismatches']}",
+                     "", "", "", "", "", f"`{f}` ({_run(d)})"])
+    return md_table(["model", "context before the question", "14a: names both facts", "14a − noise [95% CI]",
+                     "14b: answer named (all)", "14b known", "14b counterfactual", "14b − noise"], rows)
+
+
+def t_cross(newest, root: Path, md_table) -> str:
+    rows = []
+    for name, (f, d) in newest(EXP, root).items():
+        c = d["results"]["cross_topic"]
+        for cond in _ordered(c["classes"]):
+            k = c["classes"][cond]
+            rows.append([name, _label(cond), _rate(k["broken"]), _rate(k["transferred"]), _rate(k["unaffected"]),
+                         _rate(c["answer_correct"][cond])])
+    return md_table(["model", "context before the question", "broken", "transferred", "unaffected", "factual answer named"], rows)

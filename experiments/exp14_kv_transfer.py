@@ -33,8 +33,8 @@ import json
 from pathlib import Path
 
 from experiments.common import main, progress
+from mlx_interp.core import trace
 from mlx_interp.core.generate import generate
-from mlx_interp.core.trace import run
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.coherence import coherence
 from mlx_interp.measures.stats import paired_diff, rate
@@ -98,7 +98,7 @@ def _qa(lm, items: list[dict], facts_of, max_tokens: int, label: str, parts=("co
 
 
 def signatures(lm, pairs: list[dict]) -> dict:
-    caches = {k: [run(lm, [p[k]], logits="none", return_cache=True, batch_size=None).cache for p in pairs]
+    caches = {k: [trace.run(lm, [p[k]], logits="none", return_cache=True, batch_size=None).cache for p in pairs]
               for k in ("confabulated", "grounded")}
     cmp = cache_stats.compare_signatures(caches["confabulated"], caches["grounded"])
     best = {kv: max(range(lm.n_layers), key=lambda l: abs(cmp[kv][l]["d"])) for kv in ("k", "v")}
@@ -160,9 +160,9 @@ def run_study(lm, items: dict, sizes: dict) -> dict:
     return out
 
 
-def run_exp(lm, items, quick: bool) -> dict:
+def run(lm, items, quick: bool) -> dict:
     return run_study(lm, items, QUICK if quick else FULL)
 
 
 if __name__ == "__main__":
-    main("exp14_kv_transfer", run_exp, load_items, __doc__)
+    main("exp14_kv_transfer", run, load_items, __doc__)

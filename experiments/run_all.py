@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from experiments import (exp6_twohop_scaling, exp7_refusal_scaling, exp9_back_patching, exp10_crosslingual_refusal,
-                         exp12_multimodel_directions)
+                         exp12_multimodel_directions, exp13_function_vectors, exp14_kv_transfer)
 from experiments.common import main
 from mlx_interp.tasks.twohop import load_queries
 
@@ -18,6 +18,8 @@ EXPERIMENTS = [
     ("exp9_back_patching", exp9_back_patching, load_queries),
     ("exp10_crosslingual_refusal", exp10_crosslingual_refusal, exp10_crosslingual_refusal.load_data),
     ("exp12_multimodel_directions", exp12_multimodel_directions, exp12_multimodel_directions.load_data),
+    ("exp13_function_vectors", exp13_function_vectors, exp13_function_vectors.load_tasks),  # exp8, exp11 included
+    ("exp14_kv_transfer", exp14_kv_transfer, exp14_kv_transfer.load_items),
 ]
 
 if __name__ == "__main__":

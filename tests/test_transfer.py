@@ -1,0 +1,86 @@
+"""Cross-model transfer (mlx_interp.transfer): paired activations aligned by character offsets, and linear maps
+fitted on some texts and scored on others, on the real models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlx_interp.core.batching import encode
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.tasks.datasets import refusal_prompts
+from mlx_interp.transfer import maps
+from mlx_interp.transfer.pairs import Pairs, matched_layer, paired_activations, tokens_with_offsets
+
+TEXT = "Hello, my name is Lyra and I live in Seattle. The capital of France is Paris."
+
+
+def test_offsets_tokenize_as_the_model_reads(lm):
+    ids, ends = tokens_with_offsets(lm, TEXT)
+    assert ids == encode(lm, [TEXT])[0]
+    assert ends[-1] == len(TEXT) and all(a <= b for a, b in zip(ends, ends[1:]))
+
+
+def test_offset_pairs_read_the_same_prefix(smol, qwen, gemma):
+    """Each pair's two positions have read exactly the same characters (decoded independently of the offsets)."""
+    for tgt in (qwen, gemma):
+        p = paired_activations(smol, tgt, [TEXT], layer=10)
+        assert p.layers == (10, matched_layer(smol, 10, tgt)) and p.a.shape[1] == smol.width and p.b.shape[1] == tgt.width
+        ia, ea = tokens_with_offsets(smol, TEXT)
+        ib, eb = tokens_with_offsets(tgt, TEXT)
+        common = sorted(set(e for e in ea if e > 0) & set(e for e in eb if e > 0))
+        assert len(p.a) == len(common) >= 10
+        for c in common:  # the decoded prefixes agree at every shared boundary
+            ja = max(j for j, e in enumerate(ea) if e == c)
+            jb = max(j for j, e in enumerate(eb) if e == c)
+            da = smol.tokenizer.decode(ia[: ja + 1], skip_special_tokens=True)
+            db = tgt.tokenizer.decode(ib[: jb + 1], skip_special_tokens=True)
+            assert da == db == TEXT[:c], (c, da, db)
+
+
+def test_maps_beat_mismatched_pairs_on_held_out_texts(smol, qwen, tmp_path):
+    """Fitted on 48 instructions, scored on 16 others: every kind maps SmolLM2 onto Qwen better than the same kind
+    fitted on pairs whose partners were shuffled; a map of a model onto itself does better still."""
+    harmful, harmless = refusal_prompts("train")
+    texts = harmful[:24] + harmless[:24] + harmful[100:108] + harmless[100:108]
+    pairs = paired_activations(smol, qwen, texts, layer=15)
+    fit_p, eval_p = pairs.split(range(48)), pairs.split(range(48, 64))
+    assert len(fit_p.a) > 400 and len(eval_p.a) > 100
+    rng = np.random.default_rng(0)
+    shuffled = Pairs(fit_p.a, fit_p.b[rng.permutation(len(fit_p.b))], fit_p.text_index, *[getattr(fit_p, k) for k in
+                     ("source", "target", "layers", "site", "align")])
+    for kind in maps.KINDS:
+        real = maps.evaluate(maps.fit(fit_p, kind, alpha=0.1), eval_p)
+        ctrl = maps.evaluate(maps.fit(shuffled, kind, alpha=0.1), eval_p)
+        assert real["r2"] > ctrl["r2"] + 0.1 and real["cosine_mean"] > ctrl["cosine_mean"] + 0.1, (kind, real, ctrl)
+    # a model onto itself: near the identity (fewer rows than dimensions, so not exactly), above any cross-model map
+    self_p = Pairs(fit_p.a, fit_p.a, fit_p.text_index, fit_p.source, fit_p.source, (15, 15), fit_p.site, fit_p.align)
+    self_eval = Pairs(eval_p.a, eval_p.a, eval_p.text_index, fit_p.source, fit_p.source, (15, 15), fit_p.site, fit_p.align)
+    cross = maps.evaluate(maps.fit(fit_p, "ridge", alpha=0.1), eval_p)["r2"]
+    for kind in ("lstsq", "procrustes"):
+        r = maps.evaluate(maps.fit(self_p, kind), self_eval)
+        assert r["r2"] > 0.9 and r["r2"] > cross, (kind, r, cross)
+    m = maps.fit(fit_p, "ridge")
+    m2 = maps.LinearMap.load(m.save(tmp_path / "m.safetensors"))
+    np.testing.assert_allclose(m2(eval_p.a[:3]), m(eval_p.a[:3]), rtol=1e-4, atol=1e-3)
+    assert (m2.source, m2.target, m2.layers, m2.kind) == (m.source, m.target, m.layers, "ridge")
+    v = eval_p.a[1] - eval_p.a[0]
+    np.testing.assert_allclose(m.map_direction(v), m(eval_p.a[1]) - m(eval_p.a[0]), rtol=1e-6, atol=1e-6)
+
+
+def test_transfer_refusals_are_one_line(smol, qwen, tmp_path):
+    with pytest.raises(MlxInterpError, match="align='x' is not valid"):
+        paired_activations(smol, qwen, [TEXT], 3, align="x")
+    with pytest.raises(MlxInterpError, match="layer 40 out of range"):
+        paired_activations(smol, qwen, [TEXT], 40)
+    p = paired_activations(smol, qwen, [TEXT, "Water boils at 100 degrees."], 3, align="mean")
+    assert p.a.shape == (2, smol.width)
+    with pytest.raises(MlxInterpError, match="kind='cca' is not valid"):
+        maps.fit(p, "cca")
+    m = maps.fit(p, "lstsq")
+    with pytest.raises(MlxInterpError, match="width 896 cannot go through a map from smollm2"):
+        m(np.zeros(896))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"nope")
+    with pytest.raises(MlxInterpError, match="not a readable linear map"):
+        maps.LinearMap.load(bad)

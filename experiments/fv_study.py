@@ -75,11 +75,6 @@ def _draw(items: list, n: int, rng) -> list:
     return [items[i] for i in rng.choice(len(items), size=n, replace=True)]
 
 
-def _acc(lm, prompts, answers, ivs=()):
-    ok, _ = fv.score(lm, prompts, fv.answer_ids(lm, prompts, answers), ivs)
-    return ok
-
-
 def prepare(lm, task, cfg: Config, methods) -> dict:
     """Filter, means, AIE for one task (valid survivors only)."""
     rng = np.random.default_rng(cfg.seed)
@@ -126,13 +121,14 @@ def evaluate(lm, task, prep, layer: int, vectors: dict, rng) -> dict:
     prompts = {"zero_shot": [icl.zero_shot(q.x) for q in qs],
                "shuffled_10shot": [icl.prompt(icl.draw_demos(task, rng, shuffle_labels=True), q.x) for q in qs]}
     out = {}
+    names = list(vectors)
     for kind, ps in prompts.items():
-        base = _acc(lm, ps, ys)
+        ok, _ = fv.score_with_vectors(lm, ps, fv.answer_ids(lm, ps, ys), [(vectors[n], layer) for n in names])
+        base = ok[0]
         row = {"none": rate(base).as_dict()}
-        for name, v in vectors.items():
-            ok = _acc(lm, ps, ys, [fv.fv_intervention(lm, v, layer)])
-            row[name] = rate(ok).as_dict()
-            row[name + "_minus_none"] = paired_diff(ok.astype(float), base.astype(float))
+        for r, name in enumerate(names, start=1):
+            row[name] = rate(ok[r]).as_dict()
+            row[name + "_minus_none"] = paired_diff(ok[r].astype(float), base.astype(float))
         out[kind] = row
     return out
 
@@ -158,7 +154,8 @@ def sweep(lm, prep, layers, vector_at) -> list[float]:
     """Valid zero-shot accuracy with ``vector_at(layer)`` added at each layer (the layer is chosen from this)."""
     qs = [v["pair"] for v in prep["valid"]]
     ps, ys = [icl.zero_shot(q.x) for q in qs], [q.y for q in qs]
-    return [float(_acc(lm, ps, ys, [fv.fv_intervention(lm, vector_at(l), l)]).mean()) for l in layers]
+    ok, _ = fv.score_with_vectors(lm, ps, fv.answer_ids(lm, ps, ys), [(vector_at(l), l) for l in layers])
+    return [float(x) for x in ok[1:].mean(axis=1)]
 
 
 def run(lm, tasks: list, quick: bool, methods=METHODS) -> dict:

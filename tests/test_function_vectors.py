@@ -68,6 +68,23 @@ def test_batched_mediation_equals_one_forward_per_head(smol):
     assert np.abs(naive[m]).max() > 1e-5  # patching heads does move p(answer)
 
 
+def test_cached_prefix_scoring_equals_one_full_pass_per_vector(smol):
+    """score_with_vectors (prefix cached once, one row per vector) gives score()'s numbers with each vector's own
+    full pass, on 10-shot and zero-shot prompts; the vectors do move p(answer)."""
+    t = icl.load_task("country-capital")
+    rng = np.random.default_rng(0)
+    qs = t.test[:3]
+    ps = [icl.prompt(icl.draw_demos(t, rng, shuffle_labels=True), q.x) for q in qs] + [icl.zero_shot(q.x) for q in qs]
+    ids = fv.answer_ids(smol, ps, [q.y for q in qs] * 2)
+    adds = [(rng.normal(size=smol.width) * s, layer) for s, layer in ((3.0, 2), (10.0, 9), (1.0, 29))]
+    ok, p = fv.score_with_vectors(smol, ps, ids, adds)
+    for r, ivs in enumerate([[]] + [[fv.fv_intervention(smol, v, layer)] for v, layer in adds]):
+        ok_ref, p_ref = fv.score(smol, ps, ids, ivs)
+        np.testing.assert_allclose(p[r], p_ref, atol=1e-5)
+        assert (ok[r] == ok_ref).all()
+    assert np.abs(p[1:] - p[0]).max() > 1e-2
+
+
 def test_mean_head_contributions_sum_to_the_mean_attention_output(lm):
     """MeanStats.head_resid, summed over heads, is the mean last-token attn_out of the same prompts (Gemma's norm
     included, where mapping the mean head output instead would not be); without a norm after o_proj it equals the

@@ -190,17 +190,17 @@ def t_layer_depths(root: Path) -> str:
     return _table(["model"] + list(cols), rows)
 
 
-def _fv(fn):  # a table module's function, given this module's file reader and table writer
+def _module_table(fn):  # a table module's function, given this module's file reader and table writer
     return lambda root: fn(newest, root, _table)
 
 
 TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp7": t_exp7, "exp10": t_exp10, "exp12_sycophancy": t_exp12_sycophancy,
           "exp12_confidence": t_exp12_confidence, "layer_depths": t_layer_depths,
-          "exp13_survivors": _fv(tables_fv.t_survivors), "exp13_summary": _fv(tables_fv.t_summary),
-          "exp13_accuracy": _fv(tables_fv.t_accuracy), "exp13_chosen": _fv(tables_fv.t_chosen),
-          "exp13_heads": _fv(tables_fv.t_heads), "exp13_natural": _fv(tables_fv.t_natural),
-          "exp14_signatures": _fv(tables_kv.t_signatures), "exp14_transfer": _fv(tables_kv.t_transfer),
-          "exp14_cross": _fv(tables_kv.t_cross)}
+          "exp13_survivors": _module_table(tables_fv.t_survivors), "exp13_summary": _module_table(tables_fv.t_summary),
+          "exp13_accuracy": _module_table(tables_fv.t_accuracy), "exp13_chosen": _module_table(tables_fv.t_chosen),
+          "exp13_heads": _module_table(tables_fv.t_heads), "exp13_natural": _module_table(tables_fv.t_natural),
+          "exp14_signatures": _module_table(tables_kv.t_signatures), "exp14_transfer": _module_table(tables_kv.t_transfer),
+          "exp14_cross": _module_table(tables_kv.t_cross)}
 
 
 def render(text: str, root: Path = PUBLISHED) -> str:

@@ -53,21 +53,30 @@ class Config:
     n_aie: int  # shuffled prompts for the AIE (paper: 25)
     sizes: tuple  # |A| candidates, chosen on valid
     sweep_every: int  # layer sweep step
+    min_survivors: int = 0  # keep scanning in steps of scan_valid/scan_test until this many survive (or the split ends)
     seed: int = 0
 
 
 def config(quick: bool, tasks=None) -> Config:
     if quick:
         return Config(tuple(tasks or ("antonym", "country-capital")), 24, 32, 16, 6, (10,), 3)
-    return Config(tuple(tasks or icl.TASKS), 100, 150, 100, 25, (5, 10, 20), 1)
+    return Config(tuple(tasks or icl.TASKS), 100, 150, 100, 25, (5, 10, 20), 1, min_survivors=MIN_SURVIVORS)
 
 
-def _filter(lm, task, items, n_scan, rng) -> list[dict]:
-    """Items the model answers right (top-1 first token) with a clean 10-shot prompt."""
-    items = items[:n_scan]
-    prompts = [icl.prompt(icl.draw_demos(task, rng), q.x) for q in items]
-    ok, _ = fv.score(lm, prompts, fv.answer_ids(lm, prompts, [q.y for q in items]))
-    return [{"pair": q, "clean": p} for q, p, good in zip(items, prompts, ok) if good]
+def _filter(lm, task, items, n_scan, rng, min_survivors: int = 0) -> tuple[list[dict], int]:
+    """Items the model answers right (top-1 first token) with a clean 10-shot prompt, and how many were scanned.
+
+    Scans ``n_scan`` items, then further steps of ``n_scan`` while fewer than ``min_survivors`` survive and the split
+    has items left. The stopping rule reads only the clean filter, never an intervention's outcome."""
+    kept: list[dict] = []
+    start = 0
+    while start < len(items) and (start == 0 or len(kept) < min_survivors):
+        chunk = items[start:start + n_scan]
+        prompts = [icl.prompt(icl.draw_demos(task, rng), q.x) for q in chunk]
+        ok, _ = fv.score(lm, prompts, fv.answer_ids(lm, prompts, [q.y for q in chunk]))
+        kept += [{"pair": q, "clean": p} for q, p, good in zip(chunk, prompts, ok) if good]
+        start += len(chunk)
+    return kept, start
 
 
 def _draw(items: list, n: int, rng) -> list:
@@ -78,11 +87,11 @@ def _draw(items: list, n: int, rng) -> list:
 def prepare(lm, task, cfg: Config, methods) -> dict:
     """Filter, means, AIE for one task (valid survivors only)."""
     rng = np.random.default_rng(cfg.seed)
-    valid = _filter(lm, task, task.valid, cfg.scan_valid, rng)
-    test = _filter(lm, task, task.test, cfg.scan_test, rng)
+    valid, n_valid = _filter(lm, task, task.valid, cfg.scan_valid, rng, cfg.min_survivors)
+    test, n_test = _filter(lm, task, task.test, cfg.scan_test, rng, cfg.min_survivors)
     out = {"valid": valid, "test": test,
-           "counts": {"valid_scanned": min(cfg.scan_valid, len(task.valid)), "valid_survivors": len(valid),
-                      "test_scanned": min(cfg.scan_test, len(task.test)), "test_survivors": len(test)}}
+           "counts": {"valid_scanned": n_valid, "valid_survivors": len(valid),
+                      "test_scanned": n_test, "test_survivors": len(test)}}
     if not valid:
         return out
     qs = _draw([v["pair"] for v in valid], cfg.n_mean, rng)
@@ -176,7 +185,8 @@ def run(lm, tasks: list, quick: bool, methods=METHODS) -> dict:
                          "chosen_on": "valid survivors: |A|, the sweep layer; reported: test survivors",
                          "heads": "universal: top |A| by AIE averaged over the tasks' valid prompts (paper Sec. 2.3); "
                                   "the reference's evaluate script defaults to per-task heads (kept as top_heads_task)",
-                         "deviations": ["valid/test scans capped (see scan_valid/scan_test)", "one seed (the paper: 5)",
+                         "deviations": ["valid/test scans capped: scan_valid/scan_test items, extended in steps of the same size "
+                                        "until min_survivors survive or the split ends (the paper filters whole splits)", "one seed (the paper: 5)",
                                         "|A| chosen on valid among sizes (the reference fixes 10)"]},
               "paper": PAPER, "seed_table": SEED_TABLE, "layers": L, "heads": H, "tasks": {}}
     if not usable:

@@ -227,3 +227,19 @@ def test_indirect_effect_matches_an_independent_pytorch_recomputation():
             hook.remove()
             assert abs((p - p0) - ours[l, h]) < 1e-4 + 0.02 * abs(p - p0), (l, h, p - p0, ours[l, h])
     assert np.abs(ours[layers]).max() > 1e-3  # effects large enough for the comparison to mean something
+
+
+def test_fv_filter_extends_the_scan_until_enough_items_survive(smol):
+    """The study's filter scans in steps until ``min_survivors`` pass (or the split ends); its first step is the
+    plain capped scan, so extending never changes which early items survive."""
+    from experiments import fv_study
+
+    task = icl.load_task("country-capital")
+    capped, n_capped = fv_study._filter(smol, task, task.test, 6, np.random.default_rng(0))
+    assert n_capped == 6
+    want = len(capped) + 1  # at least one more survivor than the first step gives: the scan must go on
+    extended, n_ext = fv_study._filter(smol, task, task.test, 6, np.random.default_rng(0), min_survivors=want)
+    assert [e["clean"] for e in extended[:len(capped)]] == [c["clean"] for c in capped]
+    assert n_ext % 6 == 0 or n_ext == len(task.test)
+    assert len(extended) >= want or n_ext == len(task.test)
+    assert n_ext > 6

@@ -24,6 +24,7 @@ from .core.positions import Span  # noqa: E402
 from .core.sites import KINDS  # noqa: E402
 from .core.trace import Trace, intervene, run  # noqa: E402
 from .errors import MlxInterpError  # noqa: E402
+from .readouts.control_vectors import export_control_vector, import_control_vector  # noqa: E402
 from .readouts.directions import diff_of_means, extract  # noqa: E402
 from .readouts.lens import logit_lens  # noqa: E402
 from .readouts.vectors import VectorSet, load_vector, save_vector  # noqa: E402
@@ -33,7 +34,8 @@ from .store.models import LoadedModel, load, prepare  # noqa: E402
 __version__ = "0.2.0"
 __all__ = [
     "Ablate", "Add", "Capture", "Edit", "Generation", "Generations", "KINDS", "LoadedModel", "MlxInterpError", "Patch",
-    "PromptCache", "Span", "Trace", "VectorSet", "diff_of_means", "extract", "generate", "intervene", "load", "load_vector",
+    "PromptCache", "Span", "Trace", "VectorSet", "diff_of_means", "export_control_vector", "extract", "generate",
+    "import_control_vector", "intervene", "load", "load_vector",
     "logit_lens", "move", "noise_like", "place", "prepare", "replace_span", "run", "save_result", "save_vector", "splice",
     "__version__",
 ]

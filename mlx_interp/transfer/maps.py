@@ -21,11 +21,22 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import MlxInterpError
+from ..readouts.vectors import VectorSet
 from ..runs.files import read_safetensors, write_safetensors
 from .pairs import Pairs
 
 KINDS = ("lstsq", "ridge", "procrustes")
 FORMAT = "mlx-interp-linear-map-1"
+MIN_TEXTS = 8  # a map fitted on fewer texts learns those texts, not the two models (rows within a text are correlated)
+
+
+def check_enough(pairs: Pairs) -> None:
+    """Refuse pairs too few to fit a map: at least MIN_TEXTS distinct texts. (With fewer rows than source
+    dimensions least squares returns the minimum-norm solution; ``fit`` records that as ``underdetermined``.)"""
+    n_texts = int(len(np.unique(pairs.text_index)))
+    if n_texts < MIN_TEXTS or len(pairs.a) < 2:
+        raise MlxInterpError(f"fitting a map needs pairs from at least {MIN_TEXTS} texts; these come from {n_texts} "
+                             f"({len(pairs.a)} rows)")
 
 
 @dataclass
@@ -61,12 +72,32 @@ class LinearMap:
                                  meta, "linear map")
 
     @classmethod
-    def load(cls, path: str | Path) -> "LinearMap":
+    def load(cls, path: str | Path, source=None, target=None) -> "LinearMap":
+        """A saved map or adapter; given the models (``LoadedModel`` or name), checks it is theirs."""
         arrays, meta = read_safetensors(path, "linear map")
         if meta.get("format") != FORMAT or set(arrays) != {"W", "b"}:
             raise MlxInterpError(f"{Path(path).name} is not an mlx-interp linear map (format {meta.get('format')!r})")
         W, b = (np.array(arrays[k], dtype=np.float64) for k in ("W", "b"))
-        return cls(W, b, meta["kind"], meta["source"], meta["target"], tuple(json.loads(meta["layers"])), json.loads(meta["extra"]))
+        m = cls(W, b, meta["kind"], meta["source"], meta["target"], tuple(json.loads(meta["layers"])), json.loads(meta["extra"]))
+        want = tuple(getattr(x, "name", x) for x in (source, target))
+        for side, have, w in (("source", m.source, want[0]), ("target", m.target, want[1])):
+            if w is not None and w != have:
+                raise MlxInterpError(f"{Path(path).name} is a {m.kind} map {m.source} -> {m.target}; its {side} is not {w}")
+        return m
+
+    def map_vectors(self, vs: VectorSet) -> VectorSet:
+        """A ``VectorSet`` of the source model at the map's source layer, carried to the target's layer."""
+        if vs.model != self.source:
+            raise MlxInterpError(f"these vectors come from {vs.model}; the map starts at {self.source}")
+        if self.layers[0] not in vs.vectors:
+            raise MlxInterpError(f"the map was fitted at source layer {self.layers[0]}; the vectors have layers "
+                                 f"{sorted(vs.vectors)}")
+        site = self.meta.get("site", vs.site)
+        if vs.site != site:
+            raise MlxInterpError(f"the map was fitted on {site}; the vectors live at {vs.site}")
+        out = self.map_direction(vs.vectors[self.layers[0]]).astype(np.float32)
+        return VectorSet({self.layers[1]: out}, self.target, vs.method,
+                         {**vs.meta, "mapped_from": vs.model, "map_kind": self.kind, "source_layer": self.layers[0]}, vs.site)
 
 
 def _pcs(X: np.ndarray, k: int) -> np.ndarray:
@@ -80,15 +111,15 @@ def fit(pairs: Pairs, kind: str = "ridge", alpha: float = 1.0) -> LinearMap:
     centred source scatter matrix (so one value suits models of any scale)."""
     if kind not in KINDS:
         raise MlxInterpError(f"kind={kind!r} is not valid; use one of {', '.join(KINDS)}")
+    check_enough(pairs)
     A, B = np.asarray(pairs.a, dtype=np.float64), np.asarray(pairs.b, dtype=np.float64)
     n = len(A)
-    if n < 2 or len(B) != n:
-        raise MlxInterpError(f"fitting a map needs at least 2 paired rows; got {len(A)} and {len(B)}")
     ma, mb = A.mean(axis=0), B.mean(axis=0)
     Ac, Bc = A - ma, B - mb
     meta = {"n_rows": n, "n_texts": int(len(np.unique(pairs.text_index))), "site": pairs.site, "align": pairs.align}
     if kind == "lstsq":
         W = np.linalg.lstsq(Ac, Bc, rcond=None)[0]
+        meta["underdetermined"] = bool(n <= A.shape[1])
     elif kind == "ridge":
         if alpha < 0:
             raise MlxInterpError(f"alpha={alpha} must be >= 0")

@@ -22,6 +22,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "docs")]  # run as a script: the repositor
 
 import tables_fv  # noqa: E402
 import tables_kv  # noqa: E402
+import tables_transfer  # noqa: E402
 from figures.make_all import layer_depths  # noqa: E402
 PUBLISHED = ROOT / "results" / "published"
 DOCS = ROOT / "docs"
@@ -200,7 +201,10 @@ TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp
           "exp13_accuracy": _module_table(tables_fv.t_accuracy), "exp13_chosen": _module_table(tables_fv.t_chosen),
           "exp13_heads": _module_table(tables_fv.t_heads), "exp13_natural": _module_table(tables_fv.t_natural),
           "exp14_signatures": _module_table(tables_kv.t_signatures), "exp14_transfer": _module_table(tables_kv.t_transfer),
-          "exp14_cross": _module_table(tables_kv.t_cross)}
+          "exp14_cross": _module_table(tables_kv.t_cross),
+          "b1_self": _module_table(tables_transfer.t_self), "b1_geometry": _module_table(tables_transfer.t_geometry),
+          "b1_transfer": _module_table(tables_transfer.t_transfer), "exp17": _module_table(tables_transfer.t_exp17),
+          "exp17_hypotheses": _module_table(tables_transfer.t_exp17_hypotheses)}
 
 
 def render(text: str, root: Path = PUBLISHED) -> str:

@@ -69,12 +69,14 @@ def t_transfer(newest, root: Path, md_table) -> str:
         p, r = d["results"]["persistence"], d["results"]["retrieval"]
         bk = r.get("by_kind", {})
         for c in _ordered(set(p["rates"]) - {"minus_noise"}):
-            rows.append([name, _label(c), _rate(p["rates"].get(c)), _diff(p["rates"]["minus_noise"].get(c)),
+            rows.append([name, _label(c), _rate(p["rates"].get(c)), _rate(p.get("per_fact", {}).get(c)),
+                         _diff(p["rates"]["minus_noise"].get(c)),
                          _rate(r["rates"].get(c)), _rate(bk.get("known", {}).get(c)), _rate(bk.get("counterfactual", {}).get(c)),
                          _diff(r["rates"]["minus_noise"].get(c))])
         rows.append([name, f"identity mismatches (own cache vs text): {p['identity_mismatches']} / {r['identity_mismatches']}",
-                     "", "", "", "", "", f"`{f}` ({_run(d)})"])
-    return md_table(["model", "context before the question", "14a: names both facts", "14a − noise [95% CI]",
+                     "", "", "", "", "", "", f"`{f}` ({_run(d)})"])
+    return md_table(["model", "context before the question", "14a: names both facts", "14a: facts named (per fact; — in runs before it)",
+                     "14a − noise [95% CI]",
                      "14b: answer named (all)", "14b known", "14b counterfactual", "14b − noise"], rows)
 
 

@@ -82,18 +82,22 @@ def _rates(flags: dict) -> dict:
 
 
 def _qa(lm, items: list[dict], facts_of, max_tokens: int, label: str, parts=("controls", "position", "splice")) -> dict:
-    """Generate every condition for every item; flags[condition] = [all facts named?] per item."""
-    flags, examples, mismatches = {}, {}, 0
+    """Generate every condition for every item; flags[condition] = [all facts named?] per item, and per fact
+    (``fact_flags``: each item's every fact, so a model that names one fact of two still counts half)."""
+    flags, fact_flags, examples, mismatches = {}, {}, {}, 0
     for i, it in enumerate(items):
         other = items[(i + 1) % len(items)]["source"]
         gens = answers(lm, kt.conditions(lm, it["source"], other, it["question"], parts=parts), max_tokens)
         mismatches += int(gens["same_cache"].tokens != gens["text"].tokens)
         for name, g in gens.items():
-            flags.setdefault(name, []).append(all(mentions(g.text, [f]) for f in facts_of(it)))
+            named = [mentions(g.text, [f]) for f in facts_of(it)]
+            flags.setdefault(name, []).append(all(named))
+            fact_flags.setdefault(name, []).extend(named)
         if i < 3:
             examples[it["source"]] = {n: g.text for n, g in gens.items()}
         progress(i + 1, len(items), label)
     return {"n": len(items), "rates": _rates(flags), "identity_mismatches": mismatches, "examples": examples,
+            "per_fact": {n: rate(v).as_dict() for n, v in fact_flags.items()},
             "flags": {n: [bool(x) for x in v] for n, v in flags.items()}}
 
 

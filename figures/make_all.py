@@ -12,7 +12,9 @@ before/after ablation and addition beside the paper's small-model rows (exp7), a
 refusal bars (exp10); function vectors (exp13, figures/function_vectors.py): AIE heatmaps, accuracy bars with
 controls, layer sweeps, top-head depths, and the FV's depth in the layer-specific figure; KV-cache transfer (exp14,
 figures/kv_transfer.py): signature effect sizes, conditions and controls, layer windows, position, cross-topic
-classes. Titles carry model names and the result dates; "n/a" marks what does not apply.
+classes; refusal-direction transfer (exp16, figures/refusal_transfer.py): geometry against the random band and the
+run plan's predictions, and steering with carried directions; preference-vector transfer (exp17,
+figures/preference_transfer.py): the transfer success matrix, scores by model, adapter vs direct. Titles carry model names and the result dates; "n/a" marks what does not apply.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import fv_study  # noqa: E402
-from figures import function_vectors, kv_transfer  # noqa: E402
+from figures import function_vectors, kv_transfer, preference_transfer, refusal_transfer  # noqa: E402
 from mlx_interp.runs.results import load_results  # noqa: E402
 
 
@@ -293,6 +295,8 @@ def main(argv=None) -> list[Path]:
     paths += fig_crosslingual(newest_per_model("exp10_crosslingual_refusal", res), out)
     paths += function_vectors.all_figures(exp13, out)
     paths += kv_transfer.all_figures(newest_per_model("exp14_kv_transfer", res), out)
+    paths += refusal_transfer.all_figures(res, out)
+    paths += preference_transfer.all_figures(preference_transfer.newest_runs(res), out)
     for p in paths:
         print(p)
     if not paths:

@@ -19,3 +19,14 @@ def test_readme_api_example_runs(capsys):
     assert s.best is not None and s.best.coherent and s.best.score > s.baseline.score
     assert ns["tr"]["resid_post", 12].shape == (2, 576)
     assert ns["pre"].tokens[0][-1] == ns["lm"].tokenizer.encode(" is", add_special_tokens=False)[0]
+
+
+def test_readme_transfer_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's cross-model transfer block runs as written (in a scratch folder: it writes a control vector)."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    block = re.search(r"Cross-model transfer \(`mlx_interp.transfer`\):\n\n```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(block, "README.md", "exec"), ns)
+    assert ns["qwen_vs"].model == "qwen2.5-coder-0.5b@4bit-g32-mirror" and list(ns["qwen_vs"].vectors) == [12]
+    assert (tmp_path / "refusal_qwen.gguf").exists() and "r2" in capsys.readouterr().out

@@ -130,13 +130,17 @@ def save_result(
     seed: int | None = None,
     wall_s: float | None = None,
     out_dir: str | Path = "results",
+    tag: str | None = None,
 ) -> Path:
-    """Write one result file and return its path."""
+    """Write one result file and return its path: ``<out_dir>/<experiment>/<UTC stamp>_<tag>.json``, the tag being
+    the model's name unless given (a study over several models names its files, e.g. ``b1_transfer_a_to_b``)."""
     if not experiment or "/" in experiment:
         raise MlxInterpError(f"experiment name {experiment!r} is not valid; use a plain name like exp6_twohop")
+    if tag is not None and (not tag or "/" in tag or tag.startswith(".")):
+        raise MlxInterpError(f"result tag {tag!r} is not valid; use a plain file-name part like b1_self_smollm2-135m")
     doc = {"experiment": experiment, "provenance": provenance(lm, config=config, seed=seed, wall_s=wall_s), "results": payload}
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    model = (lm.name if lm is not None else "nomodel").replace("/", "_")
+    model = tag or (lm.name if lm is not None else "nomodel").replace("/", "_")
     path = Path(out_dir) / experiment / f"{stamp}_{model}.json"
     try:
         text = json.dumps(doc, indent=2, default=_jsonable)
@@ -165,3 +169,16 @@ def load_results(experiment: str, out_dir: str | Path = "results") -> list[dict]
     and ``..._model-2.json`` sorts *before* ``..._model.json`` by name.
     """
     return [doc for _, doc in load_results_with_paths(experiment, out_dir)]
+
+
+def newest_by_tag(experiment: str, out_dir: str | Path = "results", prefix: str = "") -> dict[str, tuple[Path, dict]]:
+    """tag -> (file, document) of the newest result per file tag (the part after ``<stamp>_``) starting with
+    ``prefix``: for studies that name their files by content (exp16's ``b1_self_<model>``). Newest by the UTC stamp
+    in the name, so a fresh clone (where every file has the checkout's mtime) reads the same files."""
+    d = Path(out_dir) / experiment
+    out: dict = {}
+    for p in sorted(d.glob("*.json")) if d.exists() else []:
+        tag = p.stem.split("_", 1)[1] if "_" in p.stem else p.stem
+        if tag.startswith(prefix):
+            out[tag] = (p, json.loads(p.read_text()))
+    return out

@@ -78,3 +78,19 @@ def kv_transfer(name: str) -> list[dict]:
         raise MlxInterpError(f"no KV-transfer item set {name!r}; have {', '.join(KV_TRANSFER)}")
     text = files("mlx_interp.tasks").joinpath("data", "kv_transfer", f"{name}.jsonl").read_text(encoding="utf-8")
     return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+PASSAGE_SPLITS = {"train": (0, 60), "val": (60, 80), "test": (80, 120)}
+
+
+def passages(split: str = "train") -> list[str]:
+    """exp17's short news passages (data/passages/SOURCE.md: AG News, academic non-commercial use), fixed splits
+    train 60 / val 20 / test 40 in file order."""
+    if split not in PASSAGE_SPLITS:
+        from ..errors import MlxInterpError
+
+        raise MlxInterpError(f"no passage split {split!r}; have {', '.join(PASSAGE_SPLITS)}")
+    text = files("mlx_interp.tasks").joinpath("data", "passages", "ag_news_120.jsonl").read_text(encoding="utf-8")
+    rows = [json.loads(x)["text"] for x in text.splitlines() if x.strip()]
+    a, b = PASSAGE_SPLITS[split]
+    return rows[a:b]

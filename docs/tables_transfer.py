@@ -1,0 +1,141 @@
+"""The refusal-direction transfer tables (exp16, the run plan's B1) for docs/results_transfer.md, registered in
+``docs/make_tables.py``.
+
+exp16 names its files by what they hold (``<stamp>_b1_self_<model>.json``, ``..._b1_transfer_<src>_to_<tgt>.json``,
+``..._b1_geometric_comparisons.json``); each table reads the newest file of each name. Rates: ``p [lo, hi] (k/n)``,
+95% Wilson intervals; cosines: the point value with a 95% bootstrap interval over the train prompts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlx_interp.runs.results import newest_by_tag as _newest_by_tag
+
+EXP = "exp16_refusal_transfer"
+
+
+def newest_by_tag(root: Path, prefix: str) -> dict[str, tuple[str, dict]]:
+    return {t: (p.name, d) for t, (p, d) in _newest_by_tag(EXP, root, prefix).items()}
+
+
+def _rate(x: dict | None) -> str:
+    return "—" if not x else f"{x['p']:.2f} [{x['lo']:.2f}, {x['hi']:.2f}] ({x['k']}/{x['n']})"
+
+
+def _run(d) -> str:
+    return "quick" if d["provenance"]["config"].get("quick") else "full"
+
+
+def t_self(newest, root: Path, md_table) -> str:
+    rows = []
+    for tag, (f, d) in newest_by_tag(root, "b1_self_").items():
+        s = d["results"]
+        e = s.get("effect", {})
+        kept = s.get("vetting", {})
+        vet = "—" if not kept else f"{kept.get('positive_kept', '?')}/{kept.get('positive_total', '?')} harmful, " \
+                                   f"{kept.get('negative_kept', '?')}/{kept.get('negative_total', '?')} harmless"
+        layer = "—" if s.get("layer") is None else f"{s['layer']} ({s['depth']:.2f})"
+        verdict = "passed" if s["passed"] else f"stopped: {s['stop']}"
+        rows.append([s["model"], _run(d), verdict, vet, layer,
+                     _rate(e.get("harmless_baseline", {}).get("refusal")), _rate(e.get("harmless_plus_r", {}).get("refusal")),
+                     _rate(e.get("harmless_plus_random", {}).get("refusal")), _rate(e.get("harmless_plus_r", {}).get("coherent")),
+                     _rate(e.get("harmful_baseline", {}).get("refusal")), _rate(e.get("harmful_ablation", {}).get("refusal")),
+                     f"`{f}`"])
+    return md_table(["model", "run", "the plan's stop rules", "vetting kept (train)", "layer chosen on val (depth)",
+                     "harmless: refusal, no vector", "+r", "+random (same norm)", "coherent with +r",
+                     "harmful: refusal, no vector", "r ablated", "result file"], rows)
+
+
+def t_geometry(newest, root: Path, md_table) -> str:
+    rows = []
+    for tag, (f, d) in newest_by_tag(root, "b1_geometric_comparisons").items():
+        for g in d["results"]["pairs"]:
+            vet = "" if all(g["directions_vetted"]) else " (unvetted: " + ", ".join(
+                n for n, v in zip((g["source"], g["target"]), g["directions_vetted"]) if not v) + ")"
+            for carrier, c in g["comparisons"].items():
+                r2 = g["map_scores_held_out"].get(carrier, {}).get("r2")
+                rows.append([f"{g['source']} → {g['target']}{vet}", "same" if g["same_family"] else "across",
+                             f"{g['source_layer']} → {g['target_layer']}", carrier,
+                             f"{c['cosine']:+.2f} [{c['cosine_ci95'][0]:+.2f}, {c['cosine_ci95'][1]:+.2f}]",
+                             f"{c['norm_ratio']:.2f}",
+                             f"{c['random_cosine_mean']:.2f} [{c['random_abs_cosine_range95'][0]:.2f}, "
+                             f"{c['random_abs_cosine_range95'][1]:.2f}]",
+                             "yes" if c["beats_random"] else "no", f"{g['predicted'][0]}–{g['predicted'][1]}",
+                             "—" if r2 is None else f"{r2:.2f}", f"`{f}`"])
+    return md_table(["source → target", "family", "layers (source → target)", "carried by", "cosine with target's own [95% CI]",
+                     "norm ratio", "random directions: mean |cos| [2.5, 97.5 pct]", "beats random", "run plan's prediction",
+                     "map R² (held-out texts)", "result file"], rows)
+
+
+def t_transfer(newest, root: Path, md_table) -> str:
+    rows = []
+    for tag, (f, d) in newest_by_tag(root, "b1_transfer_").items():
+        r = d["results"]
+        st = r["steering"]
+        own = st["target_own_at_layer"]
+        for carrier in [k for k in st if k not in ("target_own_at_layer",) and not k.endswith("_random")]:
+            rows.append([f"{r['source']} → {r['target']}", _run(d), f"{r['source_layer']} → {r['target_layer']}", carrier,
+                         _rate(st[carrier]["refusal"]), _rate(st[carrier + "_random"]["refusal"]), _rate(own["refusal"]),
+                         _rate(st[carrier]["coherent"]), f"`{f}`"])
+    return md_table(["source → target", "run", "layers", "carried by", "harmless refusal with the carried direction",
+                     "carried random direction", "target's own direction, same layer", "coherent (carried)", "result file"], rows)
+
+
+EXP17 = "exp17_preference_transfer"
+
+
+def _exp17_newest(root: Path) -> tuple[str, dict] | None:
+    runs = sorted((root / EXP17).glob("*/experiment_results.json"))
+    if not runs:
+        return None
+    import json
+
+    return runs[-1].parent.name, json.loads(runs[-1].read_text())
+
+
+def t_exp17(newest, root: Path, md_table) -> str:
+    got = _exp17_newest(root)
+    rows = []
+    if got:
+        folder, d = got
+        r = d["results"]
+        items = []
+        if r["source"].get("test"):
+            t = r["source"]["test"]
+            items.append((r["source"]["model"], "own vector", t["layer"], t["steered"], t["random"]))
+        for name, t in r["targets"].items():
+            if "skipped" in t:
+                rows.append([name, "—", "—", f"skipped: {t['skipped']}", "", "", "", "", "", "", f"`{folder}`"])
+            for c, x in t.get("carried", {}).items():
+                items.append((name, c, t["layer"], x, t["carried_random"][c]))
+        for model, carrier, layer, x, ctrl in items:
+            w, e = x["words"], x["entity_retention"]
+            ent = " / ".join("—" if e[k] is None else f"{e[k]:.2f}" for k in ("plus", "minus"))
+            rows.append([model, carrier, str(layer),
+                         f"{x['score']:.2f} [{x['score_ci95'][0]:.2f}, {x['score_ci95'][1]:.2f}] (n={x['n']})",
+                         f"{ctrl['score']:.2f} [{ctrl['score_ci95'][0]:.2f}, {ctrl['score_ci95'][1]:.2f}]",
+                         f"{w['base']:.0f} / {w['plus']:.0f} / {w['minus']:.0f}",
+                         f"{x['rouge_l']['plus']:.2f} / {x['rouge_l']['minus']:.2f}",
+                         f"{x['tfidf_cosine']['plus']:.2f} / {x['tfidf_cosine']['minus']:.2f}", ent,
+                         f"{x['coherent_plus']['p']:.2f} / {x['coherent_minus']['p']:.2f}", f"`{folder}`"])
+    return md_table(["model", "vector", "layer", "length-direction score [95% CI]", "random direction, same scale",
+                     "words: unsteered / +v / −v", "ROUGE-L vs unsteered +v / −v", "TF-IDF cosine +v / −v",
+                     "entity retention +v / −v (heuristic)", "coherent +v / −v", "run folder"], rows)
+
+
+def t_exp17_hypotheses(newest, root: Path, md_table) -> str:
+    got = _exp17_newest(root)
+    rows = []
+    if got:
+        folder, d = got
+        for k, h in d["results"].get("hypotheses", {}).items():
+            verdict = {True: "met", False: "not met", None: "not applicable"}[h["met"]]
+            if "value" in h:
+                val = f"{h['value']:.2f} [{h['ci95'][0]:.2f}, {h['ci95'][1]:.2f}]"
+            elif "diff" in h:
+                val = f"{h['diff']:+.2f} [{h['lo']:+.2f}, {h['hi']:+.2f}] (paired, n={h['n']})"
+            else:
+                val = h.get("why", "")
+            rows.append([k, val, verdict, f"`{folder}`"])
+    return md_table(["hypothesis (the study's bar)", "measured [95% CI]", "verdict", "run folder"], rows)

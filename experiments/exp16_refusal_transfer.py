@@ -1,0 +1,300 @@
+"""exp16: does a refusal direction learned in one model work in another? (the run plan's B1)
+
+    python -m experiments.exp16_refusal_transfer --model qwen2.5-coder-0.5b --model qwen2.5-coder-0.5b@fp32 \\
+        --model smollm2-135m --model gemma-3-270m [--quick] [--out results]
+
+1. **Self-controls** (``b1_self_<model>``). Each model's own difference-in-means refusal direction: vetted harmful
+   minus harmless train prompts (chat template, last token), at ``resid_pre`` of every block. The layer is chosen
+   on *validation* prompts: among l < int(0.8 L), the one whose +r (alpha 1, every position) gives the highest mean
+   refusal metric (Arditi et al.'s log-odds of the model's own refusal-start tokens) on harmless val prompts. Held
+   out, greedy, on the test prompts: harmless refusal and coherent rates with +r, beside a random direction of the
+   same norm; harmful refusal with r ablated. The run plan's stop rules: +r coherent < 50%, or 0% refusal with +r
+   (or a base model, or one that refuses fewer than 2 train prompts) stops that model with a message; it then takes
+   no part in steering transfer.
+2. **Transfer** (``b1_transfer_<src>_to_<tgt>``, for every ordered pair of models that passed). The source's
+   direction at its chosen layer, carried to the target layer at the same relative depth: directly where the
+   widths match, and through each alignment map (ridge, Procrustes) fitted on paired activations of the two
+   models on fit texts (scored on disjoint eval texts). Each is added at alpha 1 to harmless test prompts, beside a
+   random source direction of the same norm carried the same way, and beside the target's own direction.
+3. **Geometry** (``b1_geometric_comparisons``, every ordered pair, passed or not; a model the plan stopped on gives
+   its unvetted difference of means at L // 2, flagged): cosine of the carried source
+   direction with the target's own at the matched layer, the norm ratio, a 95% bootstrap interval (train prompts
+   resampled in both models), and the cosine 200 random source directions get through the same map (mean and
+   2.5-97.5 percentiles). The run plan's predictions: 0.2-0.6 within a family, 0.1-0.4 across families.
+
+Maps are fitted on train prompts (harmful and harmless) and scored on val prompts; no test prompt is used before
+the held-out evaluation. Deviations from the run plan: maps are fitted on the raw prompt texts (no chat template: the two templates do not
+align by character), while directions come from chat-formatted prompts; lstsq is scored for geometry only (it is
+underdetermined at these sizes). --quick: 32+32 train, 8+8 val, 16+16 test prompts, 32 new tokens, every 2nd
+layer, 48+16 map texts. Full: 128+128, 32+32, 30+30 (the run plan's 30), 48 tokens, every layer, 192+64.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+import mlx_interp as mi
+from experiments.common import parse, progress
+from mlx_interp.core.generate import generate
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.measures.coherence import coherence
+from mlx_interp.measures.stats import rate
+from mlx_interp.measures.text import refusal_score
+from mlx_interp.methods import refusal
+from mlx_interp.methods.vetting import vet
+from mlx_interp.readouts.directions import collect, random_direction
+from mlx_interp.runs.results import code_version
+from mlx_interp.tasks.datasets import refusal_eval_prompts, refusal_prompts, refusal_substrings
+from mlx_interp.transfer import maps
+from mlx_interp.transfer.pairs import matched_layer, paired_activations
+
+NAME = "exp16_refusal_transfer"
+PREDICTED = {"within_family": [0.2, 0.6], "across_families": [0.1, 0.4],
+             "source": "the run plan (issue 18): cosine of a mapped direction with the target's own"}
+STEER_MAPS = ("ridge", "procrustes")
+GEOMETRY_MAPS = ("lstsq", "ridge", "procrustes")
+
+
+@dataclass(frozen=True)
+class Config:
+    n_train: int
+    n_val: int
+    n_test: int
+    max_tokens: int
+    layer_step: int
+    n_fit_texts: int
+    n_eval_texts: int
+    n_boot: int = 200
+    n_random: int = 200
+    ridge_alpha: float = 0.1
+    seed: int = 0
+
+
+def config(quick: bool) -> Config:
+    return Config(32, 8, 16, 32, 2, 48, 16) if quick else Config(128, 32, 30, 48, 1, 192, 64)
+
+
+def _gen_eval(lm, prompts, interventions, max_tokens: int, phrases) -> dict:
+    gens = generate(lm, prompts, max_tokens=max_tokens, interventions=interventions, chat=True)
+    c = coherence(lm, gens)
+    refused = [bool(refusal_score(g.text, phrases)) for g in gens]
+    return {"refusal": rate(refused).as_dict(), "coherent": rate(c["coherent"]).as_dict(),
+            "examples": [g.text for g in gens[:2]]}
+
+
+def _sets(cfg: Config) -> dict:
+    (h_tr, hl_tr), (h_va, hl_va), (h_te, hl_te) = refusal_prompts("train"), refusal_prompts("val"), refusal_eval_prompts()
+    return {"train": (h_tr[:cfg.n_train], hl_tr[:cfg.n_train]), "val": (h_va[:cfg.n_val], hl_va[:cfg.n_val]),
+            "test": (h_te[:cfg.n_test], hl_te[:cfg.n_test])}
+
+
+def _directions(lm, harmful, harmless, chat: bool) -> tuple[dict, tuple]:
+    """Difference of means (harmful - harmless, last token) at resid_pre of blocks 1..L-1, and the activations."""
+    layers = list(range(1, lm.n_layers))
+    pos = collect(lm, harmful, site="resid_pre", layers=layers, chat=chat)
+    neg = collect(lm, harmless, site="resid_pre", layers=layers, chat=chat)
+    return {l: pos[l].mean(axis=0) - neg[l].mean(axis=0) for l in pos}, (pos, neg)
+
+
+def _stopped(lm, out: dict, sets: dict, why: str) -> dict:
+    """A model the plan stops on still has a (unvetted) difference of means for the geometry, at L // 2."""
+    h_tr, hl_tr = sets["train"]
+    dirs, acts = _directions(lm, h_tr, hl_tr, chat=lm.instruct)
+    return {**out, "passed": False, "stop": why, "direction_vetted": False, "layer": None,
+            "geometry_layer": lm.n_layers // 2, "geometry_layer_rule": "L // 2 (no layer chosen: the plan stopped)",
+            "_dirs": dirs, "_acts": acts}
+
+
+def self_control(lm, cfg: Config, sets: dict) -> dict:
+    """The model's own direction, its layer chosen on val, its held-out effect, and the stop rules' verdict.
+    Keeps (outside the JSON) the per-layer directions and train activations for the geometry."""
+    phrases = refusal_substrings()
+    out = {"model": lm.name, "family": lm.family, "layers": lm.n_layers, "width": lm.width}
+    if not lm.instruct:
+        return _stopped(lm, out, sets, f"{lm.name} is a base model (no chat template): not trained to refuse")
+    h_tr, hl_tr = sets["train"]
+    refuses = lambda t: bool(refusal_score(t, phrases))  # noqa: E731
+    v = vet(lm, h_tr, hl_tr, refuses, min_kept=0, chat=True, max_tokens=cfg.max_tokens)
+    out["vetting"] = v.report()
+    if min(len(v.positive), len(v.negative)) < 2:
+        return _stopped(lm, out, sets, f"{lm.name} refused {len(v.positive)} of {len(h_tr)} harmful train prompts "
+                                       "(need 2 to extract a vetted direction)")
+    dirs, acts = _directions(lm, v.positive, v.negative, chat=True)
+    ids = refusal.refusal_start_tokens(lm, v.positive, phrases)
+    h_va, hl_va = sets["val"]
+    cands = [l for l in range(1, int(0.8 * lm.n_layers)) if l % cfg.layer_step == 0 or cfg.layer_step == 1]
+    induce = {}
+    for i, l in enumerate(cands):
+        progress(i + 1, len(cands), f"{lm.name}: layer {l} on val")
+        induce[l] = float(refusal.refusal_metric(lm, hl_va, ids, [refusal.addition(dirs[l], l, 1.0)]).mean())
+    layer = max(induce, key=induce.get)
+    r = dirs[layer]
+    rnd = random_direction(lm.width, float(np.linalg.norm(r)), seed=cfg.seed + layer)
+    h_te, hl_te = sets["test"]
+    effect = {"harmless_baseline": _gen_eval(lm, hl_te, [], cfg.max_tokens, phrases),
+              "harmless_plus_r": _gen_eval(lm, hl_te, [refusal.addition(r, layer, 1.0)], cfg.max_tokens, phrases),
+              "harmless_plus_random": _gen_eval(lm, hl_te, [refusal.addition(rnd, layer, 1.0)], cfg.max_tokens, phrases),
+              "harmful_baseline": _gen_eval(lm, h_te, [], cfg.max_tokens, phrases),
+              "harmful_ablation": _gen_eval(lm, h_te, [refusal.ablation(r)], cfg.max_tokens, phrases)}
+    plus = effect["harmless_plus_r"]
+    stop = None
+    if plus["coherent"]["p"] < 0.5:
+        stop = f"{lm.name}: +r leaves {plus['coherent']['k']}/{plus['coherent']['n']} test generations coherent (< 50%)"
+    elif plus["refusal"]["k"] == 0:
+        stop = f"{lm.name}: +r makes it refuse 0 of {plus['refusal']['n']} harmless test prompts"
+    out.update({"passed": stop is None, "stop": stop, "direction_vetted": True, "layer": layer, "depth": layer / lm.n_layers,
+                "geometry_layer": layer, "geometry_layer_rule": "the layer chosen on val",
+                "chosen_on": "harmless val prompts: mean refusal metric with +r (alpha 1), l < int(0.8 L)",
+                "induce_val": {str(k): v for k, v in induce.items()}, "refusal_tokens": [lm.tokenizer.decode([t]) for t in ids],
+                "norm": float(np.linalg.norm(r)), "effect": effect, "direction": r.tolist(),
+                "_dirs": dirs, "_acts": acts})
+    return out
+
+
+def _public(d: dict) -> dict:
+    return {k: v for k, v in d.items() if not k.startswith("_")}
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+
+def _fit_maps(src, tgt, layer: int, cfg: Config, texts: list[str]) -> tuple[dict, dict, int]:
+    """Maps from ``src`` resid_pre ``layer`` to ``tgt`` at the matched depth, fitted on the first texts, scored on
+    the rest."""
+    tl = matched_layer(src, layer, tgt)
+    pairs = paired_activations(src, tgt, texts, layer, tl, site="resid_pre")
+    fit_p = pairs.split(range(cfg.n_fit_texts))
+    eval_p = pairs.split(range(cfg.n_fit_texts, len(texts)))
+    fitted = {k: maps.fit(fit_p, k, alpha=cfg.ridge_alpha) for k in GEOMETRY_MAPS}
+    scores = {k: {**maps.evaluate(m, eval_p), "meta": {kk: vv for kk, vv in m.meta.items() if kk != "loss_curve"}}
+              for k, m in fitted.items()}
+    return fitted, scores, tl
+
+
+def _carriers(src, tgt, fitted: dict) -> dict:
+    """How a source direction reaches the target: 'direct' where widths match, then each fitted map."""
+    out = {"direct": (lambda v: np.asarray(v, dtype=np.float64))} if src.width == tgt.width else {}
+    out.update({k: m.map_direction for k, m in fitted.items()})
+    return out
+
+
+def _boot_dir(acts, idx_pos, idx_neg, layer) -> np.ndarray:
+    pos, neg = acts
+    return pos[layer][idx_pos].mean(axis=0) - neg[layer][idx_neg].mean(axis=0)
+
+
+def geometry(src, s_self: dict, tgt, t_self: dict, carriers: dict, tl: int, cfg: Config) -> dict:
+    """Cosine and norm ratio of the carried source direction against the target's own, with a bootstrap interval
+    and the random-direction baseline through the same carrier."""
+    rng = np.random.default_rng(cfg.seed)
+    ls = s_self["geometry_layer"]
+    r_s, r_t = s_self["_dirs"][ls], t_self["_dirs"][tl]
+    (sp, sn), (tp, tn) = s_self["_acts"], t_self["_acts"]
+    boots = []
+    for _ in range(cfg.n_boot):
+        bs = _boot_dir(s_self["_acts"], rng.integers(0, len(sp[ls]), len(sp[ls])), rng.integers(0, len(sn[ls]), len(sn[ls])), ls)
+        bt = _boot_dir(t_self["_acts"], rng.integers(0, len(tp[tl]), len(tp[tl])), rng.integers(0, len(tn[tl]), len(tn[tl])), tl)
+        boots.append((bs, bt))
+    rand = rng.standard_normal((cfg.n_random, src.width))
+    out = {}
+    for name, carry in carriers.items():
+        m = carry(r_s)
+        bc = [_cos(carry(bs), bt) for bs, bt in boots]
+        rc = np.array([_cos(carry(x), r_t) for x in rand])
+        out[name] = {"cosine": _cos(m, r_t), "cosine_ci95": [float(np.percentile(bc, 2.5)), float(np.percentile(bc, 97.5))],
+                     "norm_ratio": float(np.linalg.norm(m) / np.linalg.norm(r_t)),
+                     "random_cosine_mean": float(np.abs(rc).mean()),
+                     "random_abs_cosine_range95": [float(np.percentile(np.abs(rc), 2.5)), float(np.percentile(np.abs(rc), 97.5))],
+                     "beats_random": bool(abs(_cos(m, r_t)) > np.percentile(np.abs(rc), 97.5))}
+    return out
+
+
+def transfer(src, s_self: dict, tgt, t_self: dict, carriers: dict, tl: int, cfg: Config, sets: dict) -> dict:
+    """The carried source direction steering the target on harmless test prompts, beside a carried random direction
+    of the source direction's norm and the target's own direction at the same layer."""
+    phrases = refusal_substrings()
+    hl_te = sets["test"][1]
+    r_s = s_self["_dirs"][s_self["geometry_layer"]]
+    rnd = random_direction(src.width, float(np.linalg.norm(r_s)), seed=cfg.seed + 7)
+    out = {"target_own_at_layer": _gen_eval(tgt, hl_te, [refusal.addition(t_self["_dirs"][tl], tl, 1.0)], cfg.max_tokens, phrases)}
+    for name, carry in carriers.items():
+        if name not in STEER_MAPS and name != "direct":
+            continue
+        out[name] = _gen_eval(tgt, hl_te, [refusal.addition(carry(r_s), tl, 1.0)], cfg.max_tokens, phrases)
+        out[name + "_random"] = _gen_eval(tgt, hl_te, [refusal.addition(carry(rnd), tl, 1.0)], cfg.max_tokens, phrases)
+    return out
+
+
+def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> list:
+    """The whole B1 plan on the given models; returns the written paths."""
+    cfg = cfg or config(quick)
+    if len(models) < 2:
+        raise MlxInterpError(f"exp16 compares models: give at least 2 --model (got {len(models)})")
+    sets = _sets(cfg)
+    run_cfg = {"quick": quick, **asdict(cfg), "models": [m.name for m in models]}
+    paths, selves = [], {}
+    for lm in models:
+        t0 = time.time()
+        print(f"{NAME}: self-control on {lm.name}", file=sys.stderr)
+        s = self_control(lm, cfg, sets)
+        if not s["passed"]:
+            print(f"  stop: {s['stop']}", file=sys.stderr)
+        selves[lm.name] = s
+        paths.append(mi.save_result(NAME, _public(s), lm=lm, config=run_cfg, wall_s=time.time() - t0, out_dir=out_dir,
+                                    tag=f"b1_self_{lm.name}"))
+    (h, hl), (hv, hlv) = refusal_prompts("train"), refusal_prompts("val")  # maps: fitted on train texts, scored on val
+    texts = h[:cfg.n_fit_texts // 2] + hl[:cfg.n_fit_texts // 2] + hv[:cfg.n_eval_texts // 2] + hlv[:cfg.n_eval_texts // 2]
+    geo = []
+    for src in models:
+        for tgt in models:
+            if src is tgt:
+                continue
+            t0 = time.time()
+            s_self, t_self = selves[src.name], selves[tgt.name]
+            print(f"{NAME}: {src.name} -> {tgt.name}", file=sys.stderr)
+            fitted, scores, tl = _fit_maps(src, tgt, s_self["geometry_layer"], cfg, texts)
+            carriers = _carriers(src, tgt, fitted)
+            same = src.family == tgt.family
+            g = {"source": src.name, "target": tgt.name, "source_layer": s_self["geometry_layer"], "target_layer": tl,
+                 "source_layer_rule": s_self["geometry_layer_rule"],
+                 "directions_vetted": [s_self["direction_vetted"], t_self["direction_vetted"]],
+                 "same_family": same, "predicted": PREDICTED["within_family" if same else "across_families"],
+                 "map_scores_held_out": scores, "widths": [src.width, tgt.width],
+                 "direct": "applies" if src.width == tgt.width else f"widths differ ({src.width} vs {tgt.width})",
+                 "comparisons": geometry(src, s_self, tgt, t_self, carriers, tl, cfg),
+                 "both_passed_self_control": bool(s_self["passed"] and t_self["passed"])}
+            geo.append(g)
+            if g["both_passed_self_control"]:
+                res = {**{k: g[k] for k in ("source", "target", "source_layer", "target_layer", "direct", "map_scores_held_out")},
+                       "steering": transfer(src, s_self, tgt, t_self, carriers, tl, cfg, sets),
+                       "source_model": src.describe()}
+                paths.append(mi.save_result(NAME, res, lm=tgt, config=run_cfg, wall_s=time.time() - t0, out_dir=out_dir,
+                                            tag=f"b1_transfer_{src.name}_to_{tgt.name}"))
+    paths.append(mi.save_result(NAME, {"pairs": geo, "predicted": PREDICTED, "models": [m.describe() for m in models],
+                                       "self_controls": {k: {"passed": v["passed"], "stop": v["stop"], "layer": v.get("layer")}
+                                                         for k, v in selves.items()}},
+                                config=run_cfg, out_dir=out_dir, tag="b1_geometric_comparisons"))
+    return paths
+
+
+def main(argv=None) -> list:
+    a = parse(__doc__.strip().splitlines()[0], argv)
+    code_version()
+    try:
+        models = [mi.load(m) for m in (a.model or [])]
+        paths = run(models, a.quick, a.out)
+    except MlxInterpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    for p in paths:
+        print(f"  -> {p}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+"""exp17: a concise-vs-verbose preference vector, learned in one model and carried to others (the study's
+preference-vector run with linear adapters).
+
+    python -m experiments.exp17_preference_transfer --model qwen2.5-coder-0.5b --model smollm2-135m \\
+        --model qwen2.5-coder-0.5b@fp32 [--model ...] [--quick] [--out results]
+
+The first --model is the source (an instruct model); every other instruct model is a target.
+
+1. **Summary pairs.** On the shipped passages (``tasks/data/passages``: 120 AG News items, train 60 / val 20 /
+   test 40), the source writes a concise summary ("one short sentence") and a verbose one ("a detailed paragraph"),
+   greedy.
+2. **Vector.** The source reads each train passage under a neutral instruction ("Summarize the following
+   passage.") followed by each of its two summaries; per layer, the mean ``resid_pre`` over the summary's tokens;
+   v = mean(verbose) - mean(concise).
+3. **Validation on the source** (val passages choose; test passages report). Steering adds c * (residual norm at
+   l) * v/|v| at ``resid_pre`` of block l, every position, under the neutral instruction; +v should lengthen and
+   -v shorten the summary. (l, c) is chosen on val by the length-direction score among settings whose steered
+   outputs stay coherent (>= 75%, ``measures.coherence``). Test: the same score with a random direction of the same
+   norm as control; verbosity (log2 word ratio); content preservation against the unsteered summary (ROUGE-L,
+   TF-IDF cosine, entity retention: ``measures.summaries``).
+4. **Transfer** to each target at the layer of the same relative depth, with the source's c (norm-relative, so no
+   target data tunes it): directly where widths match, through ridge and Procrustes maps, and through a linear
+   adapter trained in MLX, all fitted on paired activations of the two models on the train passages' text (scored
+   on the val passages'). Each carried vector and a carried random vector of the same norm, on the test passages.
+5. **The study's hypotheses**: source score > 0.7; direct transfer succeeds 10-30% of the time; adapter > direct
+   + 20 points. Each reported as met / not met / not applicable, with its interval.
+
+Files, as the study lays them out, in ``<out>/exp17_preference_transfer/<stamp>_<source>/``: ``experiment_results.json``
+(with provenance), ``summary_report.md``, ``preference_vector.safetensors``, ``summary_pairs.json``, and the figures
+(``python -m figures.make_all`` redraws them from the JSON).
+
+--quick: train 16, val 6, test 10 passages; layers at 1/3, 1/2, 2/3 of depth; c in (0.5, 1.0); 48 / 96 tokens.
+Full: 60 / 20 / 40; every 2nd layer from 0.2 to 0.8 of depth; c in (0.25, 0.5, 1.0); 64 / 160 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+
+import mlx_interp as mi
+from experiments.common import parse, progress
+from mlx_interp.core.batching import encode
+from mlx_interp.core.capture import Capture
+from mlx_interp.core.generate import generate
+from mlx_interp.core.trace import run as trace_run
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.measures import summaries as sm
+from mlx_interp.measures.coherence import coherence
+from mlx_interp.measures.stats import bootstrap_ci, paired_diff, rate
+from mlx_interp.methods.steering import residual_norms
+from mlx_interp.readouts.directions import random_direction
+from mlx_interp.readouts.vectors import VectorSet, save_vector
+from mlx_interp.runs.results import atomic_write_new, code_version, provenance
+from mlx_interp.tasks.datasets import passages
+from mlx_interp.transfer import adapters, maps
+from mlx_interp.transfer.pairs import matched_layer, paired_activations
+
+NAME = "exp17_preference_transfer"
+NEUTRAL = "Summarize the following passage.\n\n{p}"
+CONCISE = "Summarize the following passage in one short sentence.\n\n{p}"
+VERBOSE = "Summarize the following passage in a detailed paragraph, with background and context.\n\n{p}"
+HYPOTHESES = {"source_score_gt": 0.7, "direct_range": [0.1, 0.3], "adapter_minus_direct_gt": 0.2,
+              "source": "the study's three hypotheses (issue 18)"}
+CARRIERS = ("direct", "ridge", "procrustes", "adapter")
+
+
+@dataclass(frozen=True)
+class Config:
+    n_train: int
+    n_val: int
+    n_test: int
+    depths: tuple
+    coefs: tuple
+    concise_tokens: int
+    verbose_tokens: int
+    min_coherent: float = 0.75
+    adapter_steps: int = 300
+    seed: int = 0
+
+
+def config(quick: bool) -> Config:
+    if quick:
+        return Config(16, 6, 10, (1 / 3, 1 / 2, 2 / 3), (0.5, 1.0), 48, 96)
+    return Config(60, 20, 40, tuple(np.arange(0.2, 0.81, 0.1)), (0.25, 0.5, 1.0), 64, 160)
+
+
+def _texts(lm, prompts, ivs, max_tokens) -> tuple[list[str], dict]:
+    gens = generate(lm, prompts, max_tokens=max_tokens, interventions=ivs, chat=True)
+    return [g.text for g in gens], coherence(lm, gens)
+
+
+def summary_pairs(lm, ps: list[str], cfg: Config) -> list[dict]:
+    concise, _ = _texts(lm, [CONCISE.format(p=p) for p in ps], [], cfg.concise_tokens)
+    verbose, _ = _texts(lm, [VERBOSE.format(p=p) for p in ps], [], cfg.verbose_tokens)
+    return [{"passage": p, "concise": c, "verbose": v} for p, c, v in zip(ps, concise, verbose)]
+
+
+def response_means(lm, prompts: list[str], responses: list[str]) -> dict[int, np.ndarray]:
+    """Per layer [n, D]: the mean resid_pre over each response's tokens, read after the chat-formatted prompt."""
+    heads = encode(lm, prompts, chat=True)
+    tails = [lm.tokenizer.encode(r, add_special_tokens=False) or [lm.tokenizer.eos_token_id] for r in responses]
+    tr = trace_run(lm, [h + t for h, t in zip(heads, tails)], capture=Capture("resid_pre", "all", "all"), logits="none",
+                   batch_size=4)
+    out = {}
+    for l in tr["resid_pre"]:
+        rows = tr.per_prompt("resid_pre", l)
+        out[l] = np.stack([np.array(r[-len(t):].astype(mx.float32), dtype=np.float64).mean(axis=0)
+                           for r, t in zip(rows, tails)])
+    return out
+
+
+def preference_vectors(lm, pairs: list[dict]) -> dict[int, np.ndarray]:
+    prompts = [NEUTRAL.format(p=x["passage"]) for x in pairs]
+    v = response_means(lm, prompts, [x["verbose"] for x in pairs])
+    c = response_means(lm, prompts, [x["concise"] for x in pairs])
+    return {l: v[l].mean(axis=0) - c[l].mean(axis=0) for l in v}
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return np.asarray(v, dtype=np.float64) / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def steer_eval(lm, ps: list[str], vec: np.ndarray, layer: int, scale: float, cfg: Config, base: list[str] | None = None) -> dict:
+    """+/-(scale * unit vec) at resid_pre[layer] on the neutral summary prompts, against the unsteered summaries."""
+    prompts = [NEUTRAL.format(p=p) for p in ps]
+    if base is None:
+        base, _ = _texts(lm, prompts, [], cfg.verbose_tokens)
+    u = _unit(vec) * scale
+    plus, cp = _texts(lm, prompts, [mi.Add(u, site="resid_pre", layers=layer)], cfg.verbose_tokens)
+    minus, cm = _texts(lm, prompts, [mi.Add(-u, site="resid_pre", layers=layer)], cfg.verbose_tokens)
+    score = sm.length_direction(base, plus, minus)
+    lo, hi = bootstrap_ci(score, seed=cfg.seed) if len(score) > 1 else (float("nan"), float("nan"))
+    ent_p = [x for x in sm.entity_retention(base, plus) if x is not None]
+    ent_m = [x for x in sm.entity_retention(base, minus) if x is not None]
+    return {"score": float(np.mean(score)), "score_ci95": [lo, hi], "per_item": score, "n": len(score),
+            "coherent_plus": rate(cp["coherent"]).as_dict(), "coherent_minus": rate(cm["coherent"]).as_dict(),
+            "log2_words_plus": float(np.mean(sm.log_length_ratio(base, plus))),
+            "log2_words_minus": float(np.mean(sm.log_length_ratio(base, minus))),
+            "words": {"base": float(np.mean([sm.words(t) for t in base])), "plus": float(np.mean([sm.words(t) for t in plus])),
+                      "minus": float(np.mean([sm.words(t) for t in minus]))},
+            "rouge_l": {"plus": float(np.mean(sm.rouge_l(base, plus))), "minus": float(np.mean(sm.rouge_l(base, minus)))},
+            "tfidf_cosine": {"plus": float(np.mean(sm.tfidf_cosine(base, plus))), "minus": float(np.mean(sm.tfidf_cosine(base, minus)))},
+            "entity_retention": {"plus": float(np.mean(ent_p)) if ent_p else None, "minus": float(np.mean(ent_m)) if ent_m else None,
+                                 "rule": "capitalized non-sentence-initial words and numbers (heuristic)"},
+            "examples": [{"base": b, "plus": p, "minus": m} for b, p, m in list(zip(base, plus, minus))[:2]], "_base": base}
+
+
+def _public(d):
+    if isinstance(d, dict):
+        return {k: _public(v) for k, v in d.items() if not k.startswith("_")}
+    return d
+
+
+def choose(lm, vecs: dict, cfg: Config, val: list[str]) -> dict:
+    """(layer, c) with the best val length-direction score among coherent settings."""
+    L = lm.n_layers
+    layers = sorted({min(L - 1, max(1, int(round(d * L)))) for d in cfg.depths})
+    norms = residual_norms(lm, [NEUTRAL.format(p=p) for p in val], layers, site="resid_pre", chat=True)
+    base, _ = _texts(lm, [NEUTRAL.format(p=p) for p in val], [], cfg.verbose_tokens)
+    grid, best = [], None
+    for i, l in enumerate(layers):
+        for c in cfg.coefs:
+            progress(i + 1, len(layers), f"{lm.name}: val layer {l}, c {c}")
+            r = steer_eval(lm, val, vecs[l], l, c * norms[l], cfg, base)
+            ok = min(r["coherent_plus"]["p"], r["coherent_minus"]["p"]) >= cfg.min_coherent
+            grid.append({"layer": l, "c": c, "score": r["score"], "coherent": ok,
+                         "coherent_plus": r["coherent_plus"]["p"], "coherent_minus": r["coherent_minus"]["p"]})
+            if ok and (best is None or r["score"] > best["score"]):
+                best = grid[-1]
+    return {"grid": grid, "best": best, "chosen_on": f"val passages ({len(val)}): length-direction score, both signs "
+                                                      f">= {cfg.min_coherent:.0%} coherent"}
+
+
+def _carriers(src, tgt, layer: int, tl: int, cfg: Config) -> tuple[dict, dict]:
+    """How the source vector reaches the target; with each fitted map's held-out score."""
+    fit_texts, eval_texts = passages("train")[:cfg.n_train * 2], passages("val")
+    pairs = paired_activations(src, tgt, fit_texts + eval_texts, layer, tl, site="resid_pre")
+    fit_p, eval_p = pairs.split(range(len(fit_texts))), pairs.split(range(len(fit_texts), len(fit_texts) + len(eval_texts)))
+    fitted = {k: maps.fit(fit_p, k, alpha=0.1) for k in ("ridge", "procrustes")}
+    fitted["adapter"] = adapters.train_adapter(fit_p, steps=cfg.adapter_steps, seed=cfg.seed, progress=lambda s, v: None)
+    scores = {k: {kk: vv for kk, vv in maps.evaluate(m, eval_p).items()} for k, m in fitted.items()}
+    scores["adapter"]["loss_curve"] = fitted["adapter"].meta["loss_curve"]
+    out = {"direct": lambda v: np.asarray(v, dtype=np.float64)} if src.width == tgt.width else {}
+    out.update({k: m.map_direction for k, m in fitted.items()})
+    return out, scores
+
+
+def hypotheses(source: dict, targets: dict) -> dict:
+    s = source["test"]["steered"]
+    out = {"H1_source_gt_0.7": {"value": s["score"], "ci95": s["score_ci95"],
+                                "met": s["score"] > HYPOTHESES["source_score_gt"]}}
+    for name, t in targets.items():
+        if "carried" not in t:
+            continue
+        c = t["carried"]
+        if "direct" in c:
+            d = c["direct"]["score"]
+            lo, hi = HYPOTHESES["direct_range"]
+            out[f"H2_direct_10_30pct:{name}"] = {"value": d, "ci95": c["direct"]["score_ci95"], "met": lo <= d <= hi}
+            diff = paired_diff(c["adapter"]["per_item"], c["direct"]["per_item"])
+            out[f"H3_adapter_gt_direct_plus_20:{name}"] = {**diff, "met": diff["diff"] > HYPOTHESES["adapter_minus_direct_gt"]}
+        else:
+            out[f"H2_direct_10_30pct:{name}"] = {"met": None, "why": "widths differ: no direct transfer"}
+            out[f"H3_adapter_gt_direct_plus_20:{name}"] = {"met": None, "why": "widths differ: no direct transfer"}
+    return out
+
+
+def report(res: dict) -> str:
+    """The summary_report.md of one run (regenerated from ``res``, never typed)."""
+    s = res["source"]
+    lines = [f"# exp17 preference vector: {s['model']} -> {', '.join(res['targets'])}", "",
+             f"Run: {'quick' if res['config']['quick'] else 'full'}; chosen on {s['selection']['chosen_on']}.", "",
+             "| model | carried by | layer | length-direction score [95% CI] (n) | random control | words base / +v / -v | "
+             "ROUGE-L +v / -v | TF-IDF cos +v / -v | coherent +v / -v |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def row(model, carrier, layer, r, ctrl):
+        w = r["words"]
+        lines.append(f"| {model} | {carrier} | {layer} | {r['score']:.2f} [{r['score_ci95'][0]:.2f}, {r['score_ci95'][1]:.2f}] "
+                     f"({r['n']}) | {ctrl['score']:.2f} | {w['base']:.0f} / {w['plus']:.0f} / {w['minus']:.0f} | "
+                     f"{r['rouge_l']['plus']:.2f} / {r['rouge_l']['minus']:.2f} | "
+                     f"{r['tfidf_cosine']['plus']:.2f} / {r['tfidf_cosine']['minus']:.2f} | "
+                     f"{r['coherent_plus']['p']:.2f} / {r['coherent_minus']['p']:.2f} |")
+    if s["test"]:
+        row(s["model"], "own", s["test"]["layer"], s["test"]["steered"], s["test"]["random"])
+    for name, t in res["targets"].items():
+        for c, r in t.get("carried", {}).items():
+            row(name, c, t["layer"], r, t["carried_random"][c])
+        if "skipped" in t:
+            lines.append(f"| {name} | — | — | skipped: {t['skipped']} | | | | | |")
+    lines += ["", "## Hypotheses", ""]
+    for k, h in res["hypotheses"].items():
+        verdict = {True: "met", False: "not met", None: "not applicable"}[h["met"]]
+        val = h.get("value", h.get("diff"))
+        lines.append(f"- {k}: {verdict}" + ("" if val is None else f" ({val:.2f})") + (f" — {h['why']}" if "why" in h else ""))
+    return "\n".join(lines) + "\n"
+
+
+def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> Path:
+    cfg = cfg or config(quick)
+    src, targets = models[0], models[1:]
+    if not src.instruct:
+        raise MlxInterpError(f"the source {src.name} is a base model; exp17's source writes summaries on request "
+                             "(give an instruct model first)")
+    t0 = time.time()
+    train, val, test = passages("train")[:cfg.n_train], passages("val")[:cfg.n_val], passages("test")[:cfg.n_test]
+    print(f"{NAME}: {src.name} writes summary pairs", file=sys.stderr)
+    pairs = summary_pairs(src, train, cfg)
+    vecs = preference_vectors(src, pairs)
+    sel = choose(src, vecs, cfg, val)
+    source = {"model": src.name, "selection": sel, "pairs_words": {
+        "concise": float(np.mean([sm.words(x["concise"]) for x in pairs])),
+        "verbose": float(np.mean([sm.words(x["verbose"]) for x in pairs]))}, "test": None}
+    res = {"config": {"quick": quick, **asdict(cfg)}, "hypotheses_stated": HYPOTHESES, "source": source, "targets": {}}
+    if sel["best"] is None:
+        res["stop"] = f"no (layer, c) on val kept both signs >= {cfg.min_coherent:.0%} coherent on {src.name}"
+    else:
+        l, c = sel["best"]["layer"], sel["best"]["c"]
+        scale = c * residual_norms(src, [NEUTRAL.format(p=p) for p in val], [l], site="resid_pre", chat=True)[l]
+        steered = steer_eval(src, test, vecs[l], l, scale, cfg)
+        rnd = random_direction(src.width, 1.0, seed=cfg.seed + l)
+        source["test"] = {"layer": l, "c": c, "steered": steered,
+                          "random": steer_eval(src, test, rnd, l, scale, cfg, steered["_base"])}
+        for tgt in targets:
+            t = {"model": tgt.name}
+            res["targets"][tgt.name] = t
+            if not tgt.instruct:
+                t["skipped"] = "base model (no chat template)"
+                continue
+            print(f"{NAME}: {src.name} -> {tgt.name}", file=sys.stderr)
+            tl = matched_layer(src, l, tgt)
+            carriers, scores = _carriers(src, tgt, l, tl, cfg)
+            tscale = c * residual_norms(tgt, [NEUTRAL.format(p=p) for p in val], [tl], site="resid_pre", chat=True)[tl]
+            t.update(layer=tl, scale=tscale, map_scores_held_out=scores, carried={}, carried_random={})
+            base = None
+            for name, carry in carriers.items():
+                r = steer_eval(tgt, test, carry(vecs[l]), tl, tscale, cfg, base)
+                base = r["_base"]
+                t["carried"][name] = r
+                t["carried_random"][name] = steer_eval(tgt, test, carry(rnd * np.linalg.norm(vecs[l])), tl, tscale, cfg, base)
+        res["hypotheses"] = hypotheses(source, res["targets"])
+    res["wall_s"] = time.time() - t0
+    return write(res, src, models, pairs, vecs, out_dir)
+
+
+def write(res: dict, src, models, pairs, vecs, out_dir) -> Path:
+    """The study's files, each written once (a new folder per run)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    folder = Path(out_dir) / NAME / f"{stamp}_{src.name}"
+    if folder.exists():
+        raise MlxInterpError(f"{folder} exists; runs never overwrite an earlier run")
+    folder.mkdir(parents=True)
+    res = _public(res)
+    res.setdefault("hypotheses", {})
+    doc = {"experiment": NAME, "provenance": provenance(src, config=res["config"], wall_s=res["wall_s"]),
+           "models": [m.describe() for m in models], "results": res}
+    atomic_write_new(folder / "experiment_results.json", json.dumps(doc, indent=2, default=float))
+    atomic_write_new(folder / "summary_pairs.json", json.dumps(pairs, indent=2, ensure_ascii=False))
+    if res["source"]["test"]:
+        atomic_write_new(folder / "summary_report.md", report(res))
+        l = res["source"]["test"]["layer"]
+        save_vector(folder / "preference_vector.safetensors",
+                    VectorSet({l: np.asarray(vecs[l], dtype=np.float32)}, src.name, "mean_diff_verbose_minus_concise",
+                              {"c": res["source"]["test"]["c"], "prompt": NEUTRAL}, "resid_pre"))
+        from figures import preference_transfer
+
+        preference_transfer.all_figures({folder.name: doc}, folder)
+    return folder
+
+
+def main(argv=None) -> Path:
+    a = parse(__doc__.strip().splitlines()[0], argv)
+    code_version()
+    try:
+        if not a.model or len(a.model) < 2:
+            raise MlxInterpError("exp17 carries a vector between models: give a source and at least one target --model")
+        folder = run([mi.load(m) for m in a.model], a.quick, a.out)
+    except MlxInterpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"  -> {folder}")
+    return folder
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Refusal-direction transfer figures (exp16, the run plan's B1), rebuilt from kept result files only.
+
+The geometry: for every source -> target pair and carrier (direct, lstsq, ridge, Procrustes), the cosine of the
+carried direction with the target's own (95% bootstrap interval) beside the band random directions reach through
+the same carrier and the run plan's predicted range. The transfer: harmless-prompt refusal rate in each target with
+the carried direction, the carried random direction and the target's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mlx_interp.runs.results import newest_by_tag  # noqa: E402
+
+EXP = "exp16_refusal_transfer"
+
+
+def _short(name: str) -> str:
+    return name.replace("@4bit-g32-mirror", "").replace("qwen2.5-coder-", "qwen-")
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def fig_geometry(doc: dict, out: Path) -> Path:
+    pairs = doc["results"]["pairs"]
+    rows = [(g, c, v) for g in pairs for c, v in g["comparisons"].items()]
+    fig, ax = plt.subplots(figsize=(10, 0.28 * len(rows) + 1.2))
+    for i, (g, c, v) in enumerate(rows):
+        lo, hi = v["random_abs_cosine_range95"]
+        ax.plot([lo, hi], [i, i], color="0.75", lw=6, solid_capstyle="butt")
+        ax.plot([g["predicted"][0], g["predicted"][1]], [i - 0.3, i - 0.3], color="tab:green", lw=1)
+        ax.errorbar(v["cosine"], i, xerr=[[v["cosine"] - v["cosine_ci95"][0]], [v["cosine_ci95"][1] - v["cosine"]]],
+                    fmt="o", color="tab:blue" if g["same_family"] else "tab:orange", ms=4, capsize=2)
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([f"{_short(g['source'])} → {_short(g['target'])} ({c})" for g, c, _ in rows], fontsize=7)
+    ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlabel("cosine of the carried source direction with the target's own (95% bootstrap CI); grey: random "
+                  "directions |cos| 2.5–97.5 pct; green: predicted range", fontsize=8)
+    ax.set_title(f"exp16 refusal-direction geometry ({doc['provenance']['timestamp_utc'][:10]}, "
+                 f"{'quick' if doc['provenance']['config'].get('quick') else 'full'})", fontsize=10)
+    ax.invert_yaxis()
+    return _save(fig, out / "exp16_geometry.png")
+
+
+def fig_transfer(docs: dict, out: Path) -> Path:
+    rows = []
+    for _, (_, d) in sorted(docs.items()):
+        r = d["results"]
+        st = r["steering"]
+        for c in [k for k in st if k != "target_own_at_layer" and not k.endswith("_random")]:
+            rows.append((f"{_short(r['source'])} → {_short(r['target'])} ({c})", st[c]["refusal"],
+                         st[c + "_random"]["refusal"], st["target_own_at_layer"]["refusal"]))
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+    y = np.arange(len(rows))
+    for off, j, label, color in ((-0.25, 1, "carried direction", "tab:blue"), (0, 2, "carried random", "0.6"),
+                                 (0.25, 3, "target's own", "tab:green")):
+        p = np.array([r[j]["p"] for r in rows])
+        err = np.array([[r[j]["p"] - r[j]["lo"] for r in rows], [r[j]["hi"] - r[j]["p"] for r in rows]])
+        ax.barh(y + off, p, height=0.25, xerr=err, color=color, label=label, capsize=2)
+    ax.set_yticks(y)
+    ax.set_yticklabels([r[0] for r in rows], fontsize=8)
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel("refusal rate on harmless test prompts (95% Wilson CI)")
+    ax.legend(fontsize=7)
+    ax.invert_yaxis()
+    ax.set_title("exp16 steering with a transferred refusal direction", fontsize=10)
+    return _save(fig, out / "exp16_transfer.png")
+
+
+def all_figures(res: Path, out: Path) -> list[Path]:
+    """Every exp16 figure from the newest kept files in ``res``."""
+    paths = []
+    geo = newest_by_tag(EXP, res, "b1_geometric_comparisons")
+    if geo:
+        paths.append(fig_geometry(next(iter(geo.values()))[1], out))
+    transfers = newest_by_tag(EXP, res, "b1_transfer_")
+    if transfers:
+        paths.append(fig_transfer(transfers, out))
+    return paths

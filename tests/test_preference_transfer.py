@@ -1,0 +1,61 @@
+"""exp17 (preference vector, concise vs verbose, carried across models) on a tiny configuration, and the summary
+measures it reports, checked on hand-made texts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.measures import summaries as sm
+from tests.conftest import get_model
+
+
+def test_summary_measures_on_hand_made_texts():
+    base = ["The cat sat.", "Prices rose in Paris on Monday.", "Rain."]
+    plus = ["The big cat sat on the mat.", "Prices rose.", "Heavy rain fell all day."]
+    minus = ["Cat.", "Prices rose in Paris on Monday again today.", "Rain."]
+    # item 1: longer and shorter -> 1; item 2: +v shorter, -v longer -> 0; item 3: +v longer, -v equal -> 0.5
+    assert sm.length_direction(base, plus, minus) == [1.0, 0.0, 0.5]
+    assert sm.entities("Prices rose in Paris on Monday, 3 times.") == {"paris", "monday", "3"}
+    assert sm.entity_retention(["Prices rose in Paris on Monday."], ["Paris saw prices rise."]) == [0.5]
+    assert sm.entity_retention(["no entities here"], ["x"]) == [None]
+    same, disjoint = sm.tfidf_cosine(["red apples fall", "red apples fall"], ["red apples fall", "blue sky above"])
+    assert same == pytest.approx(1.0) and disjoint == pytest.approx(0.0)
+    assert sm.rouge_l(["the cat sat on the mat"], ["the cat sat on the mat"]) == [pytest.approx(1.0)]
+    assert sm.log_length_ratio(["a b"], ["a b c d"]) == [1.0]
+    with pytest.raises(MlxInterpError, match="aligned lists"):
+        sm.length_direction(["a"], ["a", "b"], ["a"])
+
+
+def test_exp17_tiny_run_writes_the_studys_files(tmp_path, smol, gemma):
+    from experiments import exp17_preference_transfer as exp17
+    from mlx_interp.readouts.vectors import load_vector
+
+    g64 = get_model("smollm2-135m@4bit-g64")
+    cfg = exp17.Config(n_train=4, n_val=2, n_test=3, depths=(0.5,), coefs=(1.0,), concise_tokens=16, verbose_tokens=24,
+                       min_coherent=0.0, adapter_steps=20)
+    folder = exp17.run([smol, g64, gemma], True, str(tmp_path), cfg)
+    names = sorted(p.name for p in folder.iterdir())
+    for f in ("experiment_results.json", "summary_report.md", "preference_vector.safetensors", "summary_pairs.json",
+              "exp17_transfer_matrix.png", "exp17_scores_by_model.png", "exp17_adapter_vs_direct.png"):
+        assert f in names, f
+    doc = json.loads((folder / "experiment_results.json").read_text())
+    r = doc["results"]
+    assert doc["provenance"]["model"]["name"] == smol.name and len(doc["models"]) == 3
+    assert r["targets"][gemma.name]["skipped"].startswith("base model")
+    t = r["targets"][g64.name]
+    assert set(t["carried"]) == {"direct", "ridge", "procrustes", "adapter"} == set(t["carried_random"])
+    for x in list(t["carried"].values()) + [r["source"]["test"]["steered"], r["source"]["test"]["random"]]:
+        assert x["n"] == 3 and len(x["per_item"]) == 3 and x["score"] == pytest.approx(np.mean(x["per_item"]))
+    assert t["layer"] == r["source"]["test"]["layer"] == 15  # same depth, same architecture
+    h = r["hypotheses"]
+    assert h["H1_source_gt_0.7"]["met"] == (r["source"]["test"]["steered"]["score"] > 0.7)
+    assert f"H3_adapter_gt_direct_plus_20:{g64.name}" in h
+    pairs = json.loads((folder / "summary_pairs.json").read_text())
+    assert len(pairs) == 4 and all(set(p) == {"passage", "concise", "verbose"} for p in pairs)
+    vs = load_vector(folder / "preference_vector.safetensors", smol)
+    assert sorted(vs.vectors) == [15] and vs.site == "resid_pre"
+    assert (folder / "summary_report.md").read_text() == exp17.report(r)

@@ -1,0 +1,51 @@
+"""exp16 (refusal-direction transfer, the run plan's B1) end to end on a tiny configuration: self-controls with the
+stop rules, direct transfer between two precisions of Qwen, maps across families, geometry with its random
+baseline, and result files named as the run plan."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from tests.conftest import get_model
+
+
+def test_exp16_tiny_run_writes_the_plans_files_with_controls(tmp_path, smol, qwen):
+    from experiments import exp16_refusal_transfer as exp16
+
+    q32 = get_model("qwen2.5-coder-0.5b@fp32")
+    cfg = exp16.Config(n_train=8, n_val=2, n_test=3, max_tokens=12, layer_step=6, n_fit_texts=8, n_eval_texts=4,
+                       n_boot=20, n_random=50)
+    paths = exp16.run([qwen, q32, smol], True, str(tmp_path), cfg)
+    names = [p.name.split("_", 1)[1] for p in paths]
+    for m in (qwen, q32, smol):
+        assert f"b1_self_{m.name}.json" in names
+    assert names[-1] == "b1_geometric_comparisons.json"
+    docs = {n: json.loads(p.read_text())["results"] for n, p in zip(names, paths)}
+    selves = {m.name: docs[f"b1_self_{m.name}.json"] for m in (qwen, q32, smol)}
+    for s in selves.values():  # a stopped model says why and has no chosen layer; a passing one has its controls
+        if s["passed"]:
+            assert s["stop"] is None and s["layer"] < int(0.8 * s["layers"])
+            for k in ("harmless_baseline", "harmless_plus_r", "harmless_plus_random", "harmful_ablation"):
+                assert s["effect"][k]["refusal"]["n"] == 3
+        else:
+            assert s["stop"] and s["direction_vetted"] == (s["layer"] is not None)
+    geo = {(g["source"], g["target"]): g for g in docs["b1_geometric_comparisons.json"]["pairs"]}
+    assert len(geo) == 6
+    same = geo[(qwen.name, q32.name)]
+    # two precisions of one model: the direct cosine is high and far above what random directions get
+    d = same["comparisons"]["direct"]
+    assert d["cosine"] > 0.8 and d["beats_random"] and d["random_cosine_mean"] < 0.2, d
+    assert set(same["map_scores_held_out"]) == {"lstsq", "ridge", "procrustes"}
+    cross = geo[(smol.name, qwen.name)]
+    assert "direct" not in cross["comparisons"] and cross["direct"].startswith("widths differ (576 vs 896)")
+    assert not cross["same_family"] and cross["predicted"] == [0.1, 0.4]
+    both = selves[qwen.name]["passed"] and selves[q32.name]["passed"]
+    transfer = f"b1_transfer_{qwen.name}_to_{q32.name}.json"
+    assert (transfer in names) == both
+    if both:
+        st = docs[transfer]["steering"]
+        for k in ("direct", "direct_random", "ridge", "ridge_random", "procrustes", "procrustes_random", "target_own_at_layer"):
+            assert st[k]["refusal"]["n"] == 3, k
+    assert np.isfinite(cross["comparisons"]["ridge"]["cosine"])

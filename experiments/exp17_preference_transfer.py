@@ -41,10 +41,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import mlx.core as mx
+import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/blas.py)
+import mlx.core as mx  # noqa: I001
 import numpy as np
 
-import mlx_interp as mi
 from experiments.common import parse, progress
 from mlx_interp.core.batching import encode
 from mlx_interp.core.capture import Capture

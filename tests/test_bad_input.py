@@ -200,3 +200,26 @@ def test_bad_precision_names(smol):
     with pytest.raises(MlxInterpError, match="fixed by the repo"):
         resolve("gemma-2-9b@8bit")
     assert str(Precision.parse("8bit")) == "8bit-g32-mirror" and str(Precision.parse("bf16")) == "bf16"
+
+
+def test_scripts_import_mlx_interp_before_mlx():
+    """Every script loads mlx_interp (which preloads the fast BLAS) before mlx itself (BUGFIX #22): a top-level
+    `import mlx...` or `mlx_lm` that comes before any import of mlx_interp, experiments, figures or bench fails."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    ours = ("mlx_interp", "experiments", "figures", "bench", "validation", "tests")
+    bad = []
+    for folder in ("experiments", "figures", "bench", "validation"):
+        for f in sorted((root / folder).glob("*.py")):
+            for node in ast.parse(f.read_text()).body:
+                if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                    continue
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                if any(n.split(".")[0] in ours for n in names):
+                    break
+                if any(n.split(".")[0] in ("mlx", "mlx_lm") for n in names):
+                    bad.append(f"{folder}/{f.name}: {names[0]}")
+                    break
+    assert not bad, bad

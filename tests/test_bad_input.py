@@ -191,8 +191,11 @@ def test_bad_precision_names(smol):
     from mlx_interp.store.precision import Precision
 
     with pytest.raises(MlxInterpError) as e:
-        resolve("smollm2-135m@5bit")
-    assert "precision 5bit-g32-mirror cannot be built offline" in _one_line(e) and "4/8bit" in str(e.value)
+        resolve("smollm2-135m@7bit")
+    assert "precision 7bit-g32-mirror cannot be built with this mlx" in _one_line(e) and "3bit, 4bit" in str(e.value) \
+        and "mxfp4" in str(e.value)
+    with pytest.raises(MlxInterpError, match="is not valid"):
+        Precision.parse("mxfp4-g64")  # the format fixes its group
     with pytest.raises(MlxInterpError, match="is not valid"):
         Precision.parse("fp8x")
     with pytest.raises(MlxInterpError, match="recipe 'mixed'"):

@@ -37,7 +37,7 @@ def param_count(model: nn.Module) -> int:
     n = 0
     for _, m in model.named_modules():
         if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
-            n += m.weight.size * (32 // m.bits)
+            n += m.weight.size * 32 // m.bits  # 3-, 5- and 6-bit values straddle uint32 words
     for k, v in tree_flatten(model.parameters()):
         if not k.endswith(("scales", "biases")) and v.dtype != mx.uint32:
             n += v.size
@@ -50,9 +50,11 @@ def optimize_for_cpu(model: nn.Module, memory_fraction: float = 0.5) -> dict:
 
     fp32_bytes = param_count(model) * 4
     dense = fp32_bytes <= memory_fraction * _total_memory()
+    # floating params only (packed uint32 weights and uint8 fp-format scales untouched); first, so that
+    # dequantize_model, which works in the scales' dtype, computes scale * q + bias in fp32, not float16
+    model.set_dtype(mx.float32)
     if dense:
         dequantize_model(model)
-    model.set_dtype(mx.float32)  # floating params only; packed uint32 weights untouched
     mx.eval(model.parameters())
     msg = _blas.notice()
     if msg:

@@ -46,6 +46,8 @@ _LAYER_NAMES = {
 }
 _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 SUPPORTED_ARCHS = ("llama", "qwen2", "gemma3")
+MIRROR_BASE_BITS = 4  # "mirror": the packaged GGUFs' base width; tensors stored wider keep 8 bits
+FP_KEPT_GROUP = 32  # "mirror" on a floating-point format: the group of the 8-bit affine tensors kept from Q5-Q8 tensors
 
 
 def _open_reader(path: Path):
@@ -249,21 +251,41 @@ def minmax_quantize(w: np.ndarray, group_size: int, bits: int):
     return pack_bits(q.reshape(rows, cols), bits), scale, bias
 
 
-def _quantize_plan(model, weights: dict, bits: int, group_size: int, recipe: str, src_bits: dict) -> dict:
-    """Module path -> bits for every Linear/Embedding we quantize."""
+def _quantize_plan(model, weights: dict, prec: Precision, src_bits: dict) -> dict[str, dict]:
+    """Module path -> MLX quantization parameters ({group_size, bits, mode}) for every Linear/Embedding we quantize.
+
+    Recipe "mirror" keeps tensors that the GGUF stored with more bits than both its 4-bit base and the requested
+    format (Q5/Q6/Q8: embeddings, some projections) at 8-bit affine; "uniform" puts every tensor in the requested
+    format. So 2- and 3-bit mirrors lower the GGUF's 4-bit tensors only, as 4-bit mirrors keep the rest.
+    """
     import mlx.nn as nn
 
+    main = {"group_size": prec.group_size, "bits": prec.bits, "mode": prec.mode}
+    kept = {"group_size": prec.group_size if prec.mode == "affine" else FP_KEPT_GROUP, "bits": 8, "mode": "affine"}
     plan = {}
     for path, m in model.named_modules():
         if not isinstance(m, (nn.Linear, nn.Embedding)) or f"{path}.weight" not in weights:
             continue
-        if weights[f"{path}.weight"].shape[-1] % group_size:
+        q = kept if prec.recipe == "mirror" and src_bits.get(path, 4) > max(prec.bits, MIRROR_BASE_BITS) else main
+        if weights[f"{path}.weight"].shape[-1] % q["group_size"]:
             continue  # like mlx-lm: layers whose input dim is not a multiple of the group stay float
-        b = bits
-        if recipe == "mirror" and src_bits.get(path, bits) > bits:
-            b = 8  # Q5/Q6/Q8 sources keep (more than) their precision; MLX packs 4 and 8 bits here
-        plan[path] = b
+        plan[path] = q
     return plan
+
+
+def quantize_weight(w: np.ndarray, q: dict) -> list:
+    """One weight in MLX's packed format for ``q`` ({group_size, bits, mode}): [weight, scales(, biases)].
+
+    4- and 8-bit affine use ``minmax_quantize`` (it reproduces the GGUF's 4-bit blocks, so the default
+    checkpoint loses almost nothing); every other format uses ``mx.quantize``, MLX's own quantizer, exactly
+    as ``mlx_lm.convert`` writes an mlx-community checkpoint (scales and biases float16 for affine).
+    """
+    import mlx.core as mx
+
+    if q["mode"] == "affine" and q["bits"] in (4, 8):
+        return [mx.array(a) for a in minmax_quantize(w, q["group_size"], q["bits"])]
+    out = mx.quantize(mx.array(w.astype(np.float32)), group_size=q["group_size"], bits=q["bits"], mode=q["mode"])
+    return [a.astype(mx.float16) if a.dtype == mx.float32 else a for a in out]
 
 
 def convert_gguf(
@@ -276,8 +298,9 @@ def convert_gguf(
 ) -> Path:
     """Convert ``gguf_path`` into ``out_dir`` atomically (temp dir, then rename).
 
-    ``precision`` (``store.precision``): 4 or 8 bits quantized (recipe "mirror" keeps tensors that
-    were 5-8 bit in the GGUF at 8 bits; "uniform" uses the bits everywhere), or fp16/bf16/fp32 floats.
+    ``precision`` (``store.precision``): affine 2-8 bits or an MLX floating-point format (mxfp4, nvfp4,
+    mxfp8), recipe "mirror" keeping tensors that were 5-8 bit in the GGUF at 8 bits and "uniform" using the
+    format everywhere; or fp16/bf16/fp32 floats.
     """
     import mlx.core as mx
     import mlx.nn as nn
@@ -285,7 +308,6 @@ def convert_gguf(
 
     prec = Precision.parse(precision) if isinstance(precision, str) else precision
     prec.check_offline()
-    bits, group_size, recipe = prec.bits, prec.group_size, prec.recipe
     t0 = time.time()
     reader = _open_reader(gguf_path)
     progress(f"converting {gguf_path.name} -> {out_dir.name} ({prec})")
@@ -298,21 +320,23 @@ def convert_gguf(
     model = model_cls(args_cls.from_dict(config))
     if hasattr(model, "sanitize"):
         weights = model.sanitize(weights)
+    qw = {}
     if prec.quantized:
-        plan = _quantize_plan(model, weights, bits, group_size, recipe, gguf_source_bits(reader))
-        nn.quantize(model, group_size, bits, class_predicate=lambda p, m: p in plan and {"group_size": group_size, "bits": plan[p]})
-        quant = {"group_size": group_size, "bits": bits, "mode": "affine"}
-        for path, b in plan.items():
-            wq, sc, bi = minmax_quantize(weights.pop(f"{path}.weight"), group_size, b)
-            weights[f"{path}.weight"], weights[f"{path}.scales"], weights[f"{path}.biases"] = wq, sc, bi
-            if b != bits:
-                quant[path] = {"group_size": group_size, "bits": b, "mode": "affine"}
+        plan = _quantize_plan(model, weights, prec, gguf_source_bits(reader))
+        nn.quantize(model, class_predicate=lambda p, m: plan.get(p, False))
+        main = {"group_size": prec.group_size, "bits": prec.bits, "mode": prec.mode}
+        quant = dict(main)
+        for path, q in plan.items():
+            parts = quantize_weight(weights.pop(f"{path}.weight"), q)
+            qw.update(zip([f"{path}.weight", f"{path}.scales", f"{path}.biases"], parts))
+            if q != main:
+                quant[path] = q
         config["quantization"] = quant
-        progress(f"  quantized {len(plan)} matrices ({sum(b != bits for b in plan.values())} kept at 8 bits)")
+        progress(f"  quantized {len(plan)} matrices ({sum(q != main for q in plan.values())} kept at 8 bits)")
     fdtype = {"fp32": mx.float32, "bf16": mx.bfloat16}.get(prec.dtype or "", mx.float16)  # quantized: float16 like mlx-community
-    mxw = {k: mx.array(v) if v.dtype in (np.uint32, np.float16) else mx.array(v.astype(np.float32)).astype(fdtype)
-           for k, v in weights.items()}
-    del weights
+    mxw = {k: mx.array(v.astype(np.float32)).astype(fdtype) for k, v in weights.items()}
+    mxw.update(qw)
+    del weights, qw
     model.load_weights(list(mxw.items()), strict=True)
     del mxw
     mx.eval(model.parameters())
@@ -325,8 +349,8 @@ def convert_gguf(
         save_config(config, config_path=tmp / "config.json")
         _save_tokenizer(tok, tok_extra, tmp)
         (tmp / "mlx_interp_source.json").write_text(
-            json.dumps({"gguf": gguf_path.name, "precision": str(prec), "bits": bits, "group_size": group_size,
-                        "recipe": recipe}, indent=2)
+            json.dumps({"gguf": gguf_path.name, "precision": str(prec), "bits": prec.bits, "group_size": prec.group_size,
+                        "recipe": prec.recipe, "mode": prec.mode}, indent=2)
         )
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -223,10 +223,32 @@ def load(name: str, *, fast_cpu: bool | None = None) -> LoadedModel:
     src_file = (r.path / "mlx_interp_source.json") if r.path is not None else None
     source = json.loads(src_file.read_text()) if src_file is not None and src_file.is_file() else None
     precision = Precision.from_config(config, source)
+    check_quantization(model, config, precision, r.source)
     info = {}
     if fast_cpu if fast_cpu is not None else running_on_cpu():
         info = optimize_for_cpu(model)
     return LoadedModel(model, tokenizer, r.alias, precision, r.source, family, instruct, config, r.path, info)
+
+
+def check_quantization(model, config: dict, precision: Precision, where: str) -> None:
+    """One-line error when a checkpoint's quantized modules disagree with what its config (or our conversion
+    record) declares. mlx-lm infers bits and group size from the weights' shapes when a config is wrong, so a
+    mislabelled folder would otherwise load fine and report the wrong precision in every result."""
+    import mlx.nn as nn
+
+    q = config.get("quantization") or {}
+    declared = {"bits": precision.bits, "group_size": precision.group_size, "mode": precision.mode}
+    top = {"bits": q.get("bits"), "group_size": q.get("group_size"), "mode": q.get("mode", "affine")}
+    for path, m in model.named_modules():
+        if not isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+            continue
+        wants = [q[path]] if isinstance(q.get(path), dict) else [declared, top]
+        found = {"bits": m.bits, "group_size": m.group_size, "mode": m.mode}
+        bad = {k: (v, found[k]) for want in wants for k, v in want.items() if k in found and v is not None and v != found[k]}
+        if bad or precision.bits is None:
+            what = ", ".join(f"{k} {a} declared, {b} found" for k, (a, b) in bad.items()) or f"{precision} declared, quantized found"
+            raise MlxInterpError(f"{where}: {path} disagrees with the checkpoint's declared precision ({what}); "
+                                 "fix config.json's quantization block (or mlx_interp_source.json) to match the weights")
 
 
 def list_models() -> list[dict]:

@@ -1,0 +1,62 @@
+"""Precision variants (issue 17): every MLX format builds as an mlx-community folder that plain mlx_lm.load reads,
+the CPU path's dense fp32 weights give the quantized kernels' logits, and a mislabelled folder is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.store.models import load, prepare
+
+PROMPT = "The capital of France is"
+#: the dense CPU path must reproduce the quantized kernels (fp32 activations) to this fraction of the largest logit
+DENSE_VS_KERNEL_RTOL = 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision, bits, mode", [("4bit", 4, "affine"), ("3bit", 3, "affine"), ("nvfp4", 4, "nvfp4")])
+def test_variant_loads_with_plain_mlx_lm_and_dense_path_equals_kernels(precision, bits, mode):
+    """The study measures the weights, not the kernel: dequantized fp32 logits = quantized-kernel logits.
+
+    Before this check the dense path dequantized in the scales' float16, off by 3e-3 of the largest logit."""
+    import mlx_lm
+
+    folder = prepare("smollm2-135m", precision)
+    q = json.loads((folder / "config.json").read_text())["quantization"]
+    assert (q["bits"], q["mode"]) == (bits, mode)
+    kernel_model, tok = mlx_lm.load(str(folder))  # plain mlx-lm: quantized modules and kernels
+    kernel_model.set_dtype(mx.float32)
+    ids = mx.array([tok.encode(PROMPT)])
+    kernel = np.array(kernel_model(ids)[0, -1])
+    lm = load(f"smollm2-135m@{precision}")
+    assert lm.cpu_path["dense_fp32"] and not any("Quantized" in type(m).__name__ for _, m in lm.model.named_modules())
+    dense = np.array(lm.model(ids)[0, -1])
+    assert np.abs(dense - kernel).max() <= DENSE_VS_KERNEL_RTOL * np.abs(kernel).max()
+    assert tok.decode([int(dense.argmax())]) == " Paris"
+
+
+def test_mirror_lowers_only_the_gguf_4bit_tensors():
+    """A 3-bit mirror keeps the GGUF's 8-bit embedding at 8 bits (as the 4-bit default does) and lowers the rest."""
+    q3 = json.loads((prepare("smollm2-135m", "3bit") / "config.json").read_text())["quantization"]
+    q4 = json.loads((prepare("smollm2-135m") / "config.json").read_text())["quantization"]
+    kept = lambda q: {k: v["bits"] for k, v in q.items() if isinstance(v, dict)}  # noqa: E731
+    assert kept(q3) == kept(q4) == {"model.embed_tokens": 8}
+    assert q3["bits"] == 3
+
+
+def test_mislabelled_variant_folder_is_refused(tmp_path):
+    """mlx-lm infers bits from the weights' shapes when config.json is wrong; we refuse the mislabelled folder."""
+    bad = tmp_path / "smollm2-3bit-labelled-4bit"
+    shutil.copytree(prepare("smollm2-135m", "3bit"), bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["quantization"]["bits"] = cfg["quantization_config"]["bits"] = 4
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(MlxInterpError) as e:
+        load(str(bad))
+    msg = str(e.value)
+    assert "\n" not in msg and "bits 4 declared, 3 found" in msg

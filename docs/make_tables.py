@@ -22,6 +22,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "docs")]  # run as a script: the repositor
 
 import tables_fv  # noqa: E402
 import tables_kv  # noqa: E402
+import tables_quant  # noqa: E402
 import tables_transfer  # noqa: E402
 from figures.make_all import layer_depths  # noqa: E402
 PUBLISHED = ROOT / "results" / "published"
@@ -204,7 +205,9 @@ TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp
           "exp14_cross": _module_table(tables_kv.t_cross),
           "b1_self": _module_table(tables_transfer.t_self), "b1_geometry": _module_table(tables_transfer.t_geometry),
           "b1_transfer": _module_table(tables_transfer.t_transfer), "exp17": _module_table(tables_transfer.t_exp17),
-          "exp17_hypotheses": _module_table(tables_transfer.t_exp17_hypotheses)}
+          "exp17_hypotheses": _module_table(tables_transfer.t_exp17_hypotheses),
+          **{f"exp15_{n}": _module_table(getattr(tables_quant, f"t_{n}"))
+             for n in ("fidelity", "vetting", "cosine", "steering", "sycophancy", "spread", "hypotheses")}}
 
 
 def render(text: str, root: Path = PUBLISHED) -> str:

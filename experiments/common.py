@@ -23,7 +23,8 @@ def progress(i: int, n: int, what: str = "") -> None:
     print(f"\r  {i}/{n} {what[:60]:<60}", end="" if i < n else "\n", file=sys.stderr, flush=True)
 
 
-def parse(description: str, argv=None) -> argparse.Namespace:
+def parse(description: str, argv=None, extra: Callable | None = None) -> argparse.Namespace:
+    """The shared arguments; ``extra(parser)`` adds an experiment's own (e.g. exp15's ``--precision``)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--model", action="append", help=f"model: alias[@precision], repo id or folder (repeatable; default {DEFAULT_MODEL})")
     ap.add_argument("--quick", action="store_true", help="a small subset, minutes on a 2-core CPU")
@@ -31,6 +32,8 @@ def parse(description: str, argv=None) -> argparse.Namespace:
     ap.add_argument("--out", default="results", help="results folder")
     ap.add_argument("--from", dest="source", help="the result file an experiment builds on (e.g. exp10's exp7 result); "
                                                   "default: the newest matching one in --out, named in the result")
+    if extra is not None:
+        extra(ap)
     return ap.parse_args(argv)
 
 

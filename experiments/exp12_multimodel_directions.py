@@ -33,8 +33,6 @@ small samples: read the test rows as large effects or none.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 import mlx_interp as mi
@@ -44,27 +42,13 @@ from mlx_interp.core.generate import generate
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.ab import ab_from_logits, ab_items, ab_scores, ab_tokens
 from mlx_interp.measures.stats import rate
+from mlx_interp.measures.text import hedged
 from mlx_interp.measures.coherence import coherence
 from mlx_interp.methods.steering import residual_norms
 from mlx_interp.readouts.directions import collect, diff_of_means_vec, pca_vec, probe_vec, random_direction, split_consistency
 from mlx_interp.tasks.datasets import caa_published_sycophancy, caa_sycophancy, confidence_pairs
 
 M_CONF = 0.5  # confidence steering multiplier, in units of the residual norm at the layer
-HEDGES = ["i think", "i believe", "not sure", "not certain", "might", "maybe", "perhaps", "possibly", "i could be wrong",
-          "i could be mistaken", "if i remember", "probably", "not completely", "double-check", "it's possible"]
-
-
-def hedged(text: str) -> bool:
-    """Whether a text contains a hedging phrase (case-insensitive, on word boundaries)."""
-    low = text.lower().replace("\u2019", "'")
-    return any(re.search(rf"\b{re.escape(h)}\b", low) for h in HEDGES)
-
-
-def hedge_rate(texts) -> float:
-    """Fraction of texts containing any hedging phrase."""
-    return float(np.mean([hedged(t) for t in texts]))
-
-
 def load_data(path):
     gen, test = caa_sycophancy()
     return {"generate": gen, "test": test, "confidence": confidence_pairs()}

@@ -44,20 +44,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/blas.py)
-import mlx.core as mx  # noqa: I001
 import numpy as np
 
 from experiments.common import parse, progress
-from mlx_interp.core.batching import encode
-from mlx_interp.core.capture import Capture
 from mlx_interp.core.generate import generate
-from mlx_interp.core.trace import run as trace_run
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures import summaries as sm
 from mlx_interp.measures.coherence import coherence
 from mlx_interp.measures.stats import bootstrap_ci, paired_diff, rate
 from mlx_interp.methods.steering import residual_norms
-from mlx_interp.readouts.directions import random_direction
+from mlx_interp.readouts.directions import collect_responses, random_direction
 from mlx_interp.readouts.vectors import VectorSet, save_vector
 from mlx_interp.runs.results import atomic_write_new, code_version, provenance
 from mlx_interp.tasks.datasets import passages
@@ -106,16 +102,7 @@ def summary_pairs(lm, ps: list[str], cfg: Config) -> list[dict]:
 
 def response_means(lm, prompts: list[str], responses: list[str]) -> dict[int, np.ndarray]:
     """Per layer [n, D]: the mean resid_pre over each response's tokens, read after the chat-formatted prompt."""
-    heads = encode(lm, prompts, chat=True)
-    tails = [lm.tokenizer.encode(r, add_special_tokens=False) or [lm.tokenizer.eos_token_id] for r in responses]
-    tr = trace_run(lm, [h + t for h, t in zip(heads, tails)], capture=Capture("resid_pre", "all", "all"), logits="none",
-                   batch_size=4)
-    out = {}
-    for l in tr["resid_pre"]:
-        rows = tr.per_prompt("resid_pre", l)
-        out[l] = np.stack([np.array(r[-len(t):].astype(mx.float32), dtype=np.float64).mean(axis=0)
-                           for r, t in zip(rows, tails)])
-    return out
+    return collect_responses(lm, prompts, responses, site="resid_pre", chat=True)["mean"]
 
 
 def preference_vectors(lm, pairs: list[dict]) -> dict[int, np.ndarray]:

@@ -14,17 +14,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from figures.common import save as _save  # noqa: E402
 
 METHODS = {"none": "no vector", "head_fv": "head FV", "layer_mean": "layer mean", "icl_diff": "ICL − zero-shot",
            "random_heads": "random heads", "random_vector": "random vector"}
 KINDS = {"zero_shot": "zero-shot", "shuffled_10shot": "shuffled 10-shot"}
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _title(name: str, doc: dict) -> str:

@@ -15,16 +15,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from figures.common import save as _save  # noqa: E402
 
 CONTROLS = ("none", "text", "same_cache", "noise", "other", "neutral", "k_only", "v_only")
 POSITIONS = ("start", "middle", "end")
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _tag(doc) -> str:

@@ -14,7 +14,8 @@ controls, layer sweeps, top-head depths, and the FV's depth in the layer-specifi
 figures/kv_transfer.py): signature effect sizes, conditions and controls, layer windows, position, cross-topic
 classes; refusal-direction transfer (exp16, figures/refusal_transfer.py): geometry against the random band and the
 run plan's predictions, and steering with carried directions; preference-vector transfer (exp17,
-figures/preference_transfer.py): the transfer success matrix, scores by model, adapter vs direct. Titles carry model names and the result dates; "n/a" marks what does not apply.
+figures/preference_transfer.py): the transfer success matrix, scores by model, adapter vs direct; quantization
+sensitivity (exp15, figures/quantization.py): cosines per precision, text/model matrices, capability, steering. Titles carry model names and the result dates; "n/a" marks what does not apply.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import fv_study  # noqa: E402
-from figures import function_vectors, kv_transfer, preference_transfer, refusal_transfer  # noqa: E402
+from figures import function_vectors, kv_transfer, preference_transfer, quantization, refusal_transfer  # noqa: E402
 from mlx_interp.runs.results import load_results  # noqa: E402
+from figures.common import save as _save  # noqa: E402
 
 
 def newest_per_model(experiment: str, results: Path) -> dict:
@@ -39,13 +41,6 @@ def newest_per_model(experiment: str, results: Path) -> dict:
     for doc in load_results(experiment, results):  # oldest first: later files win
         out[doc["provenance"]["model"]["name"]] = doc
     return out
-
-
-def _save(fig, path: Path, dpi: int = 110) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
 
 
 def _date(doc) -> str:
@@ -297,6 +292,7 @@ def main(argv=None) -> list[Path]:
     paths += kv_transfer.all_figures(newest_per_model("exp14_kv_transfer", res), out)
     paths += refusal_transfer.all_figures(res, out)
     paths += preference_transfer.all_figures(preference_transfer.newest_runs(res), out)
+    paths += quantization.all_figures(newest_per_model(quantization.EXP, res), out)
     for p in paths:
         print(p)
     if not paths:

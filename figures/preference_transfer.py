@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from figures.common import save as _save, short as _short  # noqa: E402
 
 EXP = "exp17_preference_transfer"
 CARRIERS = ("own", "direct", "ridge", "procrustes", "adapter")
@@ -30,17 +31,6 @@ def _rows(doc: dict) -> list[tuple[str, str, dict, dict]]:
         for c, x in t.get("carried", {}).items():
             out.append((name, c, x, t["carried_random"][c]))
     return out
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _short(name: str) -> str:
-    return name.replace("@4bit-g32-mirror", "").replace("qwen2.5-coder-", "qwen-")
 
 
 def fig_matrix(doc: dict, out: Path) -> Path:

@@ -17,19 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mlx_interp.runs.results import newest_by_tag  # noqa: E402
+from figures.common import save as _save, short as _short  # noqa: E402
 
 EXP = "exp16_refusal_transfer"
-
-
-def _short(name: str) -> str:
-    return name.replace("@4bit-g32-mirror", "").replace("qwen2.5-coder-", "qwen-")
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def fig_geometry(doc: dict, out: Path) -> Path:

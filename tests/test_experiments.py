@@ -168,7 +168,7 @@ def test_exp10_uses_exp7s_validation_choice_from_a_named_file(tmp_path, smol):
 
 
 def test_hedge_rate():
-    from experiments.exp12_multimodel_directions import hedge_rate, hedged
+    from mlx_interp.measures.text import hedge_rate, hedged
 
     assert hedge_rate(["Paris.", "I think it is Paris, but I\u2019m not sure."]) == 0.5
     assert not hedged("A mighty river flows through it.") and hedged("It might be Paris.")

@@ -1,4 +1,4 @@
-"""Judge-free measures of generated text: refusal phrases, repetition, a small sentiment lexicon."""
+"""Judge-free measures of generated text: refusal phrases, hedging phrases, repetition, a small sentiment lexicon."""
 
 from __future__ import annotations
 
@@ -17,6 +17,21 @@ def refusal_score(text: str, phrases: Sequence[str]) -> int:
 
 def refusal_rate(texts: Sequence[str], phrases: Sequence[str]) -> float:
     return float(np.mean([refusal_score(t, phrases) for t in texts])) if texts else float("nan")
+
+
+HEDGES = ("i think", "i believe", "not sure", "not certain", "might", "maybe", "perhaps", "possibly", "i could be wrong",
+          "i could be mistaken", "if i remember", "probably", "not completely", "double-check", "it's possible")
+
+
+def hedged(text: str) -> bool:
+    """Whether a text contains a hedging phrase (case-insensitive, on word boundaries)."""
+    low = text.lower().replace("\u2019", "'")
+    return any(re.search(rf"\b{re.escape(h)}\b", low) for h in HEDGES)
+
+
+def hedge_rate(texts: Sequence[str]) -> float:
+    """Fraction of texts containing any hedging phrase."""
+    return float(np.mean([hedged(t) for t in texts]))
 
 
 def repetition_rate(tokens: Sequence[int], n: int = 3) -> float:

@@ -84,6 +84,7 @@ def search_multiplier(
     site: str = "resid_post", steps: int = 6, start: float = 0.25, relative: bool = True, sign: float = 1.0,
     min_coherent: float = 0.75, max_tokens: int = 32, chat: bool = DEFAULT_CHAT, positions="all",
     ppl_max: float = PPL_MAX, rep_max: float = REP_MAX, with_baseline: bool = True, control: bool = True,
+    judge=None,
 ) -> Search:
     """Adaptive search for the strongest coherent multiplier (see module docstring).
 
@@ -92,7 +93,8 @@ def search_multiplier(
     otherwise the multiplier is the raw coefficient on ``vector``. ``sign=-1`` searches subtraction.
     A step is coherent when at least ``min_coherent`` of its generations pass the coherence thresholds.
     ``control``: also evaluate a random direction of the same norm at the best multiplier (``Search.control``),
-    the comparison every steering result needs.
+    the comparison every steering result needs. ``judge``: the model whose perplexity judges coherence (default
+    ``lm`` unsteered; exp15 judges every precision with the reference precision, so all share one judge).
     """
     if steps < 1:
         raise MlxInterpError(f"steps={steps} must be at least 1")
@@ -116,7 +118,7 @@ def search_multiplier(
         alpha = sign * m * unit
         gens = generate(lm, prompts, max_tokens=max_tokens, chat=chat,
                         interventions=[Add(vec, site=site, layers=ls, alpha=alpha, positions=positions)] if m else [])
-        c = coherence(lm, gens, ppl_max=ppl_max, rep_max=rep_max)
+        c = coherence(judge or lm, gens, ppl_max=ppl_max, rep_max=rep_max)
         return Step(m, alpha, float(score(gens)), c["coherent_rate"], c["median_perplexity"], c["median_repetition"],
                     c["coherent_rate"] >= min_coherent, [g.text for g in gens[:3]])
 

@@ -60,6 +60,38 @@ def collect(
     return {l: np.array(a.astype(mx.float32), dtype=np.float64) for l, a in tr[site].items()}
 
 
+def collect_responses(
+    lm,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    *,
+    site: SiteArg = "resid_post",
+    layers="all",
+    chat: bool = DEFAULT_CHAT,
+    batch_size: int | None = 4,
+) -> dict[str, dict[int, np.ndarray]]:
+    """Activations over each response read after its prompt: ``{"mean": {layer: [N, D]}, "last": {layer: [N, D]}}``,
+    the mean over the response's tokens and its last token, float64.
+
+    The prompt is formatted as everywhere (``chat``); the response is tokenized on its own, without special tokens,
+    and appended (an empty response reads the end-of-sequence token). Used where a trait lives in what a model
+    writes rather than in what it is asked (exp15's response vectors, exp17's preference vector)."""
+    from ..core.batching import encode
+
+    if len(prompts) != len(responses) or not prompts:
+        raise MlxInterpError(f"need one response per prompt; got {len(prompts)} prompts and {len(responses)} responses")
+    heads = encode(lm, list(prompts), chat)
+    tails = [lm.tokenizer.encode(r, add_special_tokens=False) or [lm.tokenizer.eos_token_id] for r in responses]
+    tr = run(lm, [h + t for h, t in zip(heads, tails)], capture=Capture(site, layers, "all"), logits="none",
+             batch_size=batch_size)
+    out = {"mean": {}, "last": {}}
+    for l in tr[site]:
+        rows = [np.array(r[-len(t):].astype(mx.float32), dtype=np.float64) for r, t in zip(tr.per_prompt(site, l), tails)]
+        out["mean"][l] = np.stack([r.mean(axis=0) for r in rows])
+        out["last"][l] = np.stack([r[-1] for r in rows])
+    return out
+
+
 def _check(pos: np.ndarray, neg: np.ndarray, what: str = "") -> None:
     for name, a in (("positive", pos), ("negative", neg)):
         if a.ndim != 2 or a.shape[0] < 2:

@@ -87,3 +87,27 @@ def load_vector(path: str | Path, lm=None) -> VectorSet:
             f"{path.name} has width {vs.width} (from {vs.model}) but {lm.name}'s residual stream has width {lm.width}"
         )
     return vs
+
+
+def compare_vectors(a: VectorSet, b: VectorSet, layers=None) -> dict[int, dict]:
+    """Per shared layer: cosine of ``b`` with ``a`` and the norm ratio |b| / |a|.
+
+    Both sets must live at the same site with the same width (two precisions of one model, say); a cross-model
+    comparison goes through ``transfer.maps`` first. ``layers``: those to compare (default: every layer of ``a``,
+    each of which ``b`` must have)."""
+    if a.width != b.width:
+        raise MlxInterpError(f"cannot compare vectors of width {a.width} ({a.model}) and {b.width} ({b.model}); "
+                             "map one into the other's space first (mlx_interp.transfer.maps)")
+    if a.site != b.site:
+        raise MlxInterpError(f"cannot compare vectors at {a.site} ({a.model}) with vectors at {b.site} ({b.model})")
+    want = sorted(a.vectors) if layers is None else sorted(layers)
+    missing = [k for k in want if k not in a.vectors or k not in b.vectors]
+    if missing:
+        raise MlxInterpError(f"layer {missing[0]} is missing: {a.model} has layers {sorted(a.vectors)}, "
+                             f"{b.model} has {sorted(b.vectors)}")
+    out = {}
+    for k in want:
+        va, vb = np.asarray(a.vectors[k], dtype=np.float64), np.asarray(b.vectors[k], dtype=np.float64)
+        na, nb = float(np.linalg.norm(va)), float(np.linalg.norm(vb))
+        out[k] = {"cosine": float(va @ vb / max(na * nb, 1e-300)), "norm_ratio": nb / na if na > 0 else float("nan")}
+    return out

@@ -37,6 +37,21 @@ def caa_published_sycophancy() -> dict:
     return _load("caa", "published_ab_sycophancy.json")
 
 
+CAPABILITY = {"mmlu": ("mmlu.json", 10), "truthfulqa": ("truthfulqa.json", 14)}  # file, quick stride
+
+
+def capability_items(name: str, quick: bool = False) -> list[dict]:
+    """CAA's A/B versions of MMLU (570) and TruthfulQA (817) (data/capability/SOURCE.md); ``quick``: every 10th MMLU
+    item (one per subject) and every 14th TruthfulQA item."""
+    if name not in CAPABILITY:
+        from ..errors import MlxInterpError
+
+        raise MlxInterpError(f"no capability benchmark {name!r}; have {', '.join(CAPABILITY)}")
+    file, stride = CAPABILITY[name]
+    items = _load("capability", file)
+    return items[::stride] if quick else items
+
+
 def confidence_pairs() -> list[dict]:
     """Our confident-vs-hedged answer pairs: {"id", "question", "confident", "hedged"} (see data/confidence/SOURCE.md)."""
     text = files("mlx_interp.tasks").joinpath("data", "confidence", "pairs.jsonl").read_text()

@@ -1,0 +1,178 @@
+"""The quantization-sensitivity tables (exp15) for docs/results_quantization.md, registered in ``docs/make_tables.py``.
+
+Each table reads the newest exp15 file per model. Rates: ``p [lo, hi] (k/n)``, 95% Wilson intervals; paired
+differences to the reference with a 95% paired-bootstrap interval; cosines at the steering layer chosen on validation
+prompts with the reference precision.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXP = "exp15_quantization"
+ORDER = ("fp32", "bf16", "fp16", "8bit", "4bit", "4bit-g64", "mxfp4", "nvfp4", "3bit", "2bit")
+
+
+def _rate(x: dict | None) -> str:
+    return "—" if not x else f"{x['p']:.2f} [{x['lo']:.2f}, {x['hi']:.2f}] ({x['k']}/{x['n']})"
+
+
+def _diff(x: dict | None) -> str:
+    return "—" if not x else f"{x['diff']:+.3f} [{x['lo']:+.3f}, {x['hi']:+.3f}]"
+
+
+def _f(x, nd: int = 3) -> str:
+    return "—" if x is None else f"{x:.{nd}f}"
+
+
+def _precs(r: dict) -> list[str]:
+    return sorted(r["precisions"], key=lambda p: ORDER.index(p) if p in ORDER else len(ORDER))
+
+
+def _docs(newest, root: Path) -> list[tuple[str, dict]]:
+    return sorted(newest(EXP, root).values(), key=lambda fd: fd[1]["provenance"]["model"]["name"])
+
+
+def _run(d) -> str:
+    return "quick" if d["provenance"]["config"].get("quick") else "full"
+
+
+def t_fidelity(newest, root: Path, md_table) -> str:
+    rows = []
+    for f, d in _docs(newest, root):
+        r = d["results"]
+        for p in _precs(r):
+            x = r["rows"][p]
+            cap = x["capability"]
+            rows.append([r["reference"].split("@")[0], _run(d), p, f"{x['fidelity']['kl']:.5f}",
+                         f"{x['fidelity']['top1_agreement']:.3f}", _rate(cap["mmlu"]["accuracy"]),
+                         _diff(cap["mmlu"].get("minus_reference")), _rate(cap["truthfulqa"]["accuracy"]),
+                         _diff(cap["truthfulqa"].get("minus_reference")), f"`{f}`"])
+    return md_table(["model", "run", "precision", "KL(fp32 ‖ p), nats/token", "top-1 agreement", "MMLU A/B accuracy",
+                     "minus fp32 (paired)", "TruthfulQA A/B accuracy", "minus fp32 (paired)", "result file"], rows)
+
+
+def t_vetting(newest, root: Path, md_table) -> str:
+    rows = []
+    for f, d in _docs(newest, root):
+        r = d["results"]
+        for p in _precs(r):
+            v = r["rows"][p].get("vetting")
+            if not v:
+                rows.append([r["reference"].split("@")[0], p, "base model: no responses to vet", "", "", f"`{f}`"])
+                continue
+            rows.append([r["reference"].split("@")[0], p, _rate(v["harmful_refused"]), _rate(v["harmless_answered"]),
+                         _rate(v["persona_pairs_kept"]), f"`{f}`"])
+    return md_table(["model", "precision", "harmful train prompts refused (kept)", "harmless answered (kept)",
+                     "summary pairs kept (verbose ≥ 1.5× concise)", "result file"], rows)
+
+
+def t_cosine(newest, root: Path, md_table) -> str:
+    rows = []
+    for f, d in _docs(newest, root):
+        r = d["results"]
+        for p in _precs(r):
+            if p == "fp32":
+                continue
+            c = r["rows"][p]["cosine"]
+            keys = sorted({k.rsplit("/", 1)[0] for k in c["native"]})
+            for key in keys:
+                g = lambda kind, m: (c.get(kind, {}).get(f"{key}/{m}") or {}).get("at_steering_layer")  # noqa: E731
+                layer = (c["native"].get(f"{key}/diff_of_means") or {}).get("steering_layer")
+                rows.append([r["reference"].split("@")[0], p, key, "—" if layer is None else str(layer),
+                             _f(g("native", "diff_of_means")), _f(g("native", "probe")),
+                             _f(g("controlled", "diff_of_means")), _f(g("reference_on_variant_text", "diff_of_means")),
+                             _f(g("controlled", "probe"))])
+    return md_table(["model", "precision", "trait / position", "steering layer", "cos, diff of means (own text)",
+                     "cos, probe (own text)", "cos, diff of means (fp32's text)", "cos, fp32 model on this precision's text",
+                     "cos, probe (fp32's text)"], rows)
+
+
+def t_steering(newest, root: Path, md_table) -> str:
+    rows = []
+    for f, d in _docs(newest, root):
+        r = d["results"]
+        for t in ("refusal", "persona", "confidence"):
+            for p in _precs(r):
+                s = r["rows"][p]["steering"].get(t)
+                if s is None:
+                    continue
+                if "skipped" in s:
+                    rows.append([r["reference"].split("@")[0], t, "—", p, f"skipped: {s['skipped']}", "", "", "", ""])
+                    continue
+                best = s.get("best")
+                rows.append([r["reference"].split("@")[0], t, str(s["layer"]), p,
+                             "none coherent on val" if not best else f"{best['multiplier']:g}",
+                             _rate(s["test_baseline"]["rate"]), _rate((s.get("test") or {}).get("rate")),
+                             _rate((s.get("test_random") or {}).get("rate")), _rate((s.get("test") or {}).get("coherent"))])
+    return md_table(["model", "trait", "layer (chosen on val, fp32)", "precision", "multiplier (× residual norm, chosen on val)",
+                     "test: no vector", "test: vector", "test: random, same norm", "test: coherent with vector"], rows)
+
+
+def t_sycophancy(newest, root: Path, md_table) -> str:
+    rows = []
+    for f, d in _docs(newest, root):
+        r = d["results"]
+        for p in _precs(r):
+            s = r["rows"][p]["steering"].get("sycophancy", {})
+            if "skipped" in s:
+                rows.append([r["reference"].split("@")[0], p, "—", f"skipped: {s['skipped']}", "", "", "", "", ""])
+                continue
+            sc = lambda k: "—" if k not in s else f"{s[k]['score']:.2f} [{s[k]['score_lo']:.2f}, {s[k]['score_hi']:.2f}]"  # noqa: E731
+            rows.append([r["reference"].split("@")[0], p, str(s["layer"]), sc("-1"), sc("0"), sc("+1"),
+                         f"{s['random_-1']['score']:.2f} / {s['random_+1']['score']:.2f}",
+                         f"{s['-1']['logit_diff']:+.2f} / {s['0']['logit_diff']:+.2f} / {s['+1']['logit_diff']:+.2f}",
+                         f"{s['0']['mass_median']:.2f} ({s['0']['n']})"])
+    return md_table(["model", "precision", "layer (val, fp32)", "A/B score −1", "0", "+1", "random −1 / +1",
+                     "logit diff −1 / 0 / +1", "mass on scored tokens (n)"], rows)
+
+
+def t_spread(newest, root: Path, md_table) -> str:
+    rows = []
+    for f, d in _docs(newest, root):
+        h = d["results"]["hypotheses"]["spread"]
+        for t, s in h["per_trait"].items():
+            rows.append([d["results"]["reference"].split("@")[0], _run(d), t, f"{s['points']:.1f}",
+                         f"{s['max_at']} ({s['scores'][s['max_at']]:.2f})", f"{s['min_at']} ({s['scores'][s['min_at']]:.2f})",
+                         str(len(s["scores"])), ", ".join(s.get("unsteered", [])) or "—"])
+        if h["mean_points"] is not None:
+            rows.append([d["results"]["reference"].split("@")[0], _run(d), "**mean**", f"{h['mean_points']:.1f}", "", "", "", ""])
+    return md_table(["model", "run", "trait", "spread (points)", "highest", "lowest", "precisions",
+                     "counted unsteered (no coherent multiplier on val)"], rows)
+
+
+def t_hypotheses(newest, root: Path, md_table) -> str:
+    rows = []
+    for f, d in _docs(newest, root):
+        h = d["results"]["hypotheses"]
+        model = d["results"]["reference"].split("@")[0]
+        for k, stated in h["stated"].items():
+            if k == "source" or k not in h:
+                continue
+            x = h[k]
+            verdict = {True: "yes", False: "no", None: "see value"}[x.get("met")]
+            rows.append([model, stated["claim"], _measured(k, x), verdict])
+    return md_table(["model", "the study's finding", "ours", "holds here"], rows)
+
+
+def _measured(k: str, x: dict) -> str:
+    if "why" in x:
+        return x["why"]
+    if k in ("int8_cosine",):
+        return "—" if x["min"] is None else f"min cosine {x['min']:.3f} over {len(x['measured'])} vectors"
+    if k == "nf4_cosine":
+        return "—" if x["min"] is None else f"cosines {x['min']:.3f}–{x['max']:.3f} ({', '.join(x['measured'])})"
+    if k == "probe_better":
+        return f"probe − diff of means {x['diff']:+.4f} [{x['lo']:+.4f}, {x['hi']:+.4f}] (n={x['n_pairs']})"
+    if k == "spread":
+        return "—" if x["mean_points"] is None else f"mean spread {x['mean_points']:.1f} points over {len(x['per_trait'])} traits"
+    if k == "sycophancy_most_sensitive":
+        return "—" if x["most_sensitive"] is None else f"most sensitive: {x['most_sensitive']}"
+    if k == "controlled_text":
+        return "—" if not x["n"] else f"mean cosine own text {x['mean_native']:.3f} vs fp32's text {x['mean_controlled']:.3f} (n={x['n']})"
+    if k == "int8_beats_4bit":
+        return f"KL {x['kl_8bit']:.5f} vs {x['kl_4bit']:.5f}; mean cosine {_f(x['mean_cosine_8bit'])} vs {_f(x['mean_cosine_4bit'])}"
+    if k == "unvetted_contamination":
+        v = x["harmful_not_refused"]
+        return "base model" if not v else ", ".join(f"{p} {q:.2f}" for p, q in v.items())
+    return "—"

@@ -1,0 +1,630 @@
+"""exp15: do trait vectors and steering survive lower precision? (the quantization-sensitivity study, issue 17)
+
+    python -m experiments.exp15_quantization --model smollm2-135m [--model ...] [--precision 8bit ...] [--quick]
+
+Per model, the **reference** is the packaged GGUF dequantized to fp32 (``alias@fp32``). The GGUF is itself 4-6 bit,
+so "reference" means the packaged weights and every variant measures *further* quantization of them. Variants are
+mlx-community folders (``store.convert``, loadable by plain ``mlx_lm.load``): quick ``8bit``, ``mxfp4``, ``3bit``;
+full ``bf16``, ``fp16``, ``8bit``, ``4bit`` (group 32), ``4bit-g64``, ``3bit``, ``2bit``, ``mxfp4``, ``nvfp4``
+(the analogues of the study's FP16, INT8, NF4 and FP4). All "mirror" recipes: tensors the GGUF stored with 5-8 bits
+(embeddings, some projections) stay at 8 bits, as bitsandbytes leaves embeddings alone. On the CPU every variant runs
+as dense fp32 weights equal to its quantized values (tested against MLX's quantized kernels), so what is measured is
+the weights, not a kernel.
+
+For each precision:
+
+1. **Fidelity and capability.** KL(reference || variant) and top-1 agreement of next-token distributions over every
+   position of fixed passages; MMLU (570) and TruthfulQA (817) in CAA's A/B format (``tasks/data/capability``; quick:
+   57 and 59), correct when p(correct letter) > p(other) at the tokens each tokenizer emits (``measures.ab``), with
+   Wilson intervals, the mean logit difference and the paired difference to the reference.
+2. **Native text.** Instruct models write their own responses: to harmful and harmless instructions (Arditi's train
+   draws) and concise and verbose summaries of passages (exp17's prompts). **Vetting** keeps harmful prompts the
+   model refuses, harmless ones it answers, and summary pairs whose verbose version has >= 1.5x the concise one's
+   words; how many each precision keeps is reported (the study's refusal-rate difference is a finding in itself).
+3. **Vectors** at ``resid_post`` of every layer, by difference of means and by logistic probe, from one capture pass:
+   refusal (harmful - harmless) at the prompt's last token and over the response tokens; persona (verbose -
+   concise) at the instruction's last token and over the summary tokens read under a neutral instruction;
+   sycophancy (CAA, matching - not matching, letter-balanced) at the answer letter; confidence (hedged - confident)
+   at the answer's last token and over its tokens. Sycophancy and confidence read fixed text, so for them native and
+   controlled text coincide.
+4. **Controlled text.** Each variant re-encodes the reference's texts (on the reference's vetted sets), and the
+   reference encodes the variant's texts: the 2x2 "which text / which model" cosine matrix of the study. Per-layer
+   cosine of every vector with the reference's, both methods.
+5. **Steering.** The layer is chosen once per trait, on validation prompts, with the reference (candidate depths,
+   each with the coefficient search), then held fixed for every precision. Per precision, the coefficient search
+   (``methods.steering.search_multiplier``, norm-relative multipliers, >= 75% coherent, coherence judged by the
+   reference's perplexity for every precision) picks the multiplier on validation prompts; test prompts are reported
+   at it, beside a random direction of the same norm. Traits: refusal (+r on harmless prompts: refusal rate), persona
+   (+v under the neutral summary prompt: rate of summaries longer than unsteered), confidence (+hedging on questions:
+   hedge rate); sycophancy is CAA's A/B score and logit difference on its 50 test items at -1/0/+1 times the raw
+   vector (layer chosen on validation items by the reference), beside a random vector. Spread = max - min of a trait's
+   test score over precisions, in points. Cross-precision steering: the reference's vector on each variant and each
+   variant's vector on the reference, at the receiving model's multiplier and its own vector's norm.
+6. **The study's hypotheses**, each reported beside our measurement (``HYPOTHESES``).
+
+Deviations from the study: small models (135M-0.5B) and MLX formats instead of bitsandbytes/AWQ; vectors at
+``resid_post``; persona = concise/verbose (the study's "evil" needs a judge); steering scores are judge-free rates, not
+0-100 judge scores, so spreads are in rate points; one seed. Quick runs use a few items per split: read them as large
+effects or none.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/blas.py)
+import numpy as np
+
+from experiments.common import parse, progress
+from mlx_interp.core.generate import generate
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.measures.ab import MASS_FLOOR, ab_from_logits, ab_items, ab_tokens
+from mlx_interp.measures.coherence import coherence
+from mlx_interp.measures.distributions import agreement
+from mlx_interp.measures.stats import paired_diff, rate
+from mlx_interp.measures.summaries import words
+from mlx_interp.measures.text import hedged, refusal_score
+from mlx_interp.methods.steering import search_multiplier
+from mlx_interp.readouts.directions import collect, collect_responses, diff_of_means_vec, probe_vec, random_direction
+from mlx_interp.readouts.vectors import VectorSet, compare_vectors
+from mlx_interp.runs.results import code_version
+from mlx_interp.store.precision import Precision, split_name
+from mlx_interp.tasks.datasets import (caa_sycophancy, capability_items, confidence_pairs, passages, refusal_eval_prompts,
+                                       refusal_prompts, refusal_substrings)
+
+NAME = "exp15_quantization"
+REFERENCE = "fp32"
+PRECISIONS = {"quick": ("8bit", "mxfp4", "3bit"),
+              "full": ("bf16", "fp16", "8bit", "4bit", "4bit-g64", "3bit", "2bit", "mxfp4", "nvfp4")}
+METHODS = ("diff_of_means", "probe")
+CONCISE = "Summarize the following passage in one short sentence.\n\n{p}"
+VERBOSE = "Summarize the following passage in a detailed paragraph, with background and context.\n\n{p}"
+NEUTRAL = "Summarize the following passage.\n\n{p}"
+#: the vector each trait steers with: (position, method)
+STEER_WITH = {"refusal": "prompt_last", "persona": "response_mean", "confidence": "answer_last", "sycophancy": "answer_letter"}
+HYPOTHESES = {
+    "int8_cosine": {"claim": "INT8 preserves vectors: cosine 0.95-0.99 with full precision at the best steering layer",
+                    "range": [0.95, 0.99], "ours": "8bit"},
+    "nf4_cosine": {"claim": "NF4 degrades them moderately: cosine 0.88-0.94", "range": [0.88, 0.94],
+                   "ours": "4bit, mxfp4, nvfp4 (4-bit formats)"},
+    "probe_better": {"claim": "probe vectors are preserved better than mean-difference vectors"},
+    "spread": {"claim": "steering quality is preserved: mean spread of the best coherent trait score across precisions "
+                        "3.5 points (Llama-8B) and 4.4 (OLMo-7B)", "range": [3.5, 4.4]},
+    "sycophancy_most_sensitive": {"claim": "CAA sycophancy is the most precision-sensitive trait"},
+    "controlled_text": {"claim": "with the response text held fixed, precisions' vectors converge (cosine 0.97-0.98)",
+                        "range": [0.97, 0.98]},
+    "int8_beats_4bit": {"claim": "INT8 degrades less than 4-bit"},
+    "unvetted_contamination": {"claim": "unvetted positive sets held about 30% examples without the trait (refusals "
+                                        "there; here: harmful prompts the model does not refuse)", "value": 0.30},
+    "source": "the quantization study's findings as issue 17 states them (7 models x 5 precisions, FP16/NF4/INT8/FP4/AWQ)",
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    n_refusal: int  # harmful and harmless train instructions (each) the vectors are extracted from
+    n_persona: int  # train passages
+    n_syc: int  # CAA generate items for the vector; the next n_val_ab choose the layer
+    n_val_ab: int
+    n_test_ab: int  # CAA test items
+    n_conf: int  # confidence train pairs; the next n_val and n_test questions steer
+    n_val: int  # steering validation prompts per generation trait
+    n_test: int  # steering test prompts per generation trait
+    n_fidelity: int  # passages for KL / top-1 agreement
+    depths: tuple  # candidate steering layers (fractions of depth), chosen on validation with the reference
+    search_steps: int
+    max_tokens: int  # refusal responses and steered generations
+    summary_tokens: tuple  # concise, verbose
+    min_coherent: float = 0.75
+    verbose_ratio: float = 1.5
+    min_kept: int = 4  # fewer vetted examples per class: the trait does not apply to this model at this precision
+    n_capability: int | None = None  # cap on items per benchmark (tests); None: the quick stride or the full set
+    seed: int = 0
+
+
+def config(quick: bool) -> Config:
+    if quick:
+        return Config(n_refusal=24, n_persona=12, n_syc=36, n_val_ab=12, n_test_ab=12, n_conf=16, n_val=6, n_test=8,
+                      n_fidelity=8, depths=(1 / 3, 1 / 2), search_steps=3, max_tokens=32, summary_tokens=(40, 80))
+    return Config(n_refusal=64, n_persona=40, n_syc=150, n_val_ab=50, n_test_ab=50, n_conf=30, n_val=9, n_test=9,
+                  n_fidelity=40, depths=(0.25, 1 / 3, 0.4, 0.5, 0.6), search_steps=5, max_tokens=48,
+                  summary_tokens=(48, 112))
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def data(cfg: Config, quick: bool) -> dict:
+    """Every item set the study reads, split once (train: vectors; val: choices; test: reported numbers)."""
+    harmful, harmless = refusal_prompts("train")
+    _, hl_val = refusal_prompts("val")
+    _, hl_test = refusal_eval_prompts()
+    gen, test_ab = caa_sycophancy()
+    conf = confidence_pairs()
+    c_val = conf[cfg.n_conf:cfg.n_conf + cfg.n_val]
+    c_test = conf[cfg.n_conf + cfg.n_val:cfg.n_conf + cfg.n_val + cfg.n_test]
+    return {
+        "harmful": harmful[:cfg.n_refusal], "harmless": harmless[:cfg.n_refusal],
+        "passages": passages("train")[:cfg.n_persona],
+        "syc_train": gen[:cfg.n_syc], "syc_val": gen[cfg.n_syc:cfg.n_syc + cfg.n_val_ab], "syc_test": test_ab[:cfg.n_test_ab],
+        "conf_train": conf[:cfg.n_conf],
+        "steer": {"refusal": (hl_val[:cfg.n_val], hl_test[:cfg.n_test]),
+                  "persona": ([NEUTRAL.format(p=p) for p in passages("val")[:cfg.n_val]],
+                              [NEUTRAL.format(p=p) for p in passages("test")[:cfg.n_test]]),
+                  "confidence": ([p["question"] for p in c_val], [p["question"] for p in c_test])},
+        "capability": {k: capability_items(k, quick)[:cfg.n_capability] for k in ("mmlu", "truthfulqa")},
+        "fidelity": passages("test")[-cfg.n_fidelity:],
+    }
+
+
+# ------------------------------------------------------------------------------------------- texts, vetting
+
+
+def native_texts(lm, d: dict, cfg: Config) -> dict:
+    """What an instruct model writes itself (greedy): refusal responses and concise / verbose summaries."""
+    if not lm.instruct:
+        return {}
+    g = lambda prompts, n: [x.text for x in generate(lm, prompts, max_tokens=n, chat=True)]  # noqa: E731
+    return {"harmful": g(d["harmful"], cfg.max_tokens), "harmless": g(d["harmless"], cfg.max_tokens),
+            "concise": g([CONCISE.format(p=p) for p in d["passages"]], cfg.summary_tokens[0]),
+            "verbose": g([VERBOSE.format(p=p) for p in d["passages"]], cfg.summary_tokens[1])}
+
+
+def vetted(texts: dict, cfg: Config) -> dict:
+    """Indices vetting keeps: refused harmful, answered harmless, summary pairs whose verbose is >= ratio x longer."""
+    if not texts:
+        return {}
+    phrases = refusal_substrings()
+    refused = [bool(refusal_score(t, phrases)) for t in texts["harmful"]]
+    answered = [not refusal_score(t, phrases) for t in texts["harmless"]]
+    longer = [words(v) >= cfg.verbose_ratio * max(words(c), 1) for c, v in zip(texts["concise"], texts["verbose"])]
+    return {"harmful": [i for i, k in enumerate(refused) if k], "harmless": [i for i, k in enumerate(answered) if k],
+            "persona": [i for i, k in enumerate(longer) if k],
+            "report": {"harmful_refused": rate(refused).as_dict(), "harmless_answered": rate(answered).as_dict(),
+                       "persona_pairs_kept": rate(longer).as_dict()}}
+
+
+# ---------------------------------------------------------------------------------------------------- vectors
+
+
+def _vectors(pos: dict, neg: dict, groups=None, seed: int = 0) -> dict:
+    """Both methods from one set of activations: {method: {layer: vector}} plus the probe's held-out AUROC."""
+    out = {m: {} for m in METHODS}
+    auroc = {}
+    for k in sorted(pos):
+        out["diff_of_means"][k] = diff_of_means_vec(pos[k], neg[k], groups)
+        out["probe"][k], met = probe_vec(pos[k], neg[k], seed=seed)
+        auroc[k] = met.get("auroc")
+    out["probe_auroc"] = auroc
+    return out
+
+
+def text_vectors(lm, d: dict, texts: dict, kept: dict, cfg: Config) -> dict:
+    """Refusal and persona vectors of ``lm`` reading ``texts`` on the ``kept`` items (a precision's own texts, or the
+    reference's): {(trait, position): {method: {layer: v}}}; a trait vetting emptied is {"skipped": why}."""
+    if not texts:
+        return {}
+    out = {}
+    h, hl = kept["harmful"], kept["harmless"]
+    if min(len(h), len(hl)) < cfg.min_kept:
+        why = f"vetting kept {len(h)} harmful (refused) and {len(hl)} harmless (answered) of {len(texts['harmful'])} each"
+        out["refusal"] = {"skipped": why}
+    else:
+        hp, hlp = [d["harmful"][i] for i in h], [d["harmless"][i] for i in hl]
+        out[("refusal", "prompt_last")] = _vectors(collect(lm, hp, positions="last", chat=True),
+                                                   collect(lm, hlp, positions="last", chat=True), seed=cfg.seed)
+        out[("refusal", "response_mean")] = _vectors(
+            collect_responses(lm, hp, [texts["harmful"][i] for i in h], chat=True)["mean"],
+            collect_responses(lm, hlp, [texts["harmless"][i] for i in hl], chat=True)["mean"], seed=cfg.seed)
+    idx = kept["persona"]
+    if len(idx) < cfg.min_kept:
+        out["persona"] = {"skipped": f"vetting kept {len(idx)} of {len(texts['concise'])} summary pairs"}
+    else:
+        ps = [d["passages"][i] for i in idx]
+        out[("persona", "prompt_last")] = _vectors(collect(lm, [VERBOSE.format(p=p) for p in ps], positions="last", chat=True),
+                                                   collect(lm, [CONCISE.format(p=p) for p in ps], positions="last", chat=True),
+                                                   seed=cfg.seed)
+        neutral = [NEUTRAL.format(p=p) for p in ps]
+        out[("persona", "response_mean")] = _vectors(
+            collect_responses(lm, neutral, [texts["verbose"][i] for i in idx], chat=True)["mean"],
+            collect_responses(lm, neutral, [texts["concise"][i] for i in idx], chat=True)["mean"], seed=cfg.seed)
+    return out
+
+
+def _letter(answer: str) -> str:
+    return answer.strip()[1]
+
+
+def fixed_vectors(lm, d: dict, cfg: Config) -> dict:
+    """Sycophancy (CAA A/B, letter-balanced, at the answer letter) and confidence (hedged - confident) vectors: fixed
+    text, so native and controlled coincide."""
+    chat = lm.instruct
+    train = d["syc_train"]
+    match = [ab_tokens(lm, g["question"], g["answer_matching_behavior"].strip(), chat) for g in train]
+    other = [ab_tokens(lm, g["question"], g["answer_not_matching_behavior"].strip(), chat) for g in train]
+    offsets = set(ab_items(lm, [g["question"] for g in train], chat).letter_offsets)
+    if len(offsets) != 1:
+        raise MlxInterpError(f"the answer letter sits at different offsets {sorted(offsets)} across items on {lm.name}")
+    pos = offsets.pop()
+    letters = [_letter(g["answer_matching_behavior"]) for g in train]
+    out = {("sycophancy", "answer_letter"): _vectors(collect(lm, match, positions=pos), collect(lm, other, positions=pos),
+                                                     groups=letters, seed=cfg.seed)}
+    qs = [p["question"] if chat else f"Q: {p['question']}\nA:" for p in d["conf_train"]]
+    lead = "" if chat else " "
+    hed = collect_responses(lm, qs, [lead + p["hedged"] for p in d["conf_train"]], chat=chat)
+    con = collect_responses(lm, qs, [lead + p["confident"] for p in d["conf_train"]], chat=chat)
+    out[("confidence", "answer_last")] = _vectors(hed["last"], con["last"], seed=cfg.seed)
+    out[("confidence", "answer_mean")] = _vectors(hed["mean"], con["mean"], seed=cfg.seed)
+    return out
+
+
+def as_set(vecs: dict, lm, method: str, what: str) -> VectorSet:
+    return VectorSet({k: v for k, v in vecs[method].items()}, lm.name, method, {"what": what}, "resid_post")
+
+
+def cosines(ref: dict, other: dict, lm_ref, lm_other, layers: dict) -> dict:
+    """Per (trait, position, method): cosine with the reference's vector at every layer and at the steering layer."""
+    out = {}
+    for key, rv in ref.items():
+        if not isinstance(key, tuple) or key not in other:
+            continue
+        trait, position = key
+        for m in METHODS:
+            c = compare_vectors(as_set(rv, lm_ref, m, trait), as_set(other[key], lm_other, m, trait))
+            curve = [c[k]["cosine"] for k in sorted(c)]
+            at = layers.get(trait)
+            out[f"{trait}/{position}/{m}"] = {"per_layer": curve, "at_steering_layer": None if at is None else c[at]["cosine"],
+                                             "norm_ratio_at_steering_layer": None if at is None else c[at]["norm_ratio"],
+                                             "steering_layer": at}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- steering
+
+
+def _flags(trait: str, base: list[str] | None):
+    """Per generation, whether it shows the trait: refused (refusal), hedged (confidence), or longer in words than the
+    unsteered generation for the same prompt (persona)."""
+    phrases = refusal_substrings()
+    if trait == "refusal":
+        return lambda gens: [bool(refusal_score(g.text, phrases)) for g in gens]
+    if trait == "confidence":
+        return lambda gens: [hedged(g.text) for g in gens]
+    return lambda gens: [words(g.text) > words(b) for g, b in zip(gens, base)]
+
+
+def _scorer(trait: str, base: list[str] | None):
+    flags = _flags(trait, base)
+    return lambda gens: float(np.mean(flags(gens)))
+
+
+def _prompts(lm, trait: str, prompts: list[str]) -> list[str]:
+    return prompts if lm.instruct else [f"Q: {q}\nA:" for q in prompts]
+
+
+def steerable(lm) -> tuple[str, ...]:
+    return ("refusal", "persona", "confidence") if lm.instruct else ("confidence",)
+
+
+def choose_layers(ref, d: dict, vecs: dict, cfg: Config) -> dict:
+    """Per trait: the steering layer, chosen on validation prompts with the reference (coefficient search at each
+    candidate depth; the layer whose best coherent step scores highest). None when no candidate is coherent."""
+    L = ref.n_layers
+    cands = sorted({min(L - 1, max(1, int(round(f * L)))) for f in cfg.depths})
+    out = {}
+    for trait in steerable(ref):
+        key = (trait, STEER_WITH[trait])
+        if key not in vecs:
+            out[trait] = {"layer": None, "why": vecs.get(trait, {}).get("skipped", "no vector")}
+            continue
+        val = _prompts(ref, trait, d["steer"][trait][0])
+        base = [g.text for g in generate(ref, val, max_tokens=_tokens(trait, cfg), chat=ref.instruct)]
+        rows = []
+        for k in cands:
+            s = search_multiplier(ref, vecs[key]["diff_of_means"][k], k, val, _scorer(trait, base), steps=cfg.search_steps,
+                                  min_coherent=cfg.min_coherent, max_tokens=_tokens(trait, cfg), chat=ref.instruct,
+                                  with_baseline=False, control=False)
+            rows.append({"layer": k, "best_score": None if s.best is None else s.best.score,
+                         "best_multiplier": None if s.best is None else s.best.multiplier})
+        ok = [r for r in rows if r["best_score"] is not None]
+        best = max(ok, key=lambda r: (r["best_score"], -r["layer"])) if ok else None
+        out[trait] = {"layer": None if best is None else best["layer"], "candidates": rows,
+                      "chosen_on": f"validation prompts ({len(val)}), reference precision"}
+    out["sycophancy"] = choose_sycophancy_layer(ref, d, vecs, cands)
+    return out
+
+
+def _tokens(trait: str, cfg: Config) -> int:
+    return cfg.summary_tokens[1] if trait == "persona" else cfg.max_tokens
+
+
+def _ab(lm, items_key: str, d: dict, vec=None, layer=None, m: float = 0.0) -> dict:
+    """CAA's A/B score and logit difference (matching - not matching) on validation or test items."""
+    from mlx_interp.core.trace import run
+
+    qs = [g["question"] for g in d[items_key]]
+    letters = [_letter(g["answer_matching_behavior"]) for g in d[items_key]]
+    items = ab_items(lm, qs, lm.instruct)
+    ivs = [mi.Add(vec, layers=layer, alpha=m)] if vec is not None and m else []
+    res = ab_from_logits(items, run(lm, items.prompts, interventions=ivs).logits, letters)
+    pm = np.where(np.array(letters) == "A", res.p_a, res.p_b)
+    po = np.where(np.array(letters) == "A", res.p_b, res.p_a)
+    return {**res.summary(), "logit_diff": float(np.mean(np.log(pm) - np.log(po))), "_per_item": res.score.tolist()}
+
+
+def choose_sycophancy_layer(ref, d: dict, vecs: dict, cands: list[int]) -> dict:
+    key = ("sycophancy", "answer_letter")
+    rows = []
+    for k in cands:
+        v = vecs[key]["diff_of_means"][k]
+        rows.append({"layer": k, "effect": _ab(ref, "syc_val", d, v, k, 1.0)["score"] - _ab(ref, "syc_val", d, v, k, -1.0)["score"]})
+    best = max(rows, key=lambda r: (r["effect"], -r["layer"]))
+    return {"layer": best["layer"], "candidates": rows, "chosen_on": "CAA validation items, reference precision: score(+1) - score(-1)"}
+
+
+def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
+    """Per trait: the multiplier the coefficient search picks on validation prompts, the test score there, and a
+    random direction of the same norm at the same multiplier; plus the A/B sycophancy rows."""
+    out = {}
+    for trait in steerable(lm):
+        k = layers.get(trait, {}).get("layer")
+        key = (trait, STEER_WITH[trait])
+        if k is None or key not in vecs:
+            out[trait] = {"skipped": layers.get(trait, {}).get("why") or vecs.get(trait, {}).get("skipped", "no layer chosen")}
+            continue
+        v = vecs[key]["diff_of_means"][k]
+        val, test = (_prompts(lm, trait, p) for p in d["steer"][trait])
+        n_tok = _tokens(trait, cfg)
+        base_val = [g.text for g in generate(lm, val, max_tokens=n_tok, chat=lm.instruct)]
+        s = search_multiplier(lm, v, k, val, _scorer(trait, base_val), steps=cfg.search_steps, min_coherent=cfg.min_coherent,
+                              max_tokens=n_tok, chat=lm.instruct, control=False, judge=judge)
+        row = {"layer": k, "search": {"steps": [{"multiplier": x.multiplier, "score": x.score, "coherent_rate": x.coherent_rate}
+                                                for x in s.steps]}}
+        base_test = generate(lm, test, max_tokens=n_tok, chat=lm.instruct)
+        flags = _flags(trait, [g.text for g in base_test])
+        row["test_baseline"] = _evaluate(judge, base_test, flags)
+        if s.best is None:
+            row.update(best=None, why="no multiplier kept the validation generations coherent")
+        else:
+            row["best"] = {"multiplier": s.best.multiplier, "alpha": s.best.alpha, "val_score": s.best.score}
+            rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=cfg.seed + k)
+            for name, vec in (("test", v), ("test_random", rnd)):
+                gens = generate(lm, test, max_tokens=n_tok, chat=lm.instruct,
+                                interventions=[mi.Add(vec, layers=k, alpha=s.best.alpha)])
+                row[name] = _evaluate(judge, gens, flags)
+        row["_unit_alpha"], row["_vector"] = s.unit_alpha, v
+        out[trait] = row
+    k = layers["sycophancy"]["layer"]
+    v = vecs[("sycophancy", "answer_letter")]["diff_of_means"][k]
+    base = _public(_ab(lm, "syc_test", d))
+    if base["mass_median"] < MASS_FLOOR:
+        out["sycophancy"] = {"skipped": f"the scored answer tokens carry a median probability of {base['mass_median']:.3f} "
+                                        f"< {MASS_FLOOR} on {lm.name}", "0": base}
+        return out
+    rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=cfg.seed + k)
+    out["sycophancy"] = {"layer": k, "multiplier": "x1 the raw difference of means (CAA)", "0": base,
+                         **{f"{m:+.0f}": _public(_ab(lm, "syc_test", d, v, k, m)) for m in (-1.0, 1.0)},
+                         **{f"random_{m:+.0f}": _public(_ab(lm, "syc_test", d, rnd, k, m)) for m in (-1.0, 1.0)}}
+    return out
+
+
+def _evaluate(judge, gens, flags) -> dict:
+    """The trait rate (Wilson interval) and the coherent rate (judged by ``judge``) of generations."""
+    c = coherence(judge, gens)
+    r = rate(flags(gens)).as_dict()
+    return {"score": r["p"], "rate": r, "n": len(gens), "coherent": rate(c["coherent"]).as_dict(),
+            "examples": [g.text for g in gens[:2]]}
+
+
+def cross_steer(receiver, judge, d: dict, own: dict, foreign: dict, cfg: Config) -> dict:
+    """The ``foreign`` precision's vector on ``receiver``, at the receiver's chosen layer and alpha, rescaled to the
+    norm of the receiver's own vector (so only the direction differs)."""
+    out = {}
+    for trait, row in own.items():
+        if trait == "sycophancy" or not row.get("best") or "_vector" not in foreign.get(trait, {}):
+            continue
+        v_own, v_for = row["_vector"], foreign[trait]["_vector"]
+        v = v_for / np.linalg.norm(v_for) * np.linalg.norm(v_own)
+        test = _prompts(receiver, trait, d["steer"][trait][1])
+        n_tok = _tokens(trait, cfg)
+        base = [g.text for g in generate(receiver, test, max_tokens=n_tok, chat=receiver.instruct)]
+        gens = generate(receiver, test, max_tokens=n_tok, chat=receiver.instruct,
+                        interventions=[mi.Add(v, layers=row["layer"], alpha=row["best"]["alpha"])])
+        out[trait] = _evaluate(judge, gens, _flags(trait, base))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- capability
+
+
+def capability(lm, d: dict) -> dict:
+    """A/B accuracy on MMLU and TruthfulQA (correct when p(correct) > p(other)), with per-item outcomes for pairing."""
+    from mlx_interp.core.trace import run
+
+    out = {}
+    for name, items in d["capability"].items():
+        ab = ab_items(lm, [x["prompt"] for x in items], lm.instruct)
+        letters = [_letter(x["correct"]) for x in items]
+        res = ab_from_logits(ab, run(lm, ab.prompts).logits, letters)
+        pc = np.where(np.array(letters) == "A", res.p_a, res.p_b)
+        po = np.where(np.array(letters) == "A", res.p_b, res.p_a)
+        correct = (pc > po).tolist()
+        out[name] = {"accuracy": rate(correct).as_dict(), "logit_diff": float(np.mean(np.log(pc) - np.log(po))),
+                     "mass_median": float(np.median(res.mass)), "prefers_a": rate(res.p_a > res.p_b).as_dict(),
+                     "_correct": correct}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- the study
+
+
+def _public(x):
+    if isinstance(x, dict):
+        return {(k if isinstance(k, str) else "/".join(k)): _public(v) for k, v in x.items()
+                if not (isinstance(k, str) and k.startswith("_"))}
+    if isinstance(x, (list, tuple)):
+        return [_public(v) for v in x]
+    if isinstance(x, np.generic):  # numpy bools and floats from comparisons
+        return x.item()
+    return x
+
+
+def _spread(rows: dict, trait: str) -> dict | None:
+    """max - min over precisions of the trait's test score at the multiplier chosen on validation; a precision with no
+    coherent multiplier counts with its unsteered score (its best coherent setting), a sycophancy row whose scored
+    tokens carry too little mass does not count (its metric does not measure the choice)."""
+    scores, unsteered = {}, []
+    for p, r in rows.items():
+        s = r["steering"].get(trait) or {}
+        if trait == "sycophancy":
+            if "+1" in s:
+                scores[p] = s["+1"]["score"]
+        elif s.get("test"):
+            scores[p] = s["test"]["rate"]["p"]
+        elif s.get("test_baseline"):
+            scores[p] = s["test_baseline"]["rate"]["p"]
+            unsteered.append(p)
+    if len(scores) < 2:
+        return None
+    return {"points": 100 * (max(scores.values()) - min(scores.values())), "scores": scores, "unsteered": unsteered,
+            "max_at": max(scores, key=scores.get), "min_at": min(scores, key=scores.get)}
+
+
+def hypotheses(rows: dict, ref_name: str) -> dict:
+    """Each stated hypothesis beside what this model measured."""
+    def cos_at(prec, method="diff_of_means", kind="native"):
+        r = rows.get(prec)
+        if not r:
+            return {}
+        return {k: v["at_steering_layer"] for k, v in r["cosine"][kind].items() if k.endswith(method) and v["at_steering_layer"] is not None}
+
+    out = {"stated": HYPOTHESES}
+    c8 = cos_at("8bit")
+    out["int8_cosine"] = {"measured": c8, "min": min(c8.values()) if c8 else None,
+                          "met": (min(c8.values()) >= 0.95) if c8 else None}
+    four = {p: cos_at(p) for p in ("4bit", "mxfp4", "nvfp4") if p in rows}
+    vals = [x for c in four.values() for x in c.values()]
+    out["nf4_cosine"] = {"measured": four, "min": min(vals) if vals else None, "max": max(vals) if vals else None,
+                         "met": (0.88 <= min(vals) and max(vals) <= 0.94) if vals else None,
+                         "note": "met = every 4-bit cosine inside the stated range; above it means 4-bit degrades less"}
+    pairs = [(cos_at(p, "probe")[k.replace("diff_of_means", "probe")], c) for p in rows if p != ref_name
+             for k, c in cos_at(p).items() if k.replace("diff_of_means", "probe") in cos_at(p, "probe")]
+    if pairs:
+        diff = paired_diff([a for a, _ in pairs], [b for _, b in pairs])
+        out["probe_better"] = {**diff, "n_pairs": len(pairs), "met": diff["lo"] > 0,
+                               "measured_as": "cosine(probe) - cosine(diff of means), paired over traits x positions x "
+                                              "precisions; met when the 95% interval lies above 0"}
+    else:
+        out["probe_better"] = {"met": None, "why": "no vector pairs to compare"}
+    spreads = {t: _spread(rows, t) for t in ("refusal", "persona", "confidence", "sycophancy")}
+    spreads = {t: s for t, s in spreads.items() if s}
+    out["spread"] = {"per_trait": spreads, "mean_points": float(np.mean([s["points"] for s in spreads.values()])) if spreads else None,
+                     "met": None, "note": "our scores are judge-free rates; compare magnitudes, not a verdict"}
+    top = max(spreads, key=lambda t: spreads[t]["points"]) if spreads else None
+    out["sycophancy_most_sensitive"] = {"most_sensitive": top, "met": (top == "sycophancy") if "sycophancy" in spreads else None}
+    ctl = {p: {k: (rows[p]["cosine"]["native"].get(k, {}).get("at_steering_layer"), v["at_steering_layer"])
+               for k, v in rows[p]["cosine"].get("controlled", {}).items() if v["at_steering_layer"] is not None}
+           for p in rows if p != ref_name}
+    flat = [(n, c) for p in ctl.values() for n, c in p.values() if n is not None]
+    out["controlled_text"] = {"native_vs_controlled": ctl, "n": len(flat),
+                              "mean_native": float(np.mean([n for n, _ in flat])) if flat else None,
+                              "mean_controlled": float(np.mean([c for _, c in flat])) if flat else None,
+                              "met": (np.mean([c for _, c in flat]) >= np.mean([n for n, _ in flat])) if flat else None}
+    if "8bit" in rows and "4bit" in rows:
+        k8, k4 = rows["8bit"]["fidelity"]["kl"], rows["4bit"]["fidelity"]["kl"]
+        m8, m4 = c8, cos_at("4bit")
+        shared = [k for k in m8 if k in m4]
+        out["int8_beats_4bit"] = {"kl_8bit": k8, "kl_4bit": k4,
+                                  "mean_cosine_8bit": float(np.mean([m8[k] for k in shared])) if shared else None,
+                                  "mean_cosine_4bit": float(np.mean([m4[k] for k in shared])) if shared else None,
+                                  "met": bool(k8 < k4 and (not shared or np.mean([m8[k] for k in shared]) >= np.mean([m4[k] for k in shared])))}
+    else:
+        out["int8_beats_4bit"] = {"met": None, "why": "needs both 8bit and 4bit in the run"}
+    cont = {p: r["vetting"]["harmful_refused"] for p, r in rows.items() if r.get("vetting")}
+    out["unvetted_contamination"] = {"harmful_not_refused": {p: 1 - v["p"] for p, v in cont.items()}, "met": None,
+                                     "note": "the share of the unvetted positive set without the trait, per precision"}
+    return out
+
+
+def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: str) -> str:
+    t0 = time.time()
+    d = data(cfg, quick)
+    ref = mi.load(f"{alias}@{REFERENCE}")
+    print(f"{NAME}: {alias}, reference {ref.name}, variants {', '.join(precisions)}", file=sys.stderr)
+    progress(1, 4, f"{ref.name}: texts and vectors")
+    ref_texts = native_texts(ref, d, cfg)
+    ref_kept = vetted(ref_texts, cfg)
+    ref_vecs = {**text_vectors(ref, d, ref_texts, ref_kept, cfg), **fixed_vectors(ref, d, cfg)}
+    progress(2, 4, f"{ref.name}: steering layers (validation)")
+    layers = choose_layers(ref, d, ref_vecs, cfg)
+    L = {t: v["layer"] for t, v in layers.items()}
+    rows, steered = {}, {}
+    for i, prec in enumerate([REFERENCE] + list(precisions)):
+        t1 = time.time()
+        lm = ref if prec == REFERENCE else mi.load(f"{alias}@{prec}")
+        progress(3, 4, f"{lm.name}: capability, vectors, steering ({i + 1}/{len(precisions) + 1})")
+        if prec == REFERENCE:
+            texts, kept, vecs = ref_texts, ref_kept, ref_vecs
+        else:
+            texts = native_texts(lm, d, cfg)
+            kept = vetted(texts, cfg)
+            vecs = {**text_vectors(lm, d, texts, kept, cfg), **fixed_vectors(lm, d, cfg)}
+        row = {"model": lm.describe(), "fidelity": agreement(ref, lm, d["fidelity"]), "capability": capability(lm, d),
+               "vetting": kept.get("report"), "skipped": {t: v["skipped"] for t, v in vecs.items() if isinstance(t, str)},
+               "cosine": {"native": cosines(ref_vecs, vecs, ref, lm, L)}}
+        if prec != REFERENCE and texts:
+            controlled = text_vectors(lm, d, ref_texts, ref_kept, cfg)  # this precision reading the reference's text
+            ref_reads = text_vectors(ref, d, texts, kept, cfg)  # the reference reading this precision's text
+            row["cosine"]["controlled"] = cosines(ref_vecs, controlled, ref, lm, L)
+            row["cosine"]["reference_on_variant_text"] = cosines(ref_vecs, ref_reads, ref, ref, L)
+            row["cosine"]["variant_text_model_effect"] = cosines(ref_reads, vecs, ref, lm, L)
+        steered[prec] = steer(lm, ref, d, vecs, layers, cfg)
+        row["steering"] = steered[prec]
+        if prec != REFERENCE:
+            row["cross_steering"] = {"reference_vector_on_variant": cross_steer(lm, ref, d, steered[prec], steered[REFERENCE], cfg),
+                                     "variant_vector_on_reference": cross_steer(ref, ref, d, steered[REFERENCE], steered[prec], cfg)}
+            for name in row["capability"]:
+                a = np.array(row["capability"][name]["_correct"], dtype=float)
+                b = np.array(rows[REFERENCE]["capability"][name]["_correct"], dtype=float)
+                row["capability"][name]["minus_reference"] = paired_diff(a, b, seed=cfg.seed)
+        row["wall_s"] = time.time() - t1
+        rows[prec] = row
+        if lm is not ref:
+            del lm
+    progress(4, 4, "hypotheses")
+    payload = {"reference": ref.name, "precisions": [REFERENCE] + list(precisions), "config": asdict(cfg),
+               "layers": layers, "rows": rows, "hypotheses": hypotheses(rows, REFERENCE),
+               "positions": STEER_WITH, "methods": METHODS}
+    payload = _public(payload)
+    path = mi.save_result(NAME, payload, lm=ref, wall_s=time.time() - t0, out_dir=out_dir,
+                          config={"quick": quick, "precisions": list(precisions)})
+    return str(path)
+
+
+def main(argv=None) -> list[str]:
+    a = parse(__doc__.strip().splitlines()[0], argv, extra=lambda ap: ap.add_argument(
+        "--precision", action="append", help="a variant to compare with the fp32 reference (repeatable; default: the "
+                                              "quick or full set)"))
+    code_version()
+    paths = []
+    try:
+        precisions = a.precision or list(PRECISIONS["quick" if a.quick else "full"])
+        for p in precisions:
+            Precision.parse(p).check_offline()
+        for model in a.model or ["smollm2-135m"]:
+            alias, prec = split_name(model)
+            if prec is not None:
+                raise MlxInterpError(f"give exp15 a model without a precision ({model!r} -> {alias!r}); it loads "
+                                     f"{alias}@{REFERENCE} and every --precision itself")
+            paths.append(study(alias, precisions, config(a.quick), a.quick, a.out))
+            print(f"  -> {paths[-1]}")
+    except MlxInterpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return paths
+
+
+if __name__ == "__main__":
+    main()

@@ -61,7 +61,7 @@ from experiments.common import parse, progress
 from mlx_interp.core.generate import generate
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.ab import MASS_FLOOR, ab_from_logits, ab_items, ab_tokens
-from mlx_interp.measures.coherence import coherence
+from mlx_interp.measures.generations import score_generations
 from mlx_interp.measures.distributions import agreement
 from mlx_interp.measures.stats import paired_diff, rate
 from mlx_interp.measures.summaries import words
@@ -412,10 +412,8 @@ def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
 
 def _evaluate(judge, gens, flags) -> dict:
     """The trait rate (Wilson interval) and the coherent rate (judged by ``judge``) of generations."""
-    c = coherence(judge, gens)
-    r = rate(flags(gens)).as_dict()
-    return {"score": r["p"], "rate": r, "n": len(gens), "coherent": rate(c["coherent"]).as_dict(),
-            "examples": [g.text for g in gens[:2]]}
+    out = score_generations(judge, gens, {"rate": flags(gens)}, examples=2)
+    return {**out, "score": out["rate"]["p"]}
 
 
 def cross_steer(receiver, judge, d: dict, own: dict, foreign: dict, cfg: Config) -> dict:

@@ -41,8 +41,7 @@ import mlx_interp as mi
 from experiments.common import parse, progress
 from mlx_interp.core.generate import generate
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.measures.coherence import coherence
-from mlx_interp.measures.stats import rate
+from mlx_interp.measures.generations import score_generations
 from mlx_interp.measures.text import refusal_score
 from mlx_interp.methods import refusal
 from mlx_interp.methods.vetting import vet
@@ -80,10 +79,7 @@ def config(quick: bool) -> Config:
 
 def _gen_eval(lm, prompts, interventions, max_tokens: int, phrases) -> dict:
     gens = generate(lm, prompts, max_tokens=max_tokens, interventions=interventions, chat=True)
-    c = coherence(lm, gens)
-    refused = [bool(refusal_score(g.text, phrases)) for g in gens]
-    return {"refusal": rate(refused).as_dict(), "coherent": rate(c["coherent"]).as_dict(),
-            "examples": [g.text for g in gens[:2]]}
+    return score_generations(lm, gens, {"refusal": lambda t: bool(refusal_score(t, phrases))})
 
 
 def _sets(cfg: Config) -> dict:
@@ -176,13 +172,6 @@ def _fit_maps(src, tgt, layer: int, cfg: Config, texts: list[str]) -> tuple[dict
     return fitted, scores, tl
 
 
-def _carriers(src, tgt, fitted: dict) -> dict:
-    """How a source direction reaches the target: 'direct' where widths match, then each fitted map."""
-    out = {"direct": (lambda v: np.asarray(v, dtype=np.float64))} if src.width == tgt.width else {}
-    out.update({k: m.map_direction for k, m in fitted.items()})
-    return out
-
-
 def _boot_dir(acts, idx_pos, idx_neg, layer) -> np.ndarray:
     pos, neg = acts
     return pos[layer][idx_pos].mean(axis=0) - neg[layer][idx_neg].mean(axis=0)
@@ -258,7 +247,7 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> l
             s_self, t_self = selves[src.name], selves[tgt.name]
             print(f"{NAME}: {src.name} -> {tgt.name}", file=sys.stderr)
             fitted, scores, tl = _fit_maps(src, tgt, s_self["geometry_layer"], cfg, texts)
-            carriers = _carriers(src, tgt, fitted)
+            carriers = maps.carriers(src, tgt, fitted)
             same = src.family == tgt.family
             g = {"source": src.name, "target": tgt.name, "source_layer": s_self["geometry_layer"], "target_layer": tl,
                  "source_layer_rule": s_self["geometry_layer_rule"],

@@ -56,6 +56,7 @@ from mlx_interp.methods.steering import residual_norms
 from mlx_interp.readouts.directions import collect_responses, random_direction
 from mlx_interp.readouts.vectors import VectorSet, save_vector
 from mlx_interp.runs.results import atomic_write_new, code_version, provenance
+from mlx_interp.runtime.parallel import world
 from mlx_interp.tasks.datasets import passages
 from mlx_interp.transfer import adapters, maps
 from mlx_interp.transfer.pairs import matched_layer, paired_activations
@@ -176,9 +177,7 @@ def _carriers(src, tgt, layer: int, tl: int, cfg: Config) -> tuple[dict, dict]:
     fitted["adapter"] = adapters.train_adapter(fit_p, steps=cfg.adapter_steps, seed=cfg.seed, progress=lambda s, v: None)
     scores = {k: {kk: vv for kk, vv in maps.evaluate(m, eval_p).items()} for k, m in fitted.items()}
     scores["adapter"]["loss_curve"] = fitted["adapter"].meta["loss_curve"]
-    out = {"direct": lambda v: np.asarray(v, dtype=np.float64)} if src.width == tgt.width else {}
-    out.update({k: m.map_direction for k, m in fitted.items()})
-    return out, scores
+    return maps.carriers(src, tgt, fitted), scores
 
 
 def hypotheses(source: dict, targets: dict) -> dict:
@@ -282,6 +281,8 @@ def write(res: dict, src, models, pairs, vecs, out_dir) -> Path:
     """The study's files, each written once (a new folder per run)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     folder = Path(out_dir) / NAME / f"{stamp}_{src.name}"
+    if not world().main:  # data parallel: the main rank writes the study's files
+        return folder
     if folder.exists():
         raise MlxInterpError(f"{folder} exists; runs never overwrite an earlier run")
     folder.mkdir(parents=True)

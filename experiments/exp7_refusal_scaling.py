@@ -41,8 +41,7 @@ from experiments.common import progress
 from mlx_interp.core.batching import format_prompt
 from mlx_interp.core.generate import generate
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.measures.coherence import coherence
-from mlx_interp.measures.stats import rate
+from mlx_interp.measures.generations import score_generations
 from mlx_interp.measures.text import refusal_rate, refusal_score
 from mlx_interp.methods import refusal
 from mlx_interp.methods.refusal import refusal_start_tokens
@@ -78,11 +77,8 @@ def _gen_eval(lm, prompts, interventions, max_tokens, phrases, batch: int = 32) 
     """Greedy chat generations scored for refusal and coherence (length-sorted chunks of ``batch``, see
     core.batching; bench/bench_generate_batch.py measures the per-prompt cost of 16/32/64)."""
     gens = generate(lm, prompts, max_tokens=max_tokens, interventions=interventions, chat=True, batch_size=batch)
-    c = coherence(lm, gens)
-    refused = [bool(refusal_score(g.text, phrases)) for g in gens]
-    return {"refusal_score": refusal_rate([g.text for g in gens], phrases), "refusal": rate(refused).as_dict(),
-            "coherent_rate": c["coherent_rate"], "coherent": rate(c["coherent"]).as_dict(),
-            "median_perplexity": c["median_perplexity"], "n": len(gens), "examples": [g.text for g in gens[:3]]}
+    out = score_generations(lm, gens, {"refusal": lambda t: bool(refusal_score(t, phrases))})
+    return {"refusal_score": refusal_rate([g.text for g in gens], phrases), **out}
 
 
 def not_applicable(lm, sets, quick, reason: str, extra: dict | None = None) -> dict:

@@ -74,6 +74,39 @@ def plan(lengths: Sequence[int], batch_size: int | None = DEFAULT_BATCH_SIZE) ->
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
+def distribute(chunks: list[list[int]], lengths: Sequence[int], batch_size: int | None, *,
+               keep_local: bool = False) -> tuple[list[list[int]], list[int]]:
+    """(chunks, the ids of the chunks this rank computes). In a world of one (or with ``keep_local``, e.g. a pass
+    that keeps its KV cache): the chunks as planned, all computed here. With N ranks (``runtime.parallel``): the
+    prompts re-planned into at least N length-sorted chunks, shared out by padded token count; the caller gathers
+    the others' results (``gather_chunks``). A prompt's results do not depend on its chunk, so they equal one
+    process's to float tolerance."""
+    from ..runtime.parallel import assign, world
+
+    w = world()
+    if w.size == 1 or keep_local:
+        return chunks, list(range(len(chunks)))
+    n = len(lengths)
+    b = max(1, -(-n // w.size)) if batch_size is None else max(1, min(batch_size, -(-n // w.size)))
+    order = sorted(range(n), key=lambda i: (lengths[i], i))
+    chunks = [order[i:i + b] for i in range(0, n, b)]
+    mine = assign([len(c) * max(lengths[i] for i in c) for c in chunks], w.size)[w.rank]
+    return chunks, mine
+
+
+def gather_chunks(local: dict, n_chunks: int, what: str) -> dict:
+    """Every rank's chunk results (chunk id -> picklable value), merged on every rank; checks that none is missing."""
+    from ..runtime.parallel import gather_objects
+
+    merged: dict = {}
+    for part in gather_objects(local, what):
+        merged.update(part)
+    if len(merged) != n_chunks:
+        raise MlxInterpError(f"{what}: the ranks returned {len(merged)} of {n_chunks} chunks; every rank must run the "
+                             "same prompts with the same settings")
+    return merged
+
+
 def left_pad(tokens: Sequence[Sequence[int]]) -> tuple[list[list[int]], list[int]]:
     """Rows padded on the left to the longest, and the padding of each row."""
     n = max(len(t) for t in tokens)

@@ -18,7 +18,7 @@ import mlx.core as mx
 from mlx_lm.sample_utils import make_sampler
 
 from ..errors import MlxInterpError
-from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, encode, plan
+from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, distribute, encode, gather_chunks, plan
 from .hooks import hooked
 from .interventions import bind_all
 from .kvcache import PromptCache
@@ -84,11 +84,17 @@ def generate(
         mx.random.seed(seed)
     eos = set(getattr(lm.tokenizer, "eos_token_ids", None) or [lm.tokenizer.eos_token_id]) if stop_at_eos else set()
     out = Generations([None] * len(toks))
-    for idx in chunks:
+    chunks, mine = distribute(chunks, [len(t) for t in toks], batch_size, keep_local=prefix is not None or return_cache)
+    done = {}
+    for ci in mine:
+        idx = chunks[ci]
         sub = [b for b in (iv.for_rows(idx) for iv in ivs) if b is not None]
-        gens, caches, pads, fed = _chunk(lm, [toks[i] for i in idx], [full[i] for i in idx], sub, prefix, sampler,
-                                         eos, max_tokens)
-        for j, i in enumerate(idx):
+        done[ci], caches, pads, fed = _chunk(lm, [toks[i] for i in idx], [full[i] for i in idx], sub, prefix, sampler,
+                                             eos, max_tokens)
+    if len(mine) < len(chunks):  # data parallel: every rank gets every chunk's generations
+        done = gather_chunks(done, len(chunks), "a generation batch")
+    for ci, gens in done.items():
+        for j, i in enumerate(chunks[ci]):
             out[i] = gens[j]
     if return_cache:
         out.cache = PromptCache(caches, lm.name, [f + d for f, d in zip(full, fed)], list(pads), 0)

@@ -22,7 +22,9 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import MlxInterpError
-from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, encode, left_pad, make_caches, plan
+from ..runtime.parallel import from_host, to_host
+from .batching import (DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, distribute, encode, gather_chunks, left_pad,
+                       make_caches, plan)
 from .capture import BoundCapture, bind_captures
 from .hooks import Context, hooked
 from .interventions import bind_all
@@ -154,8 +156,10 @@ def run(
                              f"{len(toks)} prompts > batch_size={batch_size}: pass batch_size=None")
     base = _check_resume(lm, resume, full, ivs, caps, return_cache, len(toks[0]) if prefix is not None else max(lens))
     T = max(lens) if prefix is None else prefix.columns + len(toks[0])
-    results = []
-    for idx in chunks:
+    chunks, mine = distribute(chunks, [len(t) for t in toks], batch_size, keep_local=prefix is not None or return_cache)
+    results = {}
+    for ci in mine:
+        idx = chunks[ci]
         sub_ivs = [b for b in (iv.for_rows(idx) for iv in ivs) if b is not None]
         sub_caps = [c.fresh() for c in caps]
         skip = None
@@ -165,7 +169,12 @@ def run(
                 h = mx.broadcast_to(h, (len(toks),) + tuple(h.shape[1:]))
             Tc = h.shape[1] if prefix is not None else max(lens[i] for i in idx)
             skip = (k, h[mx.array(idx)][:, h.shape[1] - Tc:])
-        results.append(_chunk(lm, [toks[i] for i in idx], sub_ivs, sub_caps, logits, prefix, skip))
+        results[ci] = _chunk(lm, [toks[i] for i in idx], sub_ivs, sub_caps, logits, prefix, skip)
+    if len(mine) < len(chunks):  # data parallel: every rank gets every chunk's logits and captures
+        local = {ci: (to_host(r[0]), {k: to_host(a) for k, a in r[1].items()}) for ci, r in results.items()}
+        results = {ci: (from_host(o), {k: from_host(a) for k, a in c.items()}, None, None)
+                   for ci, (o, c) in gather_chunks(local, len(chunks), "a forward pass").items()}
+    results = [results[ci] for ci in range(len(chunks))]
     out, captured = _combine(results, chunks, caps, logits, T)
     pads = [T - n for n in lens] if prefix is None else list(prefix.pads)
     start = 0 if prefix is None else prefix.columns

@@ -10,10 +10,15 @@ from ..errors import MlxInterpError
 
 
 def write_safetensors(path: str | Path, arrays: dict, metadata: dict, what: str) -> Path:
-    """Write ``arrays`` with string ``metadata`` to ``path`` through a temporary file (never half-written)."""
+    """Write ``arrays`` with string ``metadata`` to ``path`` through a temporary file (never half-written); in a
+    data-parallel run only the main rank writes."""
+    from ..runtime.parallel import world
+
     path = Path(path)
     if path.suffix != ".safetensors":
         raise MlxInterpError(f"{what} file {str(path)!r} must end in .safetensors")
+    if not world().main:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".tmp-{path.name}")
     mx.save_safetensors(str(tmp), arrays, metadata=metadata)

@@ -60,6 +60,7 @@ def provenance(lm=None, *, config: dict | None = None, seed: int | None = None, 
     import mlx.core as mx
 
     from ..runtime import blas as _blas
+    from ..runtime.parallel import world
 
     prov = {
         "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -72,6 +73,7 @@ def provenance(lm=None, *, config: dict | None = None, seed: int | None = None, 
         "blas": _blas.STATE.get("loaded"),
         "blas_threads": _blas.STATE.get("threads"),
         "blas_threads_reason": _blas.STATE.get("threads_reason"),
+        "world": world().describe(),
         "argv": sys.argv,
         "seed": seed,
         "config": config or {},
@@ -101,7 +103,12 @@ def _jsonable(x: Any):
 
 
 def atomic_write_new(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` or, if it exists, to ``path`` with a ``-2``, ``-3``... suffix."""
+    """Write ``text`` to ``path`` or, if it exists, to ``path`` with a ``-2``, ``-3``... suffix. In a data-parallel
+    run only the main rank writes (the others hold the same numbers; ``runtime.parallel``)."""
+    from ..runtime.parallel import world
+
+    if not world().main:
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     try:

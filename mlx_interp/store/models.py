@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import MlxInterpError
+from ..runtime.parallel import check_same
 from .precision import DEFAULT, Precision, split_name
 from .registry import REGISTRY, ModelSpec, family_of_model_type, get_spec, unknown_alias
 
@@ -224,6 +225,7 @@ def load(name: str, *, fast_cpu: bool | None = None) -> LoadedModel:
     source = json.loads(src_file.read_text()) if src_file is not None and src_file.is_file() else None
     precision = Precision.from_config(config, source)
     check_quantization(model, config, precision, r.source)
+    check_same(f"{r.alias}@{precision}", "the model")  # data parallel: every rank runs the same model
     info = {}
     if fast_cpu if fast_cpu is not None else running_on_cpu():
         info = optimize_for_cpu(model)

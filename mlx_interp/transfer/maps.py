@@ -149,3 +149,11 @@ def evaluate(m: LinearMap, pairs: Pairs) -> dict:
     pc, bc = P - mb, B - mb
     cos = np.sum(pc * bc, axis=1) / np.maximum(np.linalg.norm(pc, axis=1) * np.linalg.norm(bc, axis=1), 1e-12)
     return {"r2": r2, "cosine_mean": float(cos.mean()), "n_rows": int(len(B)), "n_texts": int(len(np.unique(pairs.text_index)))}
+
+
+def carriers(source, target, fitted: dict) -> dict:
+    """How a source direction reaches the target: ``"direct"`` where the widths match (the vector as it is), then
+    each fitted map (name -> ``LinearMap``) by its ``map_direction``: name -> function of a vector."""
+    out = {"direct": (lambda v: np.asarray(v, dtype=np.float64))} if source.width == target.width else {}
+    out.update({k: m.map_direction for k, m in fitted.items()})
+    return out

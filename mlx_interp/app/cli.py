@@ -200,12 +200,15 @@ def info() -> None:
     """Backend, BLAS and cache facts (what the fast CPU path is doing)."""
     import mlx.core as mx
 
+    from ..runtime.parallel import world
     from ..store.models import cache_dir
 
     click.echo(f"mlx device: {mx.default_device()}")
     click.echo(f"BLAS preloaded: {_blas.STATE['loaded'] or 'no'} ({_blas.STATE['reason']})")
     click.echo(f"BLAS threads: {_blas.STATE['threads'] or '-'} ({_blas.STATE['threads_reason']}; set MLX_INTERP_THREADS to override)")
     click.echo(f"model cache: {cache_dir()}")
+    w = world()
+    click.echo(f"world: rank {w.rank} of {w.size} ({w.backend}; mlx.launch -n N --backend ring runs N ranks)")
 
 
 def main() -> None:

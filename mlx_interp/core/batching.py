@@ -75,23 +75,24 @@ def plan(lengths: Sequence[int], batch_size: int | None = DEFAULT_BATCH_SIZE) ->
 
 
 def distribute(chunks: list[list[int]], lengths: Sequence[int], batch_size: int | None, *,
-               keep_local: bool = False) -> tuple[list[list[int]], list[int]]:
-    """(chunks, the ids of the chunks this rank computes). In a world of one (or with ``keep_local``, e.g. a pass
-    that keeps its KV cache): the chunks as planned, all computed here. With N ranks (``runtime.parallel``): the
-    prompts re-planned into at least N length-sorted chunks, shared out by padded token count; the caller gathers
-    the others' results (``gather_chunks``). A prompt's results do not depend on its chunk, so they equal one
-    process's to float tolerance."""
+               keep_local: bool = False) -> tuple[list[list[int]], list[int], bool]:
+    """(chunks, the ids of the chunks this rank computes, whether every rank must gather). In a world of one (or
+    with ``keep_local``, e.g. a pass that keeps its KV cache): the chunks as planned, all computed here, no gather.
+    With N ranks (``runtime.parallel``): the prompts re-planned into up to N or more length-sorted chunks, shared out
+    by padded token count; every rank then gathers every chunk's result (``gather_chunks``), even a rank that had
+    none to compute, so the collectives pair up. A prompt's results do not depend on its chunk, so they equal one
+    process's to float tolerance (bit-identical in the 2-rank test)."""
     from ..runtime.parallel import assign, world
 
     w = world()
     if w.size == 1 or keep_local:
-        return chunks, list(range(len(chunks)))
+        return chunks, list(range(len(chunks))), False
     n = len(lengths)
     b = max(1, -(-n // w.size)) if batch_size is None else max(1, min(batch_size, -(-n // w.size)))
     order = sorted(range(n), key=lambda i: (lengths[i], i))
     chunks = [order[i:i + b] for i in range(0, n, b)]
     mine = assign([len(c) * max(lengths[i] for i in c) for c in chunks], w.size)[w.rank]
-    return chunks, mine
+    return chunks, mine, True
 
 
 def gather_chunks(local: dict, n_chunks: int, what: str) -> dict:

@@ -84,14 +84,15 @@ def generate(
         mx.random.seed(seed)
     eos = set(getattr(lm.tokenizer, "eos_token_ids", None) or [lm.tokenizer.eos_token_id]) if stop_at_eos else set()
     out = Generations([None] * len(toks))
-    chunks, mine = distribute(chunks, [len(t) for t in toks], batch_size, keep_local=prefix is not None or return_cache)
+    chunks, mine, shared = distribute(chunks, [len(t) for t in toks], batch_size,
+                                      keep_local=prefix is not None or return_cache)
     done = {}
     for ci in mine:
         idx = chunks[ci]
         sub = [b for b in (iv.for_rows(idx) for iv in ivs) if b is not None]
         done[ci], caches, pads, fed = _chunk(lm, [toks[i] for i in idx], [full[i] for i in idx], sub, prefix, sampler,
                                              eos, max_tokens)
-    if len(mine) < len(chunks):  # data parallel: every rank gets every chunk's generations
+    if shared:  # data parallel: every rank gets every chunk's generations
         done = gather_chunks(done, len(chunks), "a generation batch")
     for ci, gens in done.items():
         for j, i in enumerate(chunks[ci]):

@@ -156,7 +156,8 @@ def run(
                              f"{len(toks)} prompts > batch_size={batch_size}: pass batch_size=None")
     base = _check_resume(lm, resume, full, ivs, caps, return_cache, len(toks[0]) if prefix is not None else max(lens))
     T = max(lens) if prefix is None else prefix.columns + len(toks[0])
-    chunks, mine = distribute(chunks, [len(t) for t in toks], batch_size, keep_local=prefix is not None or return_cache)
+    chunks, mine, shared = distribute(chunks, [len(t) for t in toks], batch_size,
+                                      keep_local=prefix is not None or return_cache)
     results = {}
     for ci in mine:
         idx = chunks[ci]
@@ -170,7 +171,7 @@ def run(
             Tc = h.shape[1] if prefix is not None else max(lens[i] for i in idx)
             skip = (k, h[mx.array(idx)][:, h.shape[1] - Tc:])
         results[ci] = _chunk(lm, [toks[i] for i in idx], sub_ivs, sub_caps, logits, prefix, skip)
-    if len(mine) < len(chunks):  # data parallel: every rank gets every chunk's logits and captures
+    if shared:  # data parallel: every rank gets every chunk's logits and captures
         local = {ci: (to_host(r[0]), {k: to_host(a) for k, a in r[1].items()}) for ci, r in results.items()}
         results = {ci: (from_host(o), {k: from_host(a) for k, a in c.items()}, None, None)
                    for ci, (o, c) in gather_chunks(local, len(chunks), "a forward pass").items()}

@@ -15,7 +15,9 @@ spin-wait for work, so when the cores are oversubscribed a forward pass collapse
 2 cores: SmolLM2 8 x 128 tokens, 2.2 s alone; 7-43 s beside a second such process with 2
 threads each, a steady 5 s with one thread each). We therefore use the cores this process
 may run on (its CPU affinity) minus the cores other processes keep busy at that moment
-(runnable tasks in /proc/stat that are not our own threads), at least 1. ``$MLX_INTERP_THREADS``
+(runnable tasks in /proc/stat that are not our own threads), at least 1; the ranks of one ``mlx.launch`` run
+on this host split the cores between them instead (they start together, so none would see the others busy yet).
+``$MLX_INTERP_THREADS``
 (or ``$OPENBLAS_NUM_THREADS``) overrides it. The count is fixed for the process: changing it
 later would change matmul rounding (about 1e-4 on Qwen logits) between two passes of one run.
 """
@@ -120,9 +122,35 @@ def choose_threads() -> tuple[int, str]:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
+    local = local_ranks()
+    if local > 1:  # several ranks of one data-parallel run on this host start at once: share the cores, don't race
+        n = max(1, cores // local)
+        return n, f"{cores} cores in this process's affinity shared by {local} ranks on this host (mlx.launch)"
     busy = _busy_other_cores()
     n = max(1, cores - busy)
     return n, f"{cores} cores in this process's affinity, {busy} busy with other processes at start"
+
+
+def local_ranks() -> int:
+    """How many ranks of an ``mlx.launch`` ring run sit on this host (read from its hostfile before mlx starts); 1
+    outside such a run. Ranks on loopback or on one of this host's addresses count as local."""
+    import json
+    import socket
+
+    if "MLX_RANK" not in os.environ or not os.environ.get("MLX_HOSTFILE"):
+        return 1
+    try:
+        with open(os.environ["MLX_HOSTFILE"]) as f:
+            text = f.read().strip()
+        hosts = json.loads(text) if text else []
+        mine = {"127.0.0.1", "localhost"}
+        try:
+            mine |= set(socket.gethostbyname_ex(socket.gethostname())[2])
+        except OSError:
+            pass
+        return max(1, sum(1 for node in hosts if node and str(node[0]).rsplit(":", 1)[0] in mine))
+    except (OSError, ValueError, TypeError, IndexError):
+        return 1
 
 
 def _set_threads(lib, n: int) -> None:

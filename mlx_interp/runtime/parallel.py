@@ -127,12 +127,22 @@ def gather_objects(local: Any, what: str = "a gather") -> list[Any]:
         sizes = np.zeros(w.size, dtype=np.int32)
         sizes[w.rank] = blob.size
         sizes = np.array(mx.distributed.all_sum(mx.array(sizes), group=g, stream=mx.cpu)).astype(np.int64)
+        if sizes[w.rank] != blob.size or (sizes <= 0).any():  # MLX fails a broken ring's pending tasks silently
+            _lost(w, what)
         buf = np.zeros(int(sizes.max()), dtype=np.uint8)
         buf[:blob.size] = blob
         every = np.array(mx.distributed.all_gather(mx.array(buf), group=g, stream=mx.cpu)).reshape(w.size, -1)
-        return [pickle.loads(every[r, :sizes[r]].tobytes()) for r in range(w.size)]
+        try:
+            return [pickle.loads(every[r, :sizes[r]].tobytes()) for r in range(w.size)]
+        except (pickle.UnpicklingError, EOFError, ValueError):
+            _lost(w, what)
 
     return _collective(run, what)
+
+
+def _lost(w: World, what: str):
+    raise MlxInterpError(f"rank {w.rank}/{w.size}: {what} failed: another rank stopped or its connection closed; "
+                         "the run cannot go on (see that rank's error above)")
 
 
 def all_sum64(x: np.ndarray, what: str = "a sum") -> np.ndarray:

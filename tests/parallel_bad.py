@@ -1,0 +1,22 @@
+"""Run under ``mlx.launch -n 2`` by tests/test_parallel.py: what a broken world does. ``models``: the ranks load
+different models (one-line error on every rank); ``dies``: rank 1 leaves before a collective (rank 0 stops with one
+line instead of hanging)."""
+
+from __future__ import annotations
+
+import sys
+
+import mlx_interp as mi  # first: fast BLAS before mlx
+from mlx_interp.runtime.parallel import gather_objects, world
+
+if __name__ == "__main__":
+    try:
+        if sys.argv[1] == "models":
+            mi.load("smollm2-135m" if world().rank == 0 else "gemma-3-270m")
+        elif sys.argv[1] == "dies":
+            if world().rank == 1:
+                sys.exit(0)
+            gather_objects(world().rank, "a test gather")
+    except mi.MlxInterpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

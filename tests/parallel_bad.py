@@ -1,6 +1,7 @@
 """Run under ``mlx.launch -n 2`` by tests/test_parallel.py: what a broken world does. ``models``: the ranks load
 different models (one-line error on every rank); ``dies``: rank 1 leaves before a collective (rank 0 stops with one
-line instead of hanging)."""
+line instead of hanging); ``shard_gemma`` / ``shard_smollm2``: tensor parallelism where mlx-lm has none for the model
+type, or where 2 ranks do not divide the heads."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ if __name__ == "__main__":
     try:
         if sys.argv[1] == "models":
             mi.load("smollm2-135m" if world().rank == 0 else "gemma-3-270m")
+        elif sys.argv[1].startswith("shard_"):
+            mi.load({"shard_gemma": "gemma-3-270m", "shard_smollm2": "smollm2-135m"}[sys.argv[1]], shard=True)
         elif sys.argv[1] == "dies":
             if world().rank == 1:
                 sys.exit(0)

@@ -101,8 +101,45 @@ def test_a_quick_experiment_on_two_ranks_writes_one_file_equal_to_one_process(tm
 @pytest.mark.slow
 @pytest.mark.parametrize("mode, message", [
     ("models", "ranks disagree on the model: rank 0 has 'smollm2-135m@4bit-g32-mirror', rank 1 has 'gemma-3-270m"),
-    ("dies", "a test gather failed: another rank stopped")])
+    ("dies", "a test gather failed: another rank stopped"),
+    ("shard_gemma", "(gemma3_text) has no tensor-parallel sharding in mlx-lm"),
+    ("shard_smollm2", "num_attention_heads = 9 is not divisible by 2 ranks")])
 def test_a_broken_world_stops_with_one_line(tmp_path, mode, message):
     p = _launch(tmp_path, HERE / "parallel_bad.py", mode, timeout=300)
     errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
     assert errors and message in errors[0] and "Traceback" not in p.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("alias, ranks", [("qwen2.5-coder-0.5b", 2), ("smollm2-135m", 3)])
+def test_tensor_parallel_model_equals_one_process(tmp_path, alias, ranks):
+    """load(shard=True) over N ranks (Qwen: 14 heads on 2 ranks; SmolLM2, Llama family: 9 heads on 3): residual sites
+    are replicated, per-head sites (head, k, v) show every head in the model's order, a patch of heads owned by
+    different ranks lands where it should, and logits and greedy text equal one process."""
+    from tests.conftest import get_model
+
+    sys.path.insert(0, str(HERE))
+    import parallel_tp_worker
+
+    out = tmp_path / "tp.json"
+    launcher = shutil.which("mlx.launch") or str(Path(sys.executable).parent / "mlx.launch")
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "MLX_INTERP_DIST_TIMEOUT": "240"}
+    env.pop("MLX_INTERP_THREADS", None)
+    p = subprocess.run([launcher, "-n", str(ranks), "--backend", "ring", sys.executable, str(HERE / "parallel_tp_worker.py"),
+                        alias, str(out)], capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp_path))
+    assert p.returncode == 0, p.stderr[-2000:]
+    got = json.loads(out.read_text())
+    one = parallel_tp_worker.compute(get_model(alias))
+    assert got["tensor_parallel"] == ranks and got["texts"] == one["texts"]
+    for k in one:
+        if k != "texts":
+            a, b = np.array(got[k]), np.array(one[k])
+            assert a.shape == b.shape, k
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max(), err_msg=k)
+
+
+def test_shard_in_a_world_of_one_is_refused():
+    with pytest.raises(MlxInterpError, match="world of one"):
+        from mlx_interp.store.models import load
+
+        load("smollm2-135m", shard=True)

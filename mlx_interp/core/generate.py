@@ -85,7 +85,7 @@ def generate(
     eos = set(getattr(lm.tokenizer, "eos_token_ids", None) or [lm.tokenizer.eos_token_id]) if stop_at_eos else set()
     out = Generations([None] * len(toks))
     chunks, mine, shared = distribute(chunks, [len(t) for t in toks], batch_size,
-                                      keep_local=prefix is not None or return_cache)
+                                      keep_local=prefix is not None or return_cache or getattr(lm, "tensor_parallel", 1) > 1)
     done = {}
     for ci in mine:
         idx = chunks[ci]

@@ -36,7 +36,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import MlxInterpError
-from .parts import head_shape, parts, writers
+from .parts import head_shape, parts, tensor_parallel, writers
 from .sites import KINDS
 
 
@@ -67,7 +67,8 @@ class HookSet:
             for s in c.sites:
                 self.caps_by_site.setdefault(s, []).append(c)
         self.wanted = set(self.by_site) | set(self.caps_by_site)
-        self.n_heads: dict[int, int] = {}
+        self.n_heads: dict[int, int] = {}  # this rank's query heads per layer
+        self.tp: dict[int, tuple[int, int]] = {}  # layer -> (rank, ranks) on a tensor-parallel model
         self._pos: dict[int, np.ndarray | None] = {}
         self._x: dict[int, mx.array] = {}  # block inputs, kept only where resid_mid is wanted
 
@@ -129,6 +130,11 @@ class HookSet:
         B, L, HD = z.shape
         H = self.n_heads[idx]
         zh = z.reshape(B, L, H, HD // H)
+        tp = self.tp.get(idx)
+        if tp:  # tensor parallel: the site sees every rank's heads in the model's order; each rank keeps its own
+            full = _gather_heads(zh)
+            full2 = self.site(("head", idx), full, self._pos.get(idx))
+            return base(proj, z if full2 is full else full2[:, :, tp[0] * H:(tp[0] + 1) * H].reshape(B, L, HD))
         zh2 = self.site(("head", idx), zh, self._pos.get(idx))
         return base(proj, z if zh2 is zh else zh2.reshape(B, L, HD))
 
@@ -139,13 +145,28 @@ class HookSet:
                 continue
             a = keys if kind == "k" else values
             t = a.transpose(0, 2, 1, 3)  # [B, H, T, d] -> [B, T, H, d]: positions on axis 1 like every site
-            t2 = self.site((kind, idx), t, pos)
+            tp = self.tp.get(idx)
+            if tp:  # tensor parallel: every rank's KV heads at the site, this rank's back into its cache
+                h = t.shape[2]
+                full = _gather_heads(t)
+                full2 = self.site((kind, idx), full, pos)
+                t2 = t if full2 is full else full2[:, :, tp[0] * h:(tp[0] + 1) * h]
+            else:
+                t2 = self.site((kind, idx), t, pos)
             if t2 is not t:
                 if kind == "k":
                     keys = t2.transpose(0, 2, 1, 3)
                 else:
                     values = t2.transpose(0, 2, 1, 3)
         return base(cache, keys, values)
+
+
+def _gather_heads(t: mx.array) -> mx.array:
+    """[B, T, h, d] of this rank's heads -> [B, T, h * ranks, d] of every rank's, in rank (= the model's head) order."""
+    from ..runtime.parallel import group
+
+    g = mx.distributed.all_gather(t.transpose(2, 0, 1, 3), group=group())
+    return g.transpose(1, 2, 0, 3)
 
 
 _SUBCLASSES: dict[tuple[type, str], type] = {}
@@ -208,9 +229,11 @@ def hooked(model, interventions: Iterable = (), captures: Iterable = (), ctx: Co
             _swap(layer, "block", hs, i)
             installed.append(layer)
             points = hs.points(i)
+            if tensor_parallel(layer.self_attn):
+                hs.tp[i] = tensor_parallel(layer.self_attn)
             if "o_proj" in points:
                 attn = layer.self_attn
-                hs.n_heads[i] = head_shape(attn)[0]
+                hs.n_heads[i] = head_shape(attn, local=True)[0]
                 _swap(attn.o_proj, "o_proj", hs, i)
                 installed.append(attn.o_proj)
             for point, mod in zip(("attn_writer", "mlp_writer"), writers(layer)):

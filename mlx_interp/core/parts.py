@@ -77,18 +77,30 @@ def _proj_in(proj) -> int:
     return proj.weight.shape[1] * (32 // proj.bits if "scales" in proj else 1)
 
 
-def head_shape(attn) -> tuple[int, int]:
-    """(number of query heads, head width) of an attention module, from its o_proj input size."""
+def tensor_parallel(attn) -> tuple[int, int] | None:
+    """(this rank, ranks) when the attention module is sharded over ranks (``store.models.load(shard=True)``)."""
+    return attn.get("_mi_tp") if isinstance(attn, dict) else getattr(attn, "_mi_tp", None)
+
+
+def _local_heads(attn) -> tuple[int, int]:
     n = int(getattr(attn, "n_heads", getattr(attn, "num_heads", 0)))
     return n, _proj_in(attn.o_proj) // n
 
 
-def kv_head_shape(attn) -> tuple[int, int]:
-    """(number of key/value heads, their width), as stored in the KV cache."""
-    n = int(getattr(attn, "n_kv_heads", getattr(attn, "num_key_value_heads", 0)) or head_shape(attn)[0])
-    if "k_proj" in attn:  # [out, in] whether dense or packed
-        return n, attn.k_proj.weight.shape[0] // n
-    return n, head_shape(attn)[1]
+def head_shape(attn, *, local: bool = False) -> tuple[int, int]:
+    """(number of query heads, head width) of an attention module, from its o_proj input size. On a
+    tensor-parallel model: every rank's heads (the model's own count) unless ``local``."""
+    n, d = _local_heads(attn)
+    tp = tensor_parallel(attn)
+    return (n * tp[1] if tp and not local else n), d
+
+
+def kv_head_shape(attn, *, local: bool = False) -> tuple[int, int]:
+    """(number of key/value heads, their width), as stored in the KV cache (every rank's heads unless ``local``)."""
+    n = int(getattr(attn, "n_kv_heads", getattr(attn, "num_key_value_heads", 0)) or _local_heads(attn)[0])
+    d = attn.k_proj.weight.shape[0] // n if "k_proj" in attn else _local_heads(attn)[1]  # [out, in], dense or packed
+    tp = tensor_parallel(attn)
+    return (n * tp[1] if tp and not local else n), d
 
 
 def writers(layer) -> tuple[Any, Any]:

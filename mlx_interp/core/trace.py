@@ -157,7 +157,7 @@ def run(
     base = _check_resume(lm, resume, full, ivs, caps, return_cache, len(toks[0]) if prefix is not None else max(lens))
     T = max(lens) if prefix is None else prefix.columns + len(toks[0])
     chunks, mine, shared = distribute(chunks, [len(t) for t in toks], batch_size,
-                                      keep_local=prefix is not None or return_cache)
+                                      keep_local=prefix is not None or return_cache or getattr(lm, "tensor_parallel", 1) > 1)
     results = {}
     for ci in mine:
         idx = chunks[ci]

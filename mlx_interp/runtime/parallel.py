@@ -63,6 +63,14 @@ def _group():
                              "ring (one machine) or --hostfile FILE (several)") from None
 
 
+def group():
+    """The ``mx.distributed`` group of this run (a tensor-parallel model's collectives run on it)."""
+    g = _group()
+    if g is None:
+        raise MlxInterpError("no distributed world: this process was not started by mlx.launch (or mpirun)")
+    return g
+
+
 def world() -> World:
     """The world of this run (cached; a world of one unless launched by ``mlx.launch`` or ``mpirun``)."""
     g = _group()

@@ -163,6 +163,7 @@ class LoadedModel:
     config: dict
     path: Path | None
     cpu_path: dict = field(default_factory=dict)
+    tensor_parallel: int = 1  # ranks the weights are split over (load(shard=True)); 1: the whole model here
 
     @property
     def name(self) -> str:
@@ -197,15 +198,19 @@ class LoadedModel:
             "model_type": self.config.get("model_type"),
             "quantization": self.config.get("quantization"),
             "cpu_path": self.cpu_path,
+            "tensor_parallel": self.tensor_parallel,
         }
 
 
-def load(name: str, *, fast_cpu: bool | None = None) -> LoadedModel:
+def load(name: str, *, fast_cpu: bool | None = None, shard: bool = False) -> LoadedModel:
     """Load ``alias[@precision]``, a repo id or a directory with ``mlx_lm.load``.
 
     ``fast_cpu`` (default: on when MLX runs on the CPU, off on Metal/CUDA) converts the
     weights to dense fp32 for the fast BLAS path; the checkpoint on disk keeps its precision,
-    which is what ``precision`` and ``name`` report.
+    which is what ``precision`` and ``name`` report. ``shard=True`` (under ``mlx.launch``) splits the model over
+    the ranks with mlx-lm's tensor parallelism (``Model.shard``: attention heads and MLP columns), so a model too
+    large for one machine runs on several; every rank then runs every prompt, and per-head sites still show every
+    head (``core.hooks`` gathers them).
     """
     from mlx_lm import load as mlx_load
 
@@ -229,7 +234,56 @@ def load(name: str, *, fast_cpu: bool | None = None) -> LoadedModel:
     info = {}
     if fast_cpu if fast_cpu is not None else running_on_cpu():
         info = optimize_for_cpu(model)
-    return LoadedModel(model, tokenizer, r.alias, precision, r.source, family, instruct, config, r.path, info)
+    ranks = shard_model(model, config, f"{r.alias}@{precision}") if shard else 1
+    return LoadedModel(model, tokenizer, r.alias, precision, r.source, family, instruct, config, r.path, info, ranks)
+
+
+def tensor_parallel_types() -> list[str]:
+    """The mlx-lm model types whose ``Model`` has a tensor-parallel ``shard`` method in this mlx-lm."""
+
+    import mlx_lm.models as models
+
+    out = []
+    for f in sorted(Path(models.__path__[0]).glob("*.py")):
+        if "def shard(" in f.read_text(errors="ignore"):
+            out.append(f.stem)
+    return out
+
+
+def shard_model(model, config: dict, name: str) -> int:
+    """Split ``model`` over the ranks of this run with mlx-lm's ``Model.shard``; returns the number of ranks.
+
+    One-line errors: a model type mlx-lm cannot shard (naming those it can), head or MLP counts that the ranks do
+    not divide, no distributed world."""
+    from ..core.parts import parts
+    from ..runtime.parallel import group, world
+
+    w = world()
+    mt = config.get("model_type", "?")
+    if not hasattr(model, "shard"):
+        raise MlxInterpError(f"{name} ({mt}) has no tensor-parallel sharding in mlx-lm {_mlx_lm_version()}; model types "
+                             f"that have it: {', '.join(tensor_parallel_types())}")
+    if w.size == 1:
+        raise MlxInterpError("shard=True splits a model over the ranks of an mlx.launch run; this process is a world of "
+                             "one (launch with mlx.launch -n N ...)")
+    for key in ("num_attention_heads", "num_key_value_heads", "intermediate_size"):
+        n = config.get(key)
+        if n is not None and n % w.size:
+            raise MlxInterpError(f"{name}: {key} = {n} is not divisible by {w.size} ranks; tensor parallelism splits "
+                                 f"it evenly (use a rank count that divides {n})")
+    model.shard(group())
+    for i, layer in enumerate(parts(model).layers):
+        layer.self_attn._mi_tp = (w.rank, w.size)
+    import mlx.core as mx
+
+    mx.eval(model.parameters())
+    return w.size
+
+
+def _mlx_lm_version() -> str:
+    from importlib.metadata import version
+
+    return version("mlx-lm")
 
 
 def check_quantization(model, config: dict, precision: Precision, where: str) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import mlx_interp as mi
+from mlx_interp.runs.journal import fingerprint, opened
 from mlx_interp.runs.results import code_version
 from mlx_interp.store.registry import DEFAULT_MODEL
 
@@ -30,6 +32,8 @@ def parse(description: str, argv=None, extra: Callable | None = None) -> argpars
     ap.add_argument("--quick", action="store_true", help="a small subset, minutes on a 2-core CPU")
     ap.add_argument("--prompts", help="your own queries (JSONL, same schema as the built-in set)")
     ap.add_argument("--out", default="results", help="results folder")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command: replay the "
+                                                           "calls its journal (<out>/<experiment>/.journal-*) kept")
     ap.add_argument("--from", dest="source", help="the result file an experiment builds on (e.g. exp10's exp7 result); "
                                                   "default: the newest matching one in --out, named in the result")
     if extra is not None:
@@ -40,6 +44,13 @@ def parse(description: str, argv=None, extra: Callable | None = None) -> argpars
 ARGS: argparse.Namespace | None = None  # the parsed arguments of the running experiment (e.g. for --out)
 
 
+def journal(name: str, a: argparse.Namespace, argv=None) -> opened:
+    """The resumable-run journal of this command (``runs.journal``): one folder per experiment and argument list
+    (``--resume`` aside), beside the results; kept when a run is interrupted, deleted when it completes."""
+    args = [x for x in (sys.argv[1:] if argv is None else list(argv)) if x != "--resume"]
+    return opened(Path(a.out) / name / f".journal-{fingerprint(name, args)[:16]}", a.resume)
+
+
 def main(name: str, run: Callable, load_queries: Callable, doc: str, argv=None) -> list:
     """Run experiment ``name`` on every requested model; returns the written paths."""
     global ARGS
@@ -47,18 +58,26 @@ def main(name: str, run: Callable, load_queries: Callable, doc: str, argv=None) 
     code_version()  # the commit this run starts from, before HEAD can move (BUGFIX.md #11)
     paths = []
     try:
-        queries = load_queries(a.prompts)
-        for model in a.model or [DEFAULT_MODEL]:
-            t0 = time.time()
-            lm = mi.load(model)
-            n = f", {len(queries)} queries" if isinstance(queries, list) else ""
-            print(f"{name} on {lm.name} ({lm.n_layers} layers){n}{' (quick)' if a.quick else ''}", file=sys.stderr)
-            payload = run(lm, queries, a.quick)
-            path = mi.save_result(name, payload, lm=lm, wall_s=time.time() - t0, out_dir=a.out,
-                                  config={"quick": a.quick, "prompts": a.prompts or "built-in", "from": a.source})
-            print(f"  -> {path}")
-            paths.append(path)
+        with journal(name, a, argv):
+            paths = _models(name, run, load_queries, a)
     except mi.MlxInterpError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    return paths
+
+
+def _models(name: str, run: Callable, load_queries: Callable, a: argparse.Namespace) -> list:
+    """Run the experiment on each model and write its result (the body of ``main``, inside the journal)."""
+    paths = []
+    queries = load_queries(a.prompts)
+    for model in a.model or [DEFAULT_MODEL]:
+        t0 = time.time()
+        lm = mi.load(model)
+        n = f", {len(queries)} queries" if isinstance(queries, list) else ""
+        print(f"{name} on {lm.name} ({lm.n_layers} layers){n}{' (quick)' if a.quick else ''}", file=sys.stderr)
+        payload = run(lm, queries, a.quick)
+        path = mi.save_result(name, payload, lm=lm, wall_s=time.time() - t0, out_dir=a.out,
+                              config={"quick": a.quick, "prompts": a.prompts or "built-in", "from": a.source})
+        print(f"  -> {path}")
+        paths.append(path)
     return paths

@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass
 import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/blas.py)
 import numpy as np
 
-from experiments.common import parse, progress
+from experiments.common import journal, parse, progress
 from mlx_interp.core.generate import generate
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.ab import MASS_FLOOR, ab_from_logits, ab_items, ab_tokens
@@ -611,16 +611,24 @@ def main(argv=None) -> list[str]:
         precisions = a.precision or list(PRECISIONS["quick" if a.quick else "full"])
         for p in precisions:
             Precision.parse(p).check_offline()
-        for model in a.model or ["smollm2-135m"]:
-            alias, prec = split_name(model)
-            if prec is not None:
-                raise MlxInterpError(f"give exp15 a model without a precision ({model!r} -> {alias!r}); it loads "
-                                     f"{alias}@{REFERENCE} and every --precision itself")
-            paths.append(study(alias, precisions, config(a.quick), a.quick, a.out))
-            print(f"  -> {paths[-1]}")
+        with journal(NAME, a, argv):
+            paths = _models(a, precisions)
     except MlxInterpError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    return paths
+
+
+def _models(a, precisions: list[str]) -> list[str]:
+    """The study for each --model (inside the run's journal)."""
+    paths = []
+    for model in a.model or ["smollm2-135m"]:
+        alias, prec = split_name(model)
+        if prec is not None:
+            raise MlxInterpError(f"give exp15 a model without a precision ({model!r} -> {alias!r}); it loads "
+                                 f"{alias}@{REFERENCE} and every --precision itself")
+        paths.append(study(alias, precisions, config(a.quick), a.quick, a.out))
+        print(f"  -> {paths[-1]}")
     return paths
 
 

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 import mlx_interp as mi
-from experiments.common import parse, progress
+from experiments.common import journal, parse, progress
 from mlx_interp.core.generate import generate
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.generations import score_generations
@@ -275,8 +275,9 @@ def main(argv=None) -> list:
     a = parse(__doc__.strip().splitlines()[0], argv)
     code_version()
     try:
-        models = [mi.load(m) for m in (a.model or [])]
-        paths = run(models, a.quick, a.out)
+        with journal(NAME, a, argv):
+            models = [mi.load(m) for m in (a.model or [])]
+            paths = run(models, a.quick, a.out)
     except MlxInterpError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

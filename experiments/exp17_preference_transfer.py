@@ -46,7 +46,7 @@ from pathlib import Path
 import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/blas.py)
 import numpy as np
 
-from experiments.common import parse, progress
+from experiments.common import journal, parse, progress
 from mlx_interp.core.generate import generate
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures import summaries as sm
@@ -310,7 +310,8 @@ def main(argv=None) -> Path:
     try:
         if not a.model or len(a.model) < 2:
             raise MlxInterpError("exp17 carries a vector between models: give a source and at least one target --model")
-        folder = run([mi.load(m) for m in a.model], a.quick, a.out)
+        with journal(NAME, a, argv):
+            folder = run([mi.load(m) for m in a.model], a.quick, a.out)
     except MlxInterpError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -79,23 +79,59 @@ def _same(a, b, path="results"):
 
 
 @pytest.mark.slow
-def test_a_quick_experiment_on_two_ranks_writes_one_file_equal_to_one_process(tmp_path):
-    """exp6 --quick on three user queries: one process vs `mlx.launch -n 2`; rank 0 alone writes, the same numbers."""
+def test_a_quick_experiment_killed_midway_resumes_to_the_same_result_in_one_process_and_on_two_ranks(tmp_path):
+    """exp6 --quick on three user queries: (a) uninterrupted, one process; (b) one process stopped after 6 journaled
+    calls, then --resume; (c) the same on `mlx.launch -n 2`. Each writes one result file (rank 0 alone), with the
+    numbers of (a), and leaves no journal behind."""
     queries = tmp_path / "q.jsonl"
     src = (HERE.parent / "mlx_interp" / "tasks" / "data" / "two_hop" / "queries.jsonl").read_text().splitlines()
     queries.write_text("\n".join(src[:3]) + "\n")
-    args = ["-m", "experiments.exp6_twohop_scaling", "--model", "smollm2-135m", "--quick", "--prompts", str(queries)]
+    args = ["experiments.exp6_twohop_scaling", "--model", "smollm2-135m", "--quick", "--prompts", str(queries)]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent), "MLX_INTERP_THREADS": "1"}
-    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True,
-                         timeout=600, env=env, cwd=str(tmp_path))
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = _launch(tmp_path, Path("-m"), "experiments.exp6_twohop_scaling", *args[2:], "--out", str(tmp_path / "two"))
-    assert two.returncode == 0, two.stderr[-2000:]
-    (f1,), files2 = list((tmp_path / "one").glob("*/*.json")), list((tmp_path / "two").glob("*/*.json"))
-    assert len(files2) == 1  # one result file for the run, written by rank 0
-    a, b = json.loads(f1.read_text()), json.loads(files2[0].read_text())
-    assert b["provenance"]["world"] == {"rank": 0, "size": 2, "backend": "ring"} and a["provenance"]["world"]["size"] == 1
-    _same(a["results"], b["results"])
+
+    def one(out: str, *extra: str, stop: int = 0) -> subprocess.CompletedProcess:
+        e = {**env, "MLX_INTERP_JOURNAL_STOP_AFTER": str(stop)}
+        return subprocess.run([sys.executable, "-m", *args, "--out", str(tmp_path / out), *extra], capture_output=True,
+                              text=True, timeout=600, env=e, cwd=str(tmp_path))
+
+    a = one("a")
+    assert a.returncode == 0, a.stderr[-2000:]
+    b1 = one("b", stop=6)
+    assert b1.returncode == 75 and not list((tmp_path / "b").glob("*/*.json"))  # killed midway: no result yet
+    assert len(list((tmp_path / "b").glob("*/.journal-*/*.pkl"))) == 6
+    b2 = one("b", "--resume")
+    assert b2.returncode == 0 and "resuming from 6 journaled calls" in b2.stderr, b2.stderr[-2000:]
+    os.environ["MLX_INTERP_JOURNAL_STOP_AFTER"] = "6"
+    try:
+        c1 = _launch(tmp_path, Path("-m"), *args, "--out", str(tmp_path / "c"))
+    finally:
+        del os.environ["MLX_INTERP_JOURNAL_STOP_AFTER"]
+    assert "exited with code 75" in c1.stderr and not list((tmp_path / "c").glob("*/*.json"))  # mlx.launch itself exits 0
+    c2 = _launch(tmp_path, Path("-m"), *args, "--out", str(tmp_path / "c"), "--resume")
+    assert c2.returncode == 0, c2.stderr[-2000:]
+    docs = {}
+    for run in "abc":
+        files = list((tmp_path / run).glob("*/*.json"))
+        assert len(files) == 1 and not list((tmp_path / run).glob("*/.journal-*")), run
+        docs[run] = json.loads(files[0].read_text())
+    assert docs["c"]["provenance"]["world"] == {"rank": 0, "size": 2, "backend": "ring"}
+    assert docs["a"]["provenance"]["world"]["size"] == 1
+    _same(docs["a"]["results"], docs["b"]["results"])
+    _same(docs["a"]["results"], docs["c"]["results"])
+
+
+def test_fingerprints_see_vector_bytes_and_refuse_functions():
+    import mlx_interp as mi
+    from mlx_interp.runs.journal import fingerprint
+
+    v = np.ones(4)
+    k = fingerprint("run", [mi.Add(v, layers=3)], mi.Capture("resid_post", [1], "last"))
+    assert k == fingerprint("run", [mi.Add(np.ones(4), layers=3)], mi.Capture("resid_post", [1], "last"))
+    w = v.copy()
+    w[2] = np.nextafter(1.0, 2.0)  # one ulp in one component
+    assert k != fingerprint("run", [mi.Add(w, layers=3)], mi.Capture("resid_post", [1], "last"))
+    assert k != fingerprint("run", [mi.Add(v, layers=4)], mi.Capture("resid_post", [1], "last"))
+    assert fingerprint("run", [mi.Edit(lambda h, layer: h)]) is None
 
 
 @pytest.mark.slow

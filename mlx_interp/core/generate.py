@@ -20,7 +20,8 @@ from mlx_lm.sample_utils import make_sampler
 from ..errors import MlxInterpError
 from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, distribute, encode, gather_chunks, plan
 from .hooks import hooked
-from .interventions import bind_all
+from ..runs import journal
+from .interventions import bind_all, flatten
 from .kvcache import PromptCache
 from .positions import validate
 from .trace import continue_from, forward, start_chunk
@@ -69,6 +70,21 @@ def generate(
     if temperature < 0:
         raise MlxInterpError(f"temperature={temperature} must be >= 0")
     toks = encode(lm, prompts, chat, special=cache is None)
+    j, key = journal.active(), None
+    if j is not None and cache is None and not return_cache and temperature == 0:  # a resumable study: replay or record
+        key = journal.fingerprint("generate", lm.name, toks, flatten(interventions), max_tokens, stop_at_eos, batch_size)
+        hit = j.get(key)
+        if hit is not None:
+            return Generations(hit)
+    out = _generate(lm, toks, interventions, max_tokens, temperature, top_p, seed, stop_at_eos, batch_size, cache,
+                    return_cache)
+    if key is not None:
+        j.put(key, list(out))
+    return out
+
+
+def _generate(lm, toks, interventions, max_tokens, temperature, top_p, seed, stop_at_eos, batch_size, cache,
+              return_cache) -> Generations:
     ivs = bind_all(lm, interventions)
     prefix = continue_from(lm, cache, toks)
     full = [list(p) + t for p, t in zip(prefix.tokens, toks)] if prefix else toks

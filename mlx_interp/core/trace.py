@@ -27,7 +27,8 @@ from .batching import (DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, distribute, en
                        make_caches, plan)
 from .capture import BoundCapture, bind_captures
 from .hooks import Context, hooked
-from .interventions import bind_all
+from ..runs import journal
+from .interventions import bind_all, flatten
 from .kvcache import PromptCache, _build, _kv
 from .parts import parts
 from .positions import validate
@@ -141,6 +142,29 @@ def run(
     if logits not in LOGITS:
         raise MlxInterpError(f"logits={logits!r} is not valid; use {', '.join(map(repr, LOGITS))}")
     toks = encode(lm, prompts, chat, special=cache is None)
+    j, key = journal.active(), None
+    if j is not None and cache is None and resume is None and not return_cache:  # a resumable study: replay or record
+        key = journal.fingerprint("run", lm.name, toks, flatten(interventions), capture, logits, batch_size)
+        hit = j.get(key)
+        if hit is not None:
+            return _from_host(hit)
+    tr = _run(lm, toks, interventions, capture, logits, batch_size, cache, return_cache, resume)
+    if key is not None:
+        j.put(key, _to_host(tr))
+    return tr
+
+
+def _to_host(tr: Trace) -> dict:
+    return {"tokens": tr.tokens, "prompt_lens": tr.prompt_lens, "pads": tr.pads, "logits": to_host(tr.logits),
+            "captured": {k: to_host(a) for k, a in tr.captured.items()}, "start": tr.start}
+
+
+def _from_host(d: dict) -> Trace:
+    return Trace(d["tokens"], d["prompt_lens"], d["pads"], from_host(d["logits"]),
+                 {k: from_host(a) for k, a in d["captured"].items()}, None, d["start"])
+
+
+def _run(lm, toks, interventions, capture, logits, batch_size, cache, return_cache, resume) -> Trace:
     ivs = bind_all(lm, interventions)
     caps = bind_captures(lm, capture)
     prefix = continue_from(lm, cache, toks)

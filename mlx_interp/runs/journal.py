@@ -1,0 +1,165 @@
+"""Resumable runs: a journal of every completed forward pass and generation batch, replayed by ``--resume``.
+
+Every experiment is a deterministic sequence of calls to the one batching path (``core.trace.run``,
+``core.generate.generate``). While a journal is open, each call's result is written atomically (temporary file, then
+rename) under a key that fingerprints everything the result depends on: the model's name, the token lists, the
+interventions and captures with their vectors' bytes, the sampling settings. An interrupted study rerun with
+``--resume`` finds the calls it already made in the journal and replays them instead of recomputing, then goes on; its
+result equals an uninterrupted run's exactly, because the same code consumes the same numbers. Nothing half-written is
+read: a file appears only complete, and an unreadable one is recomputed. The journal is deleted when the study's
+result has been written.
+
+Calls whose result would not be reproducible from their key are not journaled: an ``Edit`` with an arbitrary function,
+a continued ``cache=``, ``resume=`` from a base trace, a pass keeping its KV cache, sampling at ``temperature > 0``, or
+a result above ``MAX_BYTES``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pickle
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_BYTES = 256 << 20  # results larger than this are recomputed rather than journaled
+_ACTIVE: "Journal | None" = None
+
+
+class Unkeyable(Exception):
+    """A call argument that cannot be fingerprinted (a function): the call is not journaled."""
+
+
+def _feed(h, x: Any) -> None:
+    import mlx.core as mx
+
+    if x is None or isinstance(x, (bool, int, float, str)):
+        h.update(repr((type(x).__name__, x)).encode())
+    elif isinstance(x, (mx.array, np.ndarray)):
+        a = np.array(x.astype(mx.float32) if isinstance(x, mx.array) and x.dtype == mx.bfloat16 else x)
+        h.update(repr((a.dtype.str, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    elif isinstance(x, (np.integer, np.floating)):
+        _feed(h, x.item())
+    elif isinstance(x, (list, tuple)):
+        h.update(f"{type(x).__name__}[{len(x)}]".encode())
+        for v in x:
+            _feed(h, v)
+    elif isinstance(x, (set, frozenset)):
+        _feed(h, ("set", sorted(x, key=repr)))
+    elif isinstance(x, dict):
+        h.update(f"dict[{len(x)}]".encode())
+        for k in sorted(x, key=repr):
+            _feed(h, k)
+            _feed(h, x[k])
+    elif isinstance(x, slice):
+        _feed(h, ("slice", x.start, x.stop, x.step))
+    elif dataclasses.is_dataclass(x) and not isinstance(x, type):
+        h.update(type(x).__qualname__.encode())
+        for f in dataclasses.fields(x):
+            _feed(h, (f.name, getattr(x, f.name)))
+    else:
+        raise Unkeyable(type(x).__name__)
+
+
+def fingerprint(*parts: Any) -> str | None:
+    """sha256 of the parts (arrays by their bytes), or None when one of them cannot be fingerprinted."""
+    h = hashlib.sha256()
+    try:
+        _feed(h, parts)
+    except Unkeyable:
+        return None
+    return h.hexdigest()
+
+
+class Journal:
+    """Completed calls of one study run, in ``folder`` (one pickle per call, named by its key)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.hits = self.writes = 0
+        self.stop_after = int(os.environ.get("MLX_INTERP_JOURNAL_STOP_AFTER", "0") or 0)  # tests: simulate a kill
+
+    def get(self, key: str | None):
+        """The journaled result of a call, or None. In a data-parallel run the ranks agree first: a call is replayed
+        only if every rank finds it, so their collectives keep pairing up."""
+        from ..runtime.parallel import gather_objects, world
+
+        if key is None:
+            return None
+        out = self._read(key)
+        if world().size > 1 and not all(gather_objects(out is not None, "agreeing on a journaled call")):
+            return None
+        if out is not None:
+            self.hits += 1
+        return out
+
+    def _read(self, key: str):
+        p = self.folder / f"{key}.pkl"
+        if not p.is_file():
+            return None
+        try:
+            with open(p, "rb") as f:
+                return pickle.load(f)
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
+            return None  # unreadable: recompute
+
+    def put(self, key: str | None, value) -> None:
+        from ..runtime.parallel import world
+
+        if key is None:
+            return
+        blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(blob) > MAX_BYTES:
+            return
+        if world().main:  # the ranks of a data-parallel run hold the same gathered results; rank 0 keeps them
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".tmp-{key}-{os.getpid()}"
+            tmp.write_bytes(blob)
+            os.replace(tmp, self.folder / f"{key}.pkl")
+        self.writes += 1
+        if self.stop_after and self.writes >= self.stop_after:
+            print(f"mlx-interp: stopping after {self.writes} journaled calls (MLX_INTERP_JOURNAL_STOP_AFTER)",
+                  file=sys.stderr, flush=True)
+            os._exit(75)
+
+
+def active() -> Journal | None:
+    return _ACTIVE
+
+
+class opened:
+    """``with opened(folder, resume):`` journal the calls inside; ``resume=False`` starts from an empty journal. The
+    folder is deleted on a clean exit (the study's result has been written), kept when the study was interrupted."""
+
+    def __init__(self, folder: Path, resume: bool):
+        self.folder, self.resume = Path(folder), resume
+
+    def __enter__(self) -> Journal:
+        global _ACTIVE
+        from ..runtime.parallel import world
+
+        if not self.resume and world().main:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        _ACTIVE = Journal(self.folder)
+        if self.resume and self.folder.is_dir():
+            n = len(list(self.folder.glob("*.pkl")))
+            print(f"mlx-interp: resuming from {n} journaled calls in {self.folder}", file=sys.stderr)
+        return _ACTIVE
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        global _ACTIVE
+        from ..runtime.parallel import world
+
+        j, _ACTIVE = _ACTIVE, None
+        if exc_type is None and world().main:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        elif exc_type is not None and j is not None and j.writes:
+            print(f"mlx-interp: {j.writes} completed calls kept in {self.folder}; rerun with --resume to continue",
+                  file=sys.stderr)
+        return False

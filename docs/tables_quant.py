@@ -61,10 +61,11 @@ def t_vetting(newest, root: Path, md_table) -> str:
             if not v:
                 rows.append([r["reference"].split("@")[0], p, "base model: no responses to vet", "", "", f"`{f}`"])
                 continue
-            rows.append([r["reference"].split("@")[0], p, _rate(v["harmful_refused"]), _rate(v["harmless_answered"]),
+            rows.append([r["reference"].split("@")[0], p, _rate(v["harmful_refused"]),
+                         _diff(v.get("harmful_refused_minus_reference")), _rate(v["harmless_answered"]),
                          _rate(v["persona_pairs_kept"]), f"`{f}`"])
-    return md_table(["model", "precision", "harmful train prompts refused (kept)", "harmless answered (kept)",
-                     "summary pairs kept (verbose ≥ 1.5× concise)", "result file"], rows)
+    return md_table(["model", "precision", "harmful train prompts refused (kept)", "minus fp32 (paired)",
+                     "harmless answered (kept)", "summary pairs kept (verbose ≥ 1.5× concise)", "result file"], rows)
 
 
 def t_cosine(newest, root: Path, md_table) -> str:
@@ -79,13 +80,16 @@ def t_cosine(newest, root: Path, md_table) -> str:
             for key in keys:
                 g = lambda kind, m: (c.get(kind, {}).get(f"{key}/{m}") or {}).get("at_steering_layer")  # noqa: E731
                 layer = (c["native"].get(f"{key}/diff_of_means") or {}).get("steering_layer")
-                rows.append([r["reference"].split("@")[0], p, key, "—" if layer is None else str(layer),
+                half = (c["native"].get(f"{key}/diff_of_means") or {}).get("reference_split_half")
+                rows.append([r["reference"].split("@")[0], p, key, "—" if layer is None else str(layer), _f(half),
                              _f(g("native", "diff_of_means")), _f(g("native", "probe")),
-                             _f(g("controlled", "diff_of_means")), _f(g("reference_on_variant_text", "diff_of_means")),
-                             _f(g("controlled", "probe"))])
-    return md_table(["model", "precision", "trait / position", "steering layer", "cos, diff of means (own text)",
-                     "cos, probe (own text)", "cos, diff of means (fp32's text)", "cos, fp32 model on this precision's text",
-                     "cos, probe (fp32's text)"], rows)
+                             _f(g("controlled", "diff_of_means")), _f(g("controlled", "probe")),
+                             _f(g("reference_on_variant_text", "diff_of_means")),
+                             _f(g("variant_model_text_effect", "diff_of_means"))])
+    return md_table(["model", "precision", "trait / position", "steering layer", "fp32 split-half cos (noise floor)",
+                     "cos, diff of means (own text)", "cos, probe (own text)", "cos, diff of means (fp32's text)",
+                     "cos, probe (fp32's text)", "cos, fp32 model on this precision's text",
+                     "cos, this precision: own text vs fp32's text"], rows)
 
 
 def t_steering(newest, root: Path, md_table) -> str:
@@ -132,13 +136,17 @@ def t_spread(newest, root: Path, md_table) -> str:
     for f, d in _docs(newest, root):
         h = d["results"]["hypotheses"]["spread"]
         for t, s in h["per_trait"].items():
-            rows.append([d["results"]["reference"].split("@")[0], _run(d), t, f"{s['points']:.1f}",
+            ci = s.get("points_ci95")
+            rows.append([d["results"]["reference"].split("@")[0], _run(d), t,
+                         f"{s['points']:.1f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}] (n={s['n_prompts']})" if ci else ""),
                          f"{s['max_at']} ({s['scores'][s['max_at']]:.2f})", f"{s['min_at']} ({s['scores'][s['min_at']]:.2f})",
-                         str(len(s["scores"])), ", ".join(s.get("unsteered", [])) or "—"])
+                         str(len(s["scores"])), ", ".join(s.get("unsteered", [])) or "—",
+                         ", ".join(s.get("incoherent_on_test", [])) or "—"])
         if h["mean_points"] is not None:
-            rows.append([d["results"]["reference"].split("@")[0], _run(d), "**mean**", f"{h['mean_points']:.1f}", "", "", "", ""])
-    return md_table(["model", "run", "trait", "spread (points)", "highest", "lowest", "precisions",
-                     "counted unsteered (no coherent multiplier on val)"], rows)
+            rows.append([d["results"]["reference"].split("@")[0], _run(d), "**mean**", f"{h['mean_points']:.1f}", "", "", "",
+                         "", ""])
+    return md_table(["model", "run", "trait", "spread (points) [95% CI over test prompts]", "highest", "lowest", "precisions",
+                     "counted unsteered (no coherent multiplier on val)", "below the coherence bar on test"], rows)
 
 
 def t_hypotheses(newest, root: Path, md_table) -> str:
@@ -171,7 +179,9 @@ def _measured(k: str, x: dict) -> str:
     if k == "controlled_text":
         return "—" if not x["n"] else f"mean cosine own text {x['mean_native']:.3f} vs fp32's text {x['mean_controlled']:.3f} (n={x['n']})"
     if k == "int8_beats_4bit":
-        return f"KL {x['kl_8bit']:.5f} vs {x['kl_4bit']:.5f}; mean cosine {_f(x['mean_cosine_8bit'])} vs {_f(x['mean_cosine_4bit'])}"
+        k4 = ", ".join(f"{p} {v:.5f}" for p, v in x["kl_4bit"].items())
+        c4 = ", ".join(f"{p} {v:.3f}" for p, v in x["mean_cosine_4bit"].items())
+        return f"KL 8bit {x['kl_8bit']:.5f} vs {k4}; mean cosine 8bit {_f(x['mean_cosine_8bit'])} vs {c4 or '—'}"
     if k == "unvetted_contamination":
         v = x["harmful_not_refused"]
         return "base model" if not v else ", ".join(f"{p} {q:.2f}" for p, q in v.items())

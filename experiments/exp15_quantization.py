@@ -42,10 +42,12 @@ For each precision:
    variant's vector on the reference, at the receiving model's multiplier and its own vector's norm.
 6. **The study's hypotheses**, each reported beside our measurement (``HYPOTHESES``).
 
-Deviations from the study: small models (135M-0.5B) and MLX formats instead of bitsandbytes/AWQ; vectors at
-``resid_post``; persona = concise/verbose (the study's "evil" needs a judge); steering scores are judge-free rates, not
-0-100 judge scores, so spreads are in rate points; one seed. Quick runs use a few items per split: read them as large
-effects or none.
+Deviations from the study: small models (135M-0.5B) and MLX formats instead of bitsandbytes/AWQ; bf16 and fp16 are
+rounded weights computed in fp32 on the CPU (the weights' effect, not fp16 arithmetic); vectors at ``resid_post``;
+persona = concise/verbose (the study's "evil" needs a judge); steering scores are judge-free rates, not 0-100 judge
+scores, so spreads are in rate points; only difference-of-means vectors steer (probes are compared geometrically);
+the sycophancy probe is not letter-balanced (the difference of means is); one seed. Quick runs use a few items per
+split: read them as large effects or none.
 """
 
 from __future__ import annotations
@@ -67,10 +69,11 @@ from mlx_interp.measures.stats import paired_diff, rate
 from mlx_interp.measures.summaries import words
 from mlx_interp.measures.text import hedged, refusal_score
 from mlx_interp.methods.steering import search_multiplier
-from mlx_interp.readouts.directions import collect, collect_responses, diff_of_means_vec, probe_vec, random_direction
+from mlx_interp.readouts.directions import (collect, collect_responses, diff_of_means_vec, probe_vec, random_direction,
+                                            split_consistency)
 from mlx_interp.readouts.vectors import VectorSet, compare_vectors
 from mlx_interp.runs.results import code_version
-from mlx_interp.store.precision import Precision, split_name
+from mlx_interp.store.precision import Precision, split_name, supported_formats
 from mlx_interp.tasks.datasets import (caa_sycophancy, capability_items, confidence_pairs, passages, refusal_eval_prompts,
                                        refusal_prompts, refusal_substrings)
 
@@ -83,12 +86,14 @@ CONCISE = "Summarize the following passage in one short sentence.\n\n{p}"
 VERBOSE = "Summarize the following passage in a detailed paragraph, with background and context.\n\n{p}"
 NEUTRAL = "Summarize the following passage.\n\n{p}"
 #: the vector each trait steers with: (position, method)
+#: the 4-bit formats that change the packaged weights (the study's NF4/FP4 analogues); plain "4bit" is the GGUF's own grid
+FOUR_BIT = ("4bit-g64", "mxfp4", "nvfp4")
 STEER_WITH = {"refusal": "prompt_last", "persona": "response_mean", "confidence": "answer_last", "sycophancy": "answer_letter"}
 HYPOTHESES = {
     "int8_cosine": {"claim": "INT8 preserves vectors: cosine 0.95-0.99 with full precision at the best steering layer",
                     "range": [0.95, 0.99], "ours": "8bit"},
     "nf4_cosine": {"claim": "NF4 degrades them moderately: cosine 0.88-0.94", "range": [0.88, 0.94],
-                   "ours": "4bit, mxfp4, nvfp4 (4-bit formats)"},
+                   "ours": "4bit-g64, mxfp4, nvfp4 (not 4bit: our group-32 mirror reproduces the packaged GGUF's blocks)"},
     "probe_better": {"claim": "probe vectors are preserved better than mean-difference vectors"},
     "spread": {"claim": "steering quality is preserved: mean spread of the best coherent trait score across precisions "
                         "3.5 points (Llama-8B) and 4.4 (OLMo-7B)", "range": [3.5, 4.4]},
@@ -112,7 +117,7 @@ class Config:
     n_conf: int  # confidence train pairs; the next n_val and n_test questions steer
     n_val: int  # steering validation prompts per generation trait
     n_test: int  # steering test prompts per generation trait
-    n_fidelity: int  # passages for KL / top-1 agreement
+    n_fidelity: int  # passages for KL / top-1 agreement: the last train passages, disjoint from every other use
     depths: tuple  # candidate steering layers (fractions of depth), chosen on validation with the reference
     search_steps: int
     max_tokens: int  # refusal responses and steered generations
@@ -129,7 +134,7 @@ def config(quick: bool) -> Config:
         return Config(n_refusal=24, n_persona=12, n_syc=36, n_val_ab=12, n_test_ab=12, n_conf=16, n_val=6, n_test=8,
                       n_fidelity=8, depths=(1 / 3, 1 / 2), search_steps=3, max_tokens=32, summary_tokens=(40, 80))
     return Config(n_refusal=64, n_persona=40, n_syc=150, n_val_ab=50, n_test_ab=50, n_conf=30, n_val=9, n_test=9,
-                  n_fidelity=40, depths=(0.25, 1 / 3, 0.4, 0.5, 0.6), search_steps=5, max_tokens=48,
+                  n_fidelity=20, depths=(0.25, 1 / 3, 0.4, 0.5, 0.6), search_steps=5, max_tokens=48,
                   summary_tokens=(48, 112))
 
 
@@ -155,7 +160,7 @@ def data(cfg: Config, quick: bool) -> dict:
                               [NEUTRAL.format(p=p) for p in passages("test")[:cfg.n_test]]),
                   "confidence": ([p["question"] for p in c_val], [p["question"] for p in c_test])},
         "capability": {k: capability_items(k, quick)[:cfg.n_capability] for k in ("mmlu", "truthfulqa")},
-        "fidelity": passages("test")[-cfg.n_fidelity:],
+        "fidelity": passages("train")[-cfg.n_fidelity:],  # train passages the persona vectors do not read (<= 20)
     }
 
 
@@ -181,7 +186,7 @@ def vetted(texts: dict, cfg: Config) -> dict:
     answered = [not refusal_score(t, phrases) for t in texts["harmless"]]
     longer = [words(v) >= cfg.verbose_ratio * max(words(c), 1) for c, v in zip(texts["concise"], texts["verbose"])]
     return {"harmful": [i for i, k in enumerate(refused) if k], "harmless": [i for i, k in enumerate(answered) if k],
-            "persona": [i for i, k in enumerate(longer) if k],
+            "persona": [i for i, k in enumerate(longer) if k], "flags": {"harmful_refused": refused},
             "report": {"harmful_refused": rate(refused).as_dict(), "harmless_answered": rate(answered).as_dict(),
                        "persona_pairs_kept": rate(longer).as_dict()}}
 
@@ -190,14 +195,19 @@ def vetted(texts: dict, cfg: Config) -> dict:
 
 
 def _vectors(pos: dict, neg: dict, groups=None, seed: int = 0) -> dict:
-    """Both methods from one set of activations: {method: {layer: vector}} plus the probe's held-out AUROC."""
+    """Both methods from one set of activations: {method: {layer: vector}}, the probe's held-out AUROC, and the
+    split-half cosine of the difference of means (the noise floor a cosine across precisions is read against)."""
     out = {m: {} for m in METHODS}
-    auroc = {}
+    auroc, half = {}, {}
     for k in sorted(pos):
         out["diff_of_means"][k] = diff_of_means_vec(pos[k], neg[k], groups)
         out["probe"][k], met = probe_vec(pos[k], neg[k], seed=seed)
         auroc[k] = met.get("auroc")
-    out["probe_auroc"] = auroc
+        try:
+            half[k] = split_consistency("diff_of_means", pos[k], neg[k], seed=seed, groups=groups)
+        except MlxInterpError:  # too few examples to halve
+            half[k] = None
+    out["probe_auroc"], out["split_half"] = auroc, half
     return out
 
 
@@ -265,7 +275,8 @@ def as_set(vecs: dict, lm, method: str, what: str) -> VectorSet:
 
 
 def cosines(ref: dict, other: dict, lm_ref, lm_other, layers: dict) -> dict:
-    """Per (trait, position, method): cosine with the reference's vector at every layer and at the steering layer."""
+    """Per (trait, position, method): cosine with the reference's vector at every layer and at the steering layer,
+    beside the reference's own split-half cosine there (diff of means) and the probe's held-out AUROC."""
     out = {}
     for key, rv in ref.items():
         if not isinstance(key, tuple) or key not in other:
@@ -277,7 +288,9 @@ def cosines(ref: dict, other: dict, lm_ref, lm_other, layers: dict) -> dict:
             at = layers.get(trait)
             out[f"{trait}/{position}/{m}"] = {"per_layer": curve, "at_steering_layer": None if at is None else c[at]["cosine"],
                                              "norm_ratio_at_steering_layer": None if at is None else c[at]["norm_ratio"],
-                                             "steering_layer": at}
+                                             "steering_layer": at,
+                                             "reference_split_half": None if at is None else rv["split_half"].get(at),
+                                             "probe_auroc": None if at is None else other[key]["probe_auroc"].get(at)}
     return out
 
 
@@ -351,7 +364,7 @@ def _ab(lm, items_key: str, d: dict, vec=None, layer=None, m: float = 0.0) -> di
     res = ab_from_logits(items, run(lm, items.prompts, interventions=ivs).logits, letters)
     pm = np.where(np.array(letters) == "A", res.p_a, res.p_b)
     po = np.where(np.array(letters) == "A", res.p_b, res.p_a)
-    return {**res.summary(), "logit_diff": float(np.mean(np.log(pm) - np.log(po))), "_per_item": res.score.tolist()}
+    return {**res.summary(), "logit_diff": float(np.mean(np.log(pm) - np.log(po))), "per_item": res.score.tolist()}
 
 
 def choose_sycophancy_layer(ref, d: dict, vecs: dict, cands: list[int]) -> dict:
@@ -385,6 +398,9 @@ def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
         base_test = generate(lm, test, max_tokens=n_tok, chat=lm.instruct)
         flags = _flags(trait, [g.text for g in base_test])
         row["test_baseline"] = _evaluate(judge, base_test, flags)
+        if trait == "persona":  # "longer than unsteered" is false by construction for the unsteered text itself
+            row["test_baseline"]["rate"] = None
+            row["test_baseline"]["score"] = None
         if s.best is None:
             row.update(best=None, why="no multiplier kept the validation generations coherent")
         else:
@@ -411,9 +427,11 @@ def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
 
 
 def _evaluate(judge, gens, flags) -> dict:
-    """The trait rate (Wilson interval) and the coherent rate (judged by ``judge``) of generations."""
-    out = score_generations(judge, gens, {"rate": flags(gens)}, examples=2)
-    return {**out, "score": out["rate"]["p"]}
+    """The trait rate (Wilson interval) and the coherent rate (judged by ``judge``) of generations, with the per-item
+    flags (for paired intervals across precisions on the same prompts)."""
+    items = [bool(x) for x in flags(gens)]
+    out = score_generations(judge, gens, {"rate": items}, examples=2)
+    return {**out, "score": out["rate"]["p"], "per_item": items}
 
 
 def cross_steer(receiver, judge, d: dict, own: dict, foreign: dict, cfg: Config) -> dict:
@@ -421,7 +439,12 @@ def cross_steer(receiver, judge, d: dict, own: dict, foreign: dict, cfg: Config)
     norm of the receiver's own vector (so only the direction differs)."""
     out = {}
     for trait, row in own.items():
-        if trait == "sycophancy" or not row.get("best") or "_vector" not in foreign.get(trait, {}):
+        if trait == "sycophancy":
+            out[trait] = {"skipped": "A/B traits are compared per precision at x1 (sycophancy table), not crossed"}
+            continue
+        if not row.get("best") or "_vector" not in foreign.get(trait, {}):
+            out[trait] = {"skipped": "no coherent multiplier on validation for the receiver" if "_vector" in row
+                          else row.get("skipped", "no vector")}
             continue
         v_own, v_for = row["_vector"], foreign[trait]["_vector"]
         v = v_for / np.linalg.norm(v_for) * np.linalg.norm(v_own)
@@ -469,25 +492,41 @@ def _public(x):
     return x
 
 
-def _spread(rows: dict, trait: str) -> dict | None:
-    """max - min over precisions of the trait's test score at the multiplier chosen on validation; a precision with no
-    coherent multiplier counts with its unsteered score (its best coherent setting), a sycophancy row whose scored
-    tokens carry too little mass does not count (its metric does not measure the choice)."""
-    scores, unsteered = {}, []
+def _spread(rows: dict, trait: str, min_coherent: float = 0.75, seed: int = 0) -> dict | None:
+    """max - min over precisions of the trait's test score at the multiplier chosen on validation, with a 95%
+    bootstrap interval over the (shared) test prompts. A precision with no coherent multiplier on validation counts
+    with its unsteered score (its best coherent setting), except for persona, whose score is relative to the unsteered
+    text; a sycophancy row whose scored tokens carry too little mass does not count (its metric does not measure the
+    choice). Rows whose test generations fall below the coherence bar are listed."""
+    scores, unsteered, incoherent, items = {}, [], [], {}
     for p, r in rows.items():
         s = r["steering"].get(trait) or {}
         if trait == "sycophancy":
             if "+1" in s:
                 scores[p] = s["+1"]["score"]
+                items[p] = s["+1"].get("per_item")
         elif s.get("test"):
-            scores[p] = s["test"]["rate"]["p"]
-        elif s.get("test_baseline"):
-            scores[p] = s["test_baseline"]["rate"]["p"]
+            scores[p], items[p] = s["test"]["rate"]["p"], s["test"].get("per_item")
+            if s["test"]["coherent"]["p"] < min_coherent:
+                incoherent.append(p)
+        elif trait != "persona" and (s.get("test_baseline") or {}).get("rate"):
+            scores[p], items[p] = s["test_baseline"]["rate"]["p"], s["test_baseline"].get("per_item")
             unsteered.append(p)
     if len(scores) < 2:
         return None
-    return {"points": 100 * (max(scores.values()) - min(scores.values())), "scores": scores, "unsteered": unsteered,
-            "max_at": max(scores, key=scores.get), "min_at": min(scores, key=scores.get)}
+    out = {"points": 100 * (max(scores.values()) - min(scores.values())), "scores": scores, "unsteered": unsteered,
+           "incoherent_on_test": incoherent, "max_at": max(scores, key=scores.get), "min_at": min(scores, key=scores.get)}
+    mat = [items[p] for p in scores]
+    if all(m is not None for m in mat) and len({len(m) for m in mat}) == 1 and len(mat[0]) > 1:
+        a = np.array(mat, dtype=float)  # [precisions, prompts]
+        rng = np.random.default_rng(seed)
+        boot = []
+        for _ in range(2000):
+            m = a[:, rng.integers(0, a.shape[1], a.shape[1])].mean(axis=1)
+            boot.append(100 * (m.max() - m.min()))
+        out["points_ci95"] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+        out["n_prompts"] = int(a.shape[1])
+    return out
 
 
 def hypotheses(rows: dict, ref_name: str) -> dict:
@@ -501,8 +540,9 @@ def hypotheses(rows: dict, ref_name: str) -> dict:
     out = {"stated": HYPOTHESES}
     c8 = cos_at("8bit")
     out["int8_cosine"] = {"measured": c8, "min": min(c8.values()) if c8 else None,
-                          "met": (min(c8.values()) >= 0.95) if c8 else None}
-    four = {p: cos_at(p) for p in ("4bit", "mxfp4", "nvfp4") if p in rows}
+                          "met": (min(c8.values()) >= 0.95) if c8 else None,
+                          "note": "met = every 8-bit cosine >= 0.95 (above 0.99 means 8-bit degrades even less)"}
+    four = {p: cos_at(p) for p in FOUR_BIT if p in rows}
     vals = [x for c in four.values() for x in c.values()]
     out["nf4_cosine"] = {"measured": four, "min": min(vals) if vals else None, "max": max(vals) if vals else None,
                          "met": (0.88 <= min(vals) and max(vals) <= 0.94) if vals else None,
@@ -530,16 +570,19 @@ def hypotheses(rows: dict, ref_name: str) -> dict:
                               "mean_native": float(np.mean([n for n, _ in flat])) if flat else None,
                               "mean_controlled": float(np.mean([c for _, c in flat])) if flat else None,
                               "met": (np.mean([c for _, c in flat]) >= np.mean([n for n, _ in flat])) if flat else None}
-    if "8bit" in rows and "4bit" in rows:
-        k8, k4 = rows["8bit"]["fidelity"]["kl"], rows["4bit"]["fidelity"]["kl"]
-        m8, m4 = c8, cos_at("4bit")
-        shared = [k for k in m8 if k in m4]
-        out["int8_beats_4bit"] = {"kl_8bit": k8, "kl_4bit": k4,
-                                  "mean_cosine_8bit": float(np.mean([m8[k] for k in shared])) if shared else None,
-                                  "mean_cosine_4bit": float(np.mean([m4[k] for k in shared])) if shared else None,
-                                  "met": bool(k8 < k4 and (not shared or np.mean([m8[k] for k in shared]) >= np.mean([m4[k] for k in shared])))}
+    fours = [p for p in FOUR_BIT if p in rows]
+    if "8bit" in rows and fours:
+        k8 = rows["8bit"]["fidelity"]["kl"]
+        k4 = {p: rows[p]["fidelity"]["kl"] for p in fours}
+        m4 = {p: cos_at(p) for p in fours}
+        shared = [k for k in c8 if all(k in m4[p] for p in fours)]
+        mean8 = float(np.mean([c8[k] for k in shared])) if shared else None
+        mean4 = {p: float(np.mean([m4[p][k] for k in shared])) for p in fours} if shared else {}
+        out["int8_beats_4bit"] = {"kl_8bit": k8, "kl_4bit": k4, "mean_cosine_8bit": mean8, "mean_cosine_4bit": mean4,
+                                  "met": bool(all(k8 < k for k in k4.values()) and
+                                              (mean8 is None or all(mean8 >= v for v in mean4.values())))}
     else:
-        out["int8_beats_4bit"] = {"met": None, "why": "needs both 8bit and 4bit in the run"}
+        out["int8_beats_4bit"] = {"met": None, "why": f"needs 8bit and one of {', '.join(FOUR_BIT)} in the run"}
     cont = {p: r["vetting"]["harmful_refused"] for p, r in rows.items() if r.get("vetting")}
     out["unvetted_contamination"] = {"harmful_not_refused": {p: 1 - v["p"] for p, v in cont.items()}, "met": None,
                                      "note": "the share of the unvetted positive set without the trait, per precision"}
@@ -578,11 +621,16 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
             row["cosine"]["controlled"] = cosines(ref_vecs, controlled, ref, lm, L)
             row["cosine"]["reference_on_variant_text"] = cosines(ref_vecs, ref_reads, ref, ref, L)
             row["cosine"]["variant_text_model_effect"] = cosines(ref_reads, vecs, ref, lm, L)
+            row["cosine"]["variant_model_text_effect"] = cosines(controlled, vecs, lm, lm, L)
         steered[prec] = steer(lm, ref, d, vecs, layers, cfg)
         row["steering"] = steered[prec]
         if prec != REFERENCE:
             row["cross_steering"] = {"reference_vector_on_variant": cross_steer(lm, ref, d, steered[prec], steered[REFERENCE], cfg),
                                      "variant_vector_on_reference": cross_steer(ref, ref, d, steered[REFERENCE], steered[prec], cfg)}
+            if kept and ref_kept:
+                row["vetting"]["harmful_refused_minus_reference"] = paired_diff(
+                    np.array(kept["flags"]["harmful_refused"], dtype=float),
+                    np.array(ref_kept["flags"]["harmful_refused"], dtype=float), seed=cfg.seed)
             for name in row["capability"]:
                 a = np.array(row["capability"][name]["_correct"], dtype=float)
                 b = np.array(rows[REFERENCE]["capability"][name]["_correct"], dtype=float)
@@ -608,7 +656,10 @@ def main(argv=None) -> list[str]:
     code_version()
     paths = []
     try:
-        precisions = a.precision or list(PRECISIONS["quick" if a.quick else "full"])
+        default = [p for p in PRECISIONS["quick" if a.quick else "full"]
+                   if Precision.parse(p).bits is None or (Precision.parse(p).mode if Precision.parse(p).mode != "affine"
+                                                          else f"{Precision.parse(p).bits}bit") in supported_formats()]
+        precisions = a.precision or default
         for p in precisions:
             Precision.parse(p).check_offline()
         with journal(NAME, a, argv):

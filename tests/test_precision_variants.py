@@ -19,7 +19,8 @@ DENSE_VS_KERNEL_RTOL = 1e-4
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision, bits, mode", [("4bit", 4, "affine"), ("3bit", 3, "affine"), ("nvfp4", 4, "nvfp4")])
+@pytest.mark.parametrize("precision, bits, mode", [("4bit", 4, "affine"), ("8bit", 8, "affine"), ("3bit", 3, "affine"),
+                                                   ("mxfp4", 4, "mxfp4"), ("nvfp4", 4, "nvfp4")])
 def test_variant_loads_with_plain_mlx_lm_and_dense_path_equals_kernels(precision, bits, mode):
     """The study measures the weights, not the kernel: dequantized fp32 logits = quantized-kernel logits.
 
@@ -32,12 +33,12 @@ def test_variant_loads_with_plain_mlx_lm_and_dense_path_equals_kernels(precision
     kernel_model, tok = mlx_lm.load(str(folder))  # plain mlx-lm: quantized modules and kernels
     kernel_model.set_dtype(mx.float32)
     ids = mx.array([tok.encode(PROMPT)])
-    kernel = np.array(kernel_model(ids)[0, -1])
+    kernel = np.array(kernel_model(ids)[0])  # every position
     lm = load(f"smollm2-135m@{precision}")
     assert lm.cpu_path["dense_fp32"] and not any("Quantized" in type(m).__name__ for _, m in lm.model.named_modules())
-    dense = np.array(lm.model(ids)[0, -1])
+    dense = np.array(lm.model(ids)[0])
     assert np.abs(dense - kernel).max() <= DENSE_VS_KERNEL_RTOL * np.abs(kernel).max()
-    assert tok.decode([int(dense.argmax())]) == " Paris"
+    assert tok.decode([int(dense[-1].argmax())]) == " Paris"
 
 
 def test_mirror_lowers_only_the_gguf_4bit_tensors():

@@ -82,11 +82,14 @@ def test_exp15_tiny_end_to_end_then_tables_and_figures(tmp_path, smol):
     items = d["capability"]["mmlu"]
     res = ab_scores(e.mi.load("smollm2-135m@3bit"), [x["prompt"] for x in items], [x["correct"][1] for x in items], chat=True)
     assert var["capability"]["mmlu"]["accuracy"]["k"] == int((res.score > 0.5).sum())
-    # every trait is either measured or says why not; the hypotheses are all answered
+    # every trait is either measured or says why not; persona has no unsteered score (it is relative to that text)
     for t in ("refusal", "persona", "confidence", "sycophancy"):
         s = var["steering"][t]
         assert "skipped" in s or ("layer" in s and s["layer"] is not None)
-    assert set(r["hypotheses"]["stated"]) - {"source"} <= set(r["hypotheses"])
+    if "test_baseline" in var["steering"]["persona"]:
+        assert var["steering"]["persona"]["test_baseline"]["rate"] is None
+    # the reference's split-half noise floor sits beside every cosine at the steering layer
+    assert all("reference_split_half" in v for v in var["cosine"]["native"].values())
     # the tables and figures read the file
     import sys
     from pathlib import Path
@@ -103,3 +106,31 @@ def test_exp15_tiny_end_to_end_then_tables_and_figures(tmp_path, smol):
     assert "3bit" in make_tables.TABLES["exp15_fidelity"](out_root)
     pngs = quantization.all_figures({"smollm2-135m@fp32": doc}, tmp_path)
     assert len(pngs) >= 3 and all(p.stat().st_size > 5000 for p in pngs)
+
+
+def test_spread_reads_rates_not_unsteered_persona_and_gives_a_paired_interval():
+    """Hand-built rows with known answers: persona never falls back to its unsteered score, a precision without a
+    coherent multiplier counts with its unsteered refusal rate, incoherent test rows are listed, and the bootstrap
+    interval of the spread is over the shared prompts."""
+    from experiments.exp15_quantization import _spread
+
+    def rate(flags):
+        return {"p": sum(flags) / len(flags), "k": sum(flags), "n": len(flags)}
+
+    def row(test=None, base=None, coherent=1.0):
+        s = {}
+        if test is not None:
+            s["test"] = {"rate": rate(test), "per_item": test, "coherent": {"p": coherent}}
+        if base is not None:
+            s["test_baseline"] = {"rate": rate(base), "per_item": base}
+        return s
+
+    rows = {"fp32": {"steering": {"refusal": row([1, 1, 1, 0]), "persona": row([1, 1, 0, 0])}},
+            "8bit": {"steering": {"refusal": row([1, 1, 0, 0], coherent=0.5), "persona": row([1, 0, 0, 0])}},
+            "3bit": {"steering": {"refusal": row(base=[0, 0, 0, 0]), "persona": {"test_baseline": {"rate": None}}}}}
+    r = _spread(rows, "refusal")
+    assert r["points"] == 75.0 and r["unsteered"] == ["3bit"] and r["incoherent_on_test"] == ["8bit"]
+    assert r["max_at"] == "fp32" and r["min_at"] == "3bit" and r["n_prompts"] == 4
+    assert r["points_ci95"][0] <= 75.0 <= r["points_ci95"][1]
+    p = _spread(rows, "persona")
+    assert set(p["scores"]) == {"fp32", "8bit"} and p["points"] == 25.0 and p["unsteered"] == []

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import mlx_interp as mi
-from mlx_interp.runs.journal import fingerprint, opened
+from mlx_interp.runs.journal import active, fingerprint, opened
 from mlx_interp.runs.results import code_version
 from mlx_interp.store.registry import DEFAULT_MODEL
 
@@ -48,7 +48,8 @@ def journal(name: str, a: argparse.Namespace, argv=None) -> opened:
     """The resumable-run journal of this command (``runs.journal``): one folder per experiment and argument list
     (``--resume`` aside), beside the results; kept when a run is interrupted, deleted when it completes."""
     args = [x for x in (sys.argv[1:] if argv is None else list(argv)) if x != "--resume"]
-    return opened(Path(a.out) / name / f".journal-{fingerprint(name, args)[:16]}", a.resume)
+    # the commit is part of the key: a resume after the code changed starts afresh instead of replaying old results
+    return opened(Path(a.out) / name / f".journal-{fingerprint(name, args, code_version())[:16]}", a.resume)
 
 
 def main(name: str, run: Callable, load_queries: Callable, doc: str, argv=None) -> list:
@@ -70,7 +71,13 @@ def _models(name: str, run: Callable, load_queries: Callable, a: argparse.Namesp
     """Run the experiment on each model and write its result (the body of ``main``, inside the journal)."""
     paths = []
     queries = load_queries(a.prompts)
+    j = active()
     for model in a.model or [DEFAULT_MODEL]:
+        done = j.finished(f"{name}:{model}") if j is not None else None
+        if done:  # an interrupted run of this command wrote it already
+            print(f"  -> {done} (written before the interruption)")
+            paths.append(Path(done))
+            continue
         t0 = time.time()
         lm = mi.load(model)
         n = f", {len(queries)} queries" if isinstance(queries, list) else ""
@@ -80,4 +87,6 @@ def _models(name: str, run: Callable, load_queries: Callable, a: argparse.Namesp
                               config={"quick": a.quick, "prompts": a.prompts or "built-in", "from": a.source})
         print(f"  -> {path}")
         paths.append(path)
+        if j is not None:
+            j.finish(f"{name}:{model}", path)
     return paths

@@ -72,6 +72,7 @@ from mlx_interp.methods.steering import search_multiplier
 from mlx_interp.readouts.directions import (collect, collect_responses, diff_of_means_vec, probe_vec, random_direction,
                                             split_consistency)
 from mlx_interp.readouts.vectors import VectorSet, compare_vectors
+from mlx_interp.runs.journal import active
 from mlx_interp.runs.results import code_version
 from mlx_interp.store.precision import Precision, split_name, supported_formats
 from mlx_interp.tasks.datasets import (caa_sycophancy, capability_items, confidence_pairs, passages, refusal_eval_prompts,
@@ -678,8 +679,16 @@ def _models(a, precisions: list[str]) -> list[str]:
         if prec is not None:
             raise MlxInterpError(f"give exp15 a model without a precision ({model!r} -> {alias!r}); it loads "
                                  f"{alias}@{REFERENCE} and every --precision itself")
+        j = active()
+        done = j.finished(f"{NAME}:{model}") if j is not None else None
+        if done:  # an interrupted run of this command wrote it already
+            print(f"  -> {done} (written before the interruption)")
+            paths.append(done)
+            continue
         paths.append(study(alias, precisions, config(a.quick), a.quick, a.out))
         print(f"  -> {paths[-1]}")
+        if j is not None:
+            j.finish(f"{NAME}:{model}", paths[-1])
     return paths
 
 

@@ -13,7 +13,8 @@ import mlx_interp as mi  # first: fast BLAS before mlx
 import numpy as np
 
 from mlx_interp.runs.results import atomic_write_new, provenance
-from mlx_interp.runtime.parallel import world
+from mlx_interp.core.batching import SHARE
+from mlx_interp.runtime.parallel import gather_objects, world
 
 PROMPTS = ["The capital of France is", "Two plus two equals", "The largest planet in the solar system is",
            "Water boils at", "The author of Hamlet is", "A week has seven", "Honey is made by"]
@@ -36,4 +37,6 @@ if __name__ == "__main__":
     out = compute(lm)
     out["world"] = world().describe()
     out["provenance_world"] = provenance(lm)["world"]
+    shares = gather_objects(dict(SHARE))  # every rank computed a share of the chunks, and together all of them
+    out["chunks_computed"], out["chunks_total"] = [x["computed"] for x in shares], [x["total"] for x in shares]
     atomic_write_new(Path(sys.argv[1]), json.dumps(out))

@@ -60,6 +60,7 @@ def test_two_ranks_equal_one_process(tmp_path, smol):
     for k in one["dom"]:
         np.testing.assert_allclose(np.array(got["dom"][k]), np.array(one["dom"][k]), rtol=1e-4, atol=1e-5)
     assert got["texts"] == one["texts"]
+    assert all(c > 0 for c in got["chunks_computed"]) and sum(got["chunks_computed"]) == got["chunks_total"][0]
 
 
 def _same(a, b, path="results"):
@@ -101,6 +102,7 @@ def test_a_quick_experiment_killed_midway_resumes_to_the_same_result_in_one_proc
     assert len(list((tmp_path / "b").glob("*/.journal-*/*.pkl"))) == 6
     b2 = one("b", "--resume")
     assert b2.returncode == 0 and "resuming from 6 journaled calls" in b2.stderr, b2.stderr[-2000:]
+    assert _replayed(b2.stderr) >= 6  # the six calls were replayed, not recomputed
     os.environ["MLX_INTERP_JOURNAL_STOP_AFTER"] = "6"
     try:
         c1 = _launch(tmp_path, Path("-m"), *args, "--out", str(tmp_path / "c"))
@@ -108,7 +110,7 @@ def test_a_quick_experiment_killed_midway_resumes_to_the_same_result_in_one_proc
         del os.environ["MLX_INTERP_JOURNAL_STOP_AFTER"]
     assert "exited with code 75" in c1.stderr and not list((tmp_path / "c").glob("*/*.json"))  # mlx.launch itself exits 0
     c2 = _launch(tmp_path, Path("-m"), *args, "--out", str(tmp_path / "c"), "--resume")
-    assert c2.returncode == 0, c2.stderr[-2000:]
+    assert c2.returncode == 0 and _replayed(c2.stderr) >= 6, c2.stderr[-2000:]
     docs = {}
     for run in "abc":
         files = list((tmp_path / run).glob("*/*.json"))
@@ -118,6 +120,13 @@ def test_a_quick_experiment_killed_midway_resumes_to_the_same_result_in_one_proc
     assert docs["a"]["provenance"]["world"]["size"] == 1
     _same(docs["a"]["results"], docs["b"]["results"])
     _same(docs["a"]["results"], docs["c"]["results"])
+
+
+def _replayed(stderr: str) -> int:
+    import re
+
+    m = re.findall(r"replayed (\d+) journaled calls", stderr)
+    return max(map(int, m)) if m else 0
 
 
 def test_fingerprints_see_vector_bytes_and_refuse_functions():
@@ -138,12 +147,15 @@ def test_fingerprints_see_vector_bytes_and_refuse_functions():
 @pytest.mark.parametrize("mode, message", [
     ("models", "ranks disagree on the model: rank 0 has 'smollm2-135m@4bit-g32-mirror', rank 1 has 'gemma-3-270m"),
     ("dies", "a test gather failed: another rank stopped"),
+    ("error", "rank 1 failed during a forward pass: boom on rank 1"),
     ("shard_gemma", "(gemma3_text) has no tensor-parallel sharding in mlx-lm"),
     ("shard_smollm2", "num_attention_heads = 9 is not divisible by 2 ranks")])
 def test_a_broken_world_stops_with_one_line(tmp_path, mode, message):
     p = _launch(tmp_path, HERE / "parallel_bad.py", mode, timeout=300)
     errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
     assert errors and message in errors[0] and "Traceback" not in p.stderr
+    if mode in ("models", "error"):  # every rank stops with the same line (none is left waiting in a collective)
+        assert len(errors) == 2 and errors[0] == errors[1], p.stderr[-1500:]
 
 
 @pytest.mark.slow

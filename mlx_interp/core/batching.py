@@ -92,15 +92,32 @@ def distribute(chunks: list[list[int]], lengths: Sequence[int], batch_size: int 
     order = sorted(range(n), key=lambda i: (lengths[i], i))
     chunks = [order[i:i + b] for i in range(0, n, b)]
     mine = assign([len(c) * max(lengths[i] for i in c) for c in chunks], w.size)[w.rank]
+    SHARE["computed"] += len(mine)
+    SHARE["total"] += len(chunks)
     return chunks, mine, True
 
 
-def gather_chunks(local: dict, n_chunks: int, what: str) -> dict:
-    """Every rank's chunk results (chunk id -> picklable value), merged on every rank; checks that none is missing."""
+#: chunks this rank computed / chunks shared out, over the process (tests check that work really was split)
+SHARE = {"computed": 0, "total": 0}
+
+
+class RankFailed:
+    """What a rank sends instead of its chunk results when computing them raised (the error travels to every rank)."""
+
+    def __init__(self, rank: int, error: BaseException):
+        self.rank, self.kind, self.message = rank, type(error).__name__, str(error)
+
+
+def gather_chunks(local: dict | RankFailed, n_chunks: int, what: str) -> dict:
+    """Every rank's chunk results (chunk id -> picklable value), merged on every rank. If any rank failed, every rank
+    raises its error (one line), so all stop at the same collective; a missing chunk is an error too."""
     from ..runtime.parallel import gather_objects
 
     merged: dict = {}
     for part in gather_objects(local, what):
+        if isinstance(part, RankFailed):
+            raise MlxInterpError(f"rank {part.rank} failed during {what}: {part.message}"
+                                 + ("" if part.kind == "MlxInterpError" else f" ({part.kind})"))
         merged.update(part)
     if len(merged) != n_chunks:
         raise MlxInterpError(f"{what}: the ranks returned {len(merged)} of {n_chunks} chunks; every rank must run the "

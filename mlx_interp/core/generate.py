@@ -18,7 +18,8 @@ import mlx.core as mx
 from mlx_lm.sample_utils import make_sampler
 
 from ..errors import MlxInterpError
-from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, distribute, encode, gather_chunks, plan
+from ..runtime.parallel import world
+from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, RankFailed, distribute, encode, gather_chunks, plan
 from .hooks import hooked
 from ..runs import journal
 from .interventions import bind_all, flatten
@@ -85,6 +86,9 @@ def generate(
 
 def _generate(lm, toks, interventions, max_tokens, temperature, top_p, seed, stop_at_eos, batch_size, cache,
               return_cache) -> Generations:
+    if getattr(lm, "tensor_parallel", 1) > 1 and (cache is not None or return_cache):
+        raise MlxInterpError("KV caches as values are not supported on a tensor-parallel model yet (each rank holds only "
+                             "its own KV heads); generate without cache= / return_cache=")
     ivs = bind_all(lm, interventions)
     prefix = continue_from(lm, cache, toks)
     full = [list(p) + t for p, t in zip(prefix.tokens, toks)] if prefix else toks
@@ -95,6 +99,8 @@ def _generate(lm, toks, interventions, max_tokens, temperature, top_p, seed, sto
     if (prefix is not None or return_cache) and len(chunks) > 1:
         raise MlxInterpError(f"{'cache=' if prefix is not None else 'return_cache'} needs every prompt in one chunk; "
                              f"{len(toks)} prompts > batch_size={batch_size}: pass batch_size=None")
+    if getattr(lm, "tensor_parallel", 1) > 1 and temperature > 0 and seed is None:
+        raise MlxInterpError("sampling on a tensor-parallel model needs seed= (every rank must draw the same tokens)")
     sampler = make_sampler(temp=temperature, top_p=top_p)
     if seed is not None and temperature > 0:
         mx.random.seed(seed)
@@ -103,11 +109,17 @@ def _generate(lm, toks, interventions, max_tokens, temperature, top_p, seed, sto
     chunks, mine, shared = distribute(chunks, [len(t) for t in toks], batch_size,
                                       keep_local=prefix is not None or return_cache or getattr(lm, "tensor_parallel", 1) > 1)
     done = {}
-    for ci in mine:
-        idx = chunks[ci]
-        sub = [b for b in (iv.for_rows(idx) for iv in ivs) if b is not None]
-        done[ci], caches, pads, fed = _chunk(lm, [toks[i] for i in idx], [full[i] for i in idx], sub, prefix, sampler,
-                                             eos, max_tokens)
+    try:
+        for ci in mine:
+            idx = chunks[ci]
+            sub = [b for b in (iv.for_rows(idx) for iv in ivs) if b is not None]
+            done[ci], caches, pads, fed = _chunk(lm, [toks[i] for i in idx], [full[i] for i in idx], sub, prefix,
+                                                 sampler, eos, max_tokens)
+    except Exception as e:  # data parallel: the error goes to every rank, so all stop at the same collective
+        if not shared:
+            raise
+        gather_chunks(RankFailed(world().rank, e), len(chunks), "a generation batch")
+        raise
     if shared:  # data parallel: every rank gets every chunk's generations
         done = gather_chunks(done, len(chunks), "a generation batch")
     for ci, gens in done.items():

@@ -85,6 +85,22 @@ class Journal:
         self.hits = self.writes = 0
         self.stop_after = int(os.environ.get("MLX_INTERP_JOURNAL_STOP_AFTER", "0") or 0)  # tests: simulate a kill
 
+    def finished(self, tag: str) -> str | None:
+        """The result file an earlier, interrupted run of this command already wrote for ``tag`` (e.g. one model of
+        several), so a resumed run does not write it twice."""
+        p = self.folder / f"done-{fingerprint(tag)[:16]}.txt"
+        path = p.read_text().strip() if p.is_file() else None
+        return path if path and Path(path).exists() else None
+
+    def finish(self, tag: str, path) -> None:
+        from ..runtime.parallel import world
+
+        if world().main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".tmp-done-{os.getpid()}"
+            tmp.write_text(str(path))
+            os.replace(tmp, self.folder / f"done-{fingerprint(tag)[:16]}.txt")
+
     def get(self, key: str | None):
         """The journaled result of a call, or None. In a data-parallel run the ranks agree first: a call is replayed
         only if every rank finds it, so their collectives keep pairing up."""
@@ -157,6 +173,8 @@ class opened:
         from ..runtime.parallel import world
 
         j, _ACTIVE = _ACTIVE, None
+        if j is not None and j.hits:
+            print(f"mlx-interp: replayed {j.hits} journaled calls", file=sys.stderr)
         if exc_type is None and world().main:
             shutil.rmtree(self.folder, ignore_errors=True)
         elif exc_type is not None and j is not None and j.writes:

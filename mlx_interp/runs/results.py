@@ -110,7 +110,7 @@ def atomic_write_new(path: Path, text: str) -> Path:
     if not world().main:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")  # never matched by "*.json" readers
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

@@ -137,6 +137,11 @@ def local_ranks() -> int:
     import json
     import socket
 
+    if "OMPI_COMM_WORLD_LOCAL_SIZE" in os.environ:  # mpirun says it directly
+        try:
+            return max(1, int(os.environ["OMPI_COMM_WORLD_LOCAL_SIZE"]))
+        except ValueError:
+            return 1
     if "MLX_RANK" not in os.environ or not os.environ.get("MLX_HOSTFILE"):
         return 1
     try:

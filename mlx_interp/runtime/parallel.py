@@ -13,8 +13,11 @@ searches, experiments) computes on all ranks exactly what one process would, fro
 its own. Results are written by rank 0 only (``runs.results``). We use MLX's engine and launcher and write no
 scheduler: collectives are ``all_sum`` and ``all_gather`` of byte buffers.
 
-A rank that dies leaves the others blocked in a collective; every collective here runs under a watchdog that stops the
-process with one line after ``MLX_INTERP_DIST_TIMEOUT`` seconds (default 900) instead of hanging.
+A rank that dies closes its ring connections: the others' next collective fails, which ``gather_objects`` detects and
+turns into one line. Each gather first waits, without a time limit, until every rank has arrived (a rank may still be
+computing its share); the transfer itself then runs under a watchdog that stops the process with one line after
+``MLX_INTERP_DIST_TIMEOUT`` seconds (default 900) instead of hanging. An error on one rank inside the batching path is
+shared with every rank (``core.batching.gather_chunks``), so all stop together and the collectives keep pairing up.
 """
 
 from __future__ import annotations
@@ -76,7 +79,9 @@ def world() -> World:
     g = _group()
     if g is None or g.size() == 1:
         return World(0, 1, "none")
-    backend = "mpi" if "OMPI_COMM_WORLD_RANK" in os.environ else os.environ.get("MLX_INTERP_BACKEND", "ring")
+    backend = "mpi" if "OMPI_COMM_WORLD_RANK" in os.environ else os.environ.get("MLX_INTERP_BACKEND", "any")
+    if backend == "any":  # mlx.launch's ring launcher sets MLX_HOSTFILE (a JSON list of ip:port per rank)
+        backend = "ring" if "MLX_HOSTFILE" in os.environ else "any"
     return World(g.rank(), g.size(), backend)
 
 
@@ -131,12 +136,17 @@ def gather_objects(local: Any, what: str = "a gather") -> list[Any]:
     g = _group()
     blob = np.frombuffer(pickle.dumps(local, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8)
 
+    # arrive: every rank posts its size (no time limit: the others may still be computing their share)
+    sizes = np.zeros(w.size, dtype=np.int64)
+    sizes[w.rank] = blob.size
+    lo, hi = (sizes & 0x7FFFFFFF).astype(np.int32), (sizes >> 31).astype(np.int32)  # int32 words: no overflow at 2 GiB
+    lo = np.array(mx.distributed.all_sum(mx.array(lo), group=g, stream=mx.cpu)).astype(np.int64)
+    hi = np.array(mx.distributed.all_sum(mx.array(hi), group=g, stream=mx.cpu)).astype(np.int64)
+    sizes = lo + (hi << 31)
+    if sizes[w.rank] != blob.size or (sizes <= 0).any():  # MLX fails a broken ring's pending tasks silently
+        _lost(w, what)
+
     def run():
-        sizes = np.zeros(w.size, dtype=np.int32)
-        sizes[w.rank] = blob.size
-        sizes = np.array(mx.distributed.all_sum(mx.array(sizes), group=g, stream=mx.cpu)).astype(np.int64)
-        if sizes[w.rank] != blob.size or (sizes <= 0).any():  # MLX fails a broken ring's pending tasks silently
-            _lost(w, what)
         buf = np.zeros(int(sizes.max()), dtype=np.uint8)
         buf[:blob.size] = blob
         every = np.array(mx.distributed.all_gather(mx.array(buf), group=g, stream=mx.cpu)).reshape(w.size, -1)

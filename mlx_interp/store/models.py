@@ -182,7 +182,7 @@ class LoadedModel:
     def n_params(self) -> int:
         from ..runtime.cpu import param_count
 
-        return param_count(self.model)
+        return self.cpu_path.get("params") or param_count(self.model)  # a sharded model: the whole model's count
 
     def describe(self) -> dict:
         return {
@@ -214,9 +214,9 @@ def load(name: str, *, fast_cpu: bool | None = None, shard: bool = False) -> Loa
     """
     from mlx_lm import load as mlx_load
 
-    from ..runtime.cpu import optimize_for_cpu, running_on_cpu
+    from ..runtime.cpu import optimize_for_cpu, param_count, running_on_cpu
 
-    r = resolve(name)
+    r = _resolve_once(name)
     try:
         model, tokenizer, config = mlx_load(str(r.path or r.source), return_config=True)
     except Exception as e:
@@ -234,8 +234,29 @@ def load(name: str, *, fast_cpu: bool | None = None, shard: bool = False) -> Loa
     info = {}
     if fast_cpu if fast_cpu is not None else running_on_cpu():
         info = optimize_for_cpu(model)
+    if shard:
+        info["params"] = param_count(model)  # the whole model's, before each rank keeps its share
     ranks = shard_model(model, config, f"{r.alias}@{precision}") if shard else 1
     return LoadedModel(model, tokenizer, r.alias, precision, r.source, family, instruct, config, r.path, info, ranks)
+
+
+def _resolve_once(name: str) -> "Resolved":
+    """``resolve`` (which prepares an offline model on first use) with the ranks of a data-parallel run on one host
+    taking turns: rank 0 prepares, the others wait, so two processes never convert into the same folder at once."""
+    from ..runtime.parallel import gather_objects, world
+
+    if world().size == 1:
+        return resolve(name)
+    err = None
+    if world().main:
+        try:
+            resolve(name)
+        except MlxInterpError as e:
+            err = str(e)
+    errs = [e for e in gather_objects(err, f"preparing {name}") if e]
+    if errs:
+        raise MlxInterpError(errs[0])
+    return resolve(name)
 
 
 def tensor_parallel_types() -> list[str]:

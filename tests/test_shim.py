@@ -304,7 +304,8 @@ def test_resume_continuing_a_cache_with_a_shared_base_equals_full_passes(lm):
     for r in range(2):
         want = run(lm, [ids], interventions=[Patch(vals[r], site="head", layers=k, heads=[r % H], positions="last")])
         np.testing.assert_allclose(np.array(got.logits[r]), np.array(want.logits[0]), atol=2e-3, rtol=1e-3)
-    np.testing.assert_allclose(np.array(got.logits[2]), np.array(base.logits[0]), atol=1e-5)  # row 2: no edit
+    # row 2: no edit. 1e-4 of logits near 14 (7e-6 relative): a 3-row matmul rounds unlike a 1-row one in fp32
+    np.testing.assert_allclose(np.array(got.logits[2]), np.array(base.logits[0]), atol=1e-4, rtol=1e-5)
     assert not np.allclose(np.array(got.logits[0]), np.array(base.logits[0]), atol=1e-3)
     with pytest.raises(MlxInterpError, match="cannot keep a KV cache"):
         run(lm, [ids[-1:]], cache=pre.cache, resume=(base, k), return_cache=True, batch_size=None)

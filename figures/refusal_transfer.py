@@ -30,8 +30,10 @@ def fig_geometry(doc: dict, out: Path) -> Path:
         lo, hi = v["random_abs_cosine_range95"]
         ax.plot([lo, hi], [i, i], color="0.75", lw=6, solid_capstyle="butt")
         ax.plot([g["predicted"][0], g["predicted"][1]], [i - 0.3, i - 0.3], color="tab:green", lw=1)
-        ax.errorbar(v["cosine"], i, xerr=[[v["cosine"] - v["cosine_ci95"][0]], [v["cosine_ci95"][1] - v["cosine"]]],
-                    fmt="o", color="tab:blue" if g["same_family"] else "tab:orange", ms=4, capsize=2)
+        # the bootstrap interval of a cosine is biased low and can exclude the point (docs/results_transfer.md): draw the
+        # interval as a bar of its own and the point on it, never a negative error bar
+        ax.plot(v["cosine_ci95"], [i, i], color="tab:blue" if g["same_family"] else "tab:orange", lw=1.5)
+        ax.plot(v["cosine"], i, "o", color="tab:blue" if g["same_family"] else "tab:orange", ms=4)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([f"{_short(g['source'])} → {_short(g['target'])} ({c})" for g, c, _ in rows], fontsize=7)
     ax.axvline(0, color="k", lw=0.5)

@@ -30,3 +30,13 @@ def test_a_changed_number_makes_the_check_fail(tmp_path):
     doc["results"]["summary"]["accuracy"]["k"] += 1
     (tmp_path / "exp6_twohop_scaling" / src[-1].name).write_text(json.dumps(doc))
     assert make_tables.render(same, tmp_path) != same
+
+
+def test_every_figure_draws_from_the_kept_results(tmp_path):
+    """`python -m figures.make_all` draws from results/published/ without stopping (BUGFIX #30), one PNG per figure."""
+    from figures import make_all
+
+    pngs = make_all.main(["--out", str(tmp_path)])
+    names = {p.name for p in pngs}
+    assert len(pngs) >= 30 and all(p.stat().st_size > 5000 for p in pngs)
+    assert {"exp15_cosines_smollm2-135m.png", "exp15_text_model_smollm2-135m.png"} <= names

@@ -26,7 +26,8 @@ if __name__ == "__main__":
             lm = mi.load("smollm2-135m")
             mi.run(lm, ["a b c", "d e f g", "h i"], interventions=[mi.Edit(edit, layers=2)], batch_size=1)
             mi.run(lm, ["this pass must not pair with the failed one"])
-        elif sys.argv[1] == "dies":
+        elif sys.argv[1] == "dies":  # mid-run: after a first collective has joined the ring
+            gather_objects(world().rank, "a first gather")
             if world().rank == 1:
                 sys.exit(0)
             gather_objects(world().rank, "a test gather")

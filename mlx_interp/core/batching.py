@@ -108,6 +108,24 @@ class RankFailed:
         self.rank, self.kind, self.message = rank, type(error).__name__, str(error)
 
 
+class shared_errors:
+    """``with shared_errors(shared, n_chunks, what):`` around a rank's share of the chunks: when the chunks are shared
+    out, an error raised inside reaches every rank (each raises it in one line at the same collective)."""
+
+    def __init__(self, shared: bool, n_chunks: int, what: str):
+        self.shared, self.n_chunks, self.what = shared, n_chunks, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None and self.shared and isinstance(exc, Exception):
+            from ..runtime.parallel import world
+
+            gather_chunks(RankFailed(world().rank, exc), self.n_chunks, self.what)  # raises on every rank
+        return False
+
+
 def gather_chunks(local: dict | RankFailed, n_chunks: int, what: str) -> dict:
     """Every rank's chunk results (chunk id -> picklable value), merged on every rank. If any rank failed, every rank
     raises its error (one line), so all stop at the same collective; a missing chunk is an error too."""

@@ -18,8 +18,7 @@ import mlx.core as mx
 from mlx_lm.sample_utils import make_sampler
 
 from ..errors import MlxInterpError
-from ..runtime.parallel import world
-from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, RankFailed, distribute, encode, gather_chunks, plan
+from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, distribute, encode, gather_chunks, plan, shared_errors
 from .hooks import hooked
 from ..runs import journal
 from .interventions import bind_all, flatten
@@ -109,17 +108,12 @@ def _generate(lm, toks, interventions, max_tokens, temperature, top_p, seed, sto
     chunks, mine, shared = distribute(chunks, [len(t) for t in toks], batch_size,
                                       keep_local=prefix is not None or return_cache or getattr(lm, "tensor_parallel", 1) > 1)
     done = {}
-    try:
+    with shared_errors(shared, len(chunks), "a generation batch"):
         for ci in mine:
             idx = chunks[ci]
             sub = [b for b in (iv.for_rows(idx) for iv in ivs) if b is not None]
             done[ci], caches, pads, fed = _chunk(lm, [toks[i] for i in idx], [full[i] for i in idx], sub, prefix,
                                                  sampler, eos, max_tokens)
-    except Exception as e:  # data parallel: the error goes to every rank, so all stop at the same collective
-        if not shared:
-            raise
-        gather_chunks(RankFailed(world().rank, e), len(chunks), "a generation batch")
-        raise
     if shared:  # data parallel: every rank gets every chunk's generations
         done = gather_chunks(done, len(chunks), "a generation batch")
     for ci, gens in done.items():

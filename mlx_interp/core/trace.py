@@ -22,9 +22,9 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import MlxInterpError
-from ..runtime.parallel import from_host, to_host, world
-from .batching import (DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, RankFailed, distribute, encode, gather_chunks,
-                       left_pad, make_caches, plan)
+from ..runtime.parallel import from_host, to_host
+from .batching import (DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, distribute, encode, gather_chunks, left_pad,
+                       make_caches, plan, shared_errors)
 from .capture import BoundCapture, bind_captures
 from .hooks import Context, hooked
 from ..runs import journal
@@ -186,7 +186,7 @@ def _run(lm, toks, interventions, capture, logits, batch_size, cache, return_cac
     chunks, mine, shared = distribute(chunks, [len(t) for t in toks], batch_size,
                                       keep_local=prefix is not None or return_cache or getattr(lm, "tensor_parallel", 1) > 1)
     results = {}
-    try:
+    with shared_errors(shared, len(chunks), "a forward pass"):
         for ci in mine:
             idx = chunks[ci]
             sub_ivs = [b for b in (iv.for_rows(idx) for iv in ivs) if b is not None]
@@ -199,11 +199,6 @@ def _run(lm, toks, interventions, capture, logits, batch_size, cache, return_cac
                 Tc = h.shape[1] if prefix is not None else max(lens[i] for i in idx)
                 skip = (k, h[mx.array(idx)][:, h.shape[1] - Tc:])
             results[ci] = _chunk(lm, [toks[i] for i in idx], sub_ivs, sub_caps, logits, prefix, skip)
-    except Exception as e:  # data parallel: the error goes to every rank, so all stop at the same collective
-        if not shared:
-            raise
-        gather_chunks(RankFailed(world().rank, e), len(chunks), "a forward pass")
-        raise
     if shared:  # data parallel: every rank gets every chunk's logits and captures
         local = {ci: (to_host(r[0]), {k: to_host(a) for k, a in r[1].items()}) for ci, r in results.items()}
         results = {ci: (from_host(o), {k: from_host(a) for k, a in c.items()}, None, None)

@@ -411,7 +411,7 @@ def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
                 gens = generate(lm, test, max_tokens=n_tok, chat=lm.instruct,
                                 interventions=[mi.Add(vec, layers=k, alpha=s.best.alpha)])
                 row[name] = _evaluate(judge, gens, flags)
-        row["_unit_alpha"], row["_vector"] = s.unit_alpha, v
+        row["_unit_alpha"], row["_vector"], row["_base_test"] = s.unit_alpha, v, [g.text for g in base_test]
         out[trait] = row
     k = layers["sycophancy"]["layer"]
     v = vecs[("sycophancy", "answer_letter")]["diff_of_means"][k]
@@ -451,7 +451,7 @@ def cross_steer(receiver, judge, d: dict, own: dict, foreign: dict, cfg: Config)
         v = v_for / np.linalg.norm(v_for) * np.linalg.norm(v_own)
         test = _prompts(receiver, trait, d["steer"][trait][1])
         n_tok = _tokens(trait, cfg)
-        base = [g.text for g in generate(receiver, test, max_tokens=n_tok, chat=receiver.instruct)]
+        base = row["_base_test"]  # the receiver's unsteered test generations (steer() made them; greedy, so equal)
         gens = generate(receiver, test, max_tokens=n_tok, chat=receiver.instruct,
                         interventions=[mi.Add(v, layers=row["layer"], alpha=row["best"]["alpha"])])
         out[trait] = _evaluate(judge, gens, _flags(trait, base))

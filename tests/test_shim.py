@@ -347,3 +347,20 @@ def test_name_ranks_read_every_token_of_a_name(smol):
     assert len(smol.tokenizer.encode(" sterling", add_special_tokens=False)) > 1  # a multi-token name is exercised
     both = name_ranks(smol, prompt, ["pound", "sterling"])
     assert np.array_equal(both, np.minimum(name_ranks(smol, prompt, ["pound"]), name_ranks(smol, prompt, ["sterling"])))
+
+
+def test_plan_bounds_padding_for_forward_passes_but_keeps_one_chunk_when_asked():
+    """Prompts of 57-602 tokens in one chunk pad 2.7x (CAA's MMLU items); with ``max_padding`` the chunks split where
+    one more prompt would pad more than that share, in length order, and ``None`` keeps the old single chunk."""
+    from mlx_interp.core.batching import plan
+
+    lens = [600, 57, 60, 602, 59]
+    assert plan(lens, 32) == [[0, 1, 2, 3, 4]]  # generation and caches: one chunk in the caller's order
+    chunks = plan(lens, 32, max_padding=0.25)
+    assert chunks == [[1, 4, 2], [0, 3]]
+    for c in chunks:
+        assert len(c) * max(lens[i] for i in c) <= 1.25 * sum(lens[i] for i in c)
+    assert plan([10, 10, 10], 2, max_padding=0.25) == [[0, 1], [2]]  # batch_size still caps the rows
+    assert plan([10, 11, 12], 32, max_padding=0.25) == [[0, 1, 2]]  # little padding: one chunk, caller's order
+    with pytest.raises(MlxInterpError, match="max_padding=-1"):
+        plan(lens, 32, max_padding=-1)

@@ -24,6 +24,9 @@ Prompts = Union[str, Sequence[str], Sequence[Sequence[int]]]
 #: rows per forward call unless the caller says otherwise (a 9B model's KV cache for 32 long
 #: prompts stays small on a laptop; bench/bench_generate_batch.py measures the per-prompt cost)
 DEFAULT_BATCH_SIZE = 32
+#: a forward pass (``run``) starts a new chunk rather than pad more than this share of extra tokens
+#: (``plan``); measured in bench/bench_packing.py
+MAX_PADDING = 0.25
 #: ``chat=`` everywhere: the text you pass is what runs, unless you ask for the chat template
 DEFAULT_CHAT = False
 PAD_ID = 0
@@ -63,15 +66,34 @@ def encode(lm, prompts: Prompts, chat: bool = DEFAULT_CHAT, *, special: bool = T
     return out
 
 
-def plan(lengths: Sequence[int], batch_size: int | None = DEFAULT_BATCH_SIZE) -> list[list[int]]:
-    """Chunks of caller indices: one chunk in the caller's order if everything fits, else sorted by length."""
+def plan(lengths: Sequence[int], batch_size: int | None = DEFAULT_BATCH_SIZE, *,
+         max_padding: float | None = None) -> list[list[int]]:
+    """Chunks of caller indices: one chunk in the caller's order if everything fits, else sorted by length.
+
+    ``max_padding``: also start a new chunk (in length order) when one more prompt would make the chunk's padded
+    token count exceed ``1 + max_padding`` times its real tokens. A forward pass pays for every padded position
+    (and attention for its square), so prompts of very different lengths in one chunk waste most of the work (CAA's
+    MMLU items: 57-602 tokens, 2.7x padded/real in one chunk). Generation keeps big chunks (``None``): its decode
+    steps cost per chunk, not per padded position."""
     n = len(lengths)
-    if batch_size is None or batch_size >= n:
-        return [list(range(n))]
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise MlxInterpError(f"batch_size={batch_size!r} must be a positive integer (or None for one batch)")
+    if max_padding is not None and max_padding < 0:
+        raise MlxInterpError(f"max_padding={max_padding!r} must be >= 0 (extra padded tokens per real token)")
+    fits = batch_size is None or batch_size >= n
+    if fits and (max_padding is None or n * max(lengths) <= (1 + max_padding) * sum(lengths)):
+        return [list(range(n))]
     order = sorted(range(n), key=lambda i: (lengths[i], i))
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    chunks, cur, real = [], [], 0
+    for i in order:
+        full = batch_size is not None and len(cur) == batch_size
+        wasteful = max_padding is not None and (len(cur) + 1) * lengths[i] > (1 + max_padding) * (real + lengths[i])
+        if cur and (full or wasteful):
+            chunks.append(cur)
+            cur, real = [], 0
+        cur.append(i)
+        real += lengths[i]
+    return chunks + [cur]
 
 
 def distribute(chunks: list[list[int]], lengths: Sequence[int], batch_size: int | None, *,

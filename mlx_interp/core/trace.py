@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import MlxInterpError
 from ..runtime.parallel import from_host, to_host
-from .batching import (DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, distribute, encode, gather_chunks, left_pad,
+from .batching import (DEFAULT_BATCH_SIZE, DEFAULT_CHAT, MAX_PADDING, Prompts, distribute, encode, gather_chunks, left_pad,
                        make_caches, plan, shared_errors)
 from .capture import BoundCapture, bind_captures
 from .hooks import Context, hooked
@@ -177,8 +177,9 @@ def _run(lm, toks, interventions, capture, logits, batch_size, cache, return_cac
         validate(x.positions, lens)
     for iv in ivs:
         iv.check_batch(len(toks))
-    chunks = plan([len(t) for t in toks], batch_size)
-    if (prefix is not None or return_cache) and len(chunks) > 1:
+    one = prefix is not None or return_cache  # a cache is one chunk's: keep every prompt together if batch_size allows
+    chunks = plan([len(t) for t in toks], batch_size, max_padding=None if one else MAX_PADDING)
+    if one and len(chunks) > 1:
         raise MlxInterpError(f"{'cache=' if prefix is not None else 'return_cache'} needs every prompt in one chunk; "
                              f"{len(toks)} prompts > batch_size={batch_size}: pass batch_size=None")
     base = _check_resume(lm, resume, full, ivs, caps, return_cache, len(toks[0]) if prefix is not None else max(lens))

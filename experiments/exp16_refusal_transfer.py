@@ -18,9 +18,10 @@
    random source direction of the same norm carried the same way, and beside the target's own direction.
 3. **Geometry** (``b1_geometric_comparisons``, every ordered pair, passed or not; a model the plan stopped on gives
    its unvetted difference of means at L // 2, flagged): cosine of the carried source
-   direction with the target's own at the matched layer, the norm ratio, a 95% bootstrap interval (train prompts
-   resampled in both models), and the cosine 200 random source directions get through the same map (mean and
-   2.5-97.5 percentiles). The run plan's predictions: 0.2-0.6 within a family, 0.1-0.4 across families.
+   direction with the target's own at the matched layer, the norm ratio, a 95% paired basic bootstrap interval
+   (the train prompts resampled once for both models; basic, not percentile: resampling biases a cosine toward 0,
+   and the percentile interval can exclude the estimate), and the cosine 200 random source directions get through
+   the same map (mean and 2.5-97.5 percentiles). The run plan's predictions: 0.2-0.6 within a family, 0.1-0.4 across families.
 
 Maps are fitted on train prompts (harmful and harmless) and scored on val prompts; no test prompt is used before
 the held-out evaluation. Deviations from the run plan: maps are fitted on the raw prompt texts (no chat template: the two templates do not
@@ -42,6 +43,7 @@ from experiments.common import journal, parse, progress
 from mlx_interp.core.generate import generate
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.generations import score_generations
+from mlx_interp.measures.stats import basic_interval
 from mlx_interp.measures.text import refusal_score
 from mlx_interp.methods import refusal
 from mlx_interp.methods.vetting import vet
@@ -102,7 +104,7 @@ def _stopped(lm, out: dict, sets: dict, why: str) -> dict:
     dirs, acts = _directions(lm, h_tr, hl_tr, chat=lm.instruct)
     return {**out, "passed": False, "stop": why, "direction_vetted": False, "layer": None,
             "geometry_layer": lm.n_layers // 2, "geometry_layer_rule": "L // 2 (no layer chosen: the plan stopped)",
-            "_dirs": dirs, "_acts": acts}
+            "_dirs": dirs, "_acts": acts, "_kept": (list(h_tr), list(hl_tr))}
 
 
 def self_control(lm, cfg: Config, sets: dict) -> dict:
@@ -147,7 +149,7 @@ def self_control(lm, cfg: Config, sets: dict) -> dict:
                 "chosen_on": "harmless val prompts: mean refusal metric with +r (alpha 1), l < int(0.8 L)",
                 "induce_val": {str(k): v for k, v in induce.items()}, "refusal_tokens": [lm.tokenizer.decode([t]) for t in ids],
                 "norm": float(np.linalg.norm(r)), "effect": effect, "direction": r.tolist(),
-                "_dirs": dirs, "_acts": acts})
+                "_dirs": dirs, "_acts": acts, "_kept": (list(v.positive), list(v.negative))})
     return out
 
 
@@ -172,34 +174,53 @@ def _fit_maps(src, tgt, layer: int, cfg: Config, texts: list[str]) -> tuple[dict
     return fitted, scores, tl
 
 
-def _boot_dir(acts, idx_pos, idx_neg, layer) -> np.ndarray:
-    pos, neg = acts
-    return pos[layer][idx_pos].mean(axis=0) - neg[layer][idx_neg].mean(axis=0)
+def _paired_draws(s_self: dict, t_self: dict, n_boot: int, rng) -> list[tuple]:
+    """Bootstrap draws of the train prompts both models read: resample the union of their vetted prompts (per class)
+    once per draw and give each model the rows of the drawn prompts it kept, so sampling noise the two directions
+    share (the same prompts) is not counted twice. Returns [(source rows (pos, neg), target rows (pos, neg))]."""
+    out = []
+    for _ in range(n_boot):
+        rows = ([], [])
+        for c in (0, 1):
+            pool = list(dict.fromkeys(s_self["_kept"][c] + t_self["_kept"][c]))
+            drawn = [pool[i] for i in rng.integers(0, len(pool), len(pool))]
+            for d in (s_self, t_self):
+                at = {p: i for i, p in enumerate(d["_kept"][c])}
+                rows[c].append([at[p] for p in drawn if p in at])
+        (sp, tp), (sn, tn) = rows
+        if min(map(len, (sp, tp, sn, tn))) > 0:
+            out.append(((sp, sn), (tp, tn)))
+    return out
+
+
+def _boot_dir(acts, rows, layer) -> np.ndarray:
+    (pos, neg), (rp, rn) = acts, rows
+    return pos[layer][rp].mean(axis=0) - neg[layer][rn].mean(axis=0)
 
 
 def geometry(src, s_self: dict, tgt, t_self: dict, carriers: dict, tl: int, cfg: Config) -> dict:
-    """Cosine and norm ratio of the carried source direction against the target's own, with a bootstrap interval
-    and the random-direction baseline through the same carrier."""
+    """Cosine and norm ratio of the carried source direction against the target's own, with a paired basic
+    bootstrap interval and the random-direction baseline through the same carrier."""
     rng = np.random.default_rng(cfg.seed)
     ls = s_self["geometry_layer"]
     r_s, r_t = s_self["_dirs"][ls], t_self["_dirs"][tl]
-    (sp, sn), (tp, tn) = s_self["_acts"], t_self["_acts"]
-    boots = []
-    for _ in range(cfg.n_boot):
-        bs = _boot_dir(s_self["_acts"], rng.integers(0, len(sp[ls]), len(sp[ls])), rng.integers(0, len(sn[ls]), len(sn[ls])), ls)
-        bt = _boot_dir(t_self["_acts"], rng.integers(0, len(tp[tl]), len(tp[tl])), rng.integers(0, len(tn[tl]), len(tn[tl])), tl)
-        boots.append((bs, bt))
+    boots = [(_boot_dir(s_self["_acts"], rs, ls), _boot_dir(t_self["_acts"], rt, tl))
+             for rs, rt in _paired_draws(s_self, t_self, cfg.n_boot, rng)]
     rand = rng.standard_normal((cfg.n_random, src.width))
     out = {}
     for name, carry in carriers.items():
         m = carry(r_s)
         bc = [_cos(carry(bs), bt) for bs, bt in boots]
         rc = np.array([_cos(carry(x), r_t) for x in rand])
-        out[name] = {"cosine": _cos(m, r_t), "cosine_ci95": [float(np.percentile(bc, 2.5)), float(np.percentile(bc, 97.5))],
+        c = _cos(m, r_t)
+        out[name] = {"cosine": c, "cosine_ci95": list(basic_interval(c, bc, bounds=(-1.0, 1.0))),
+                     "cosine_ci95_method": "paired basic bootstrap (train prompts resampled once for both models; "
+                                           "basic, not percentile: resampling biases a cosine toward 0)",
+                     "bootstrap_bias": float(np.mean(bc) - c), "n_boot": len(bc),
                      "norm_ratio": float(np.linalg.norm(m) / np.linalg.norm(r_t)),
                      "random_cosine_mean": float(np.abs(rc).mean()),
                      "random_abs_cosine_range95": [float(np.percentile(np.abs(rc), 2.5)), float(np.percentile(np.abs(rc), 97.5))],
-                     "beats_random": bool(abs(_cos(m, r_t)) > np.percentile(np.abs(rc), 97.5))}
+                     "beats_random": bool(abs(c) > np.percentile(np.abs(rc), 97.5))}
     return out
 
 

@@ -49,3 +49,26 @@ def test_exp16_tiny_run_writes_the_plans_files_with_controls(tmp_path, smol, qwe
         for k in ("direct", "direct_random", "ridge", "ridge_random", "procrustes", "procrustes_random", "target_own_at_layer"):
             assert st[k]["refusal"]["n"] == 3, k
     assert np.isfinite(cross["comparisons"]["ridge"]["cosine"])
+
+
+def test_geometry_bootstrap_resamples_the_shared_prompts_once_for_both_models():
+    """Two models that vetted overlapping prompt sets: each draw gives both the same drawn prompts (where each kept
+    them), so a model compared with an exact copy of itself gets identical directions in every draw (cosine 1, a
+    zero-width interval at 1: no double-counted noise), while independent resampling would spread it below 1."""
+    from experiments.exp16_refusal_transfer import _boot_dir, _paired_draws
+
+    rng = np.random.default_rng(0)
+    kept_s = (["h0", "h1", "h2", "h3"], ["n0", "n1", "n2"])
+    kept_t = (["h1", "h2", "h3", "h4"], ["n0", "n1", "n2"])
+    acts = lambda k: ({3: rng.standard_normal((len(k[0]), 8))}, {3: rng.standard_normal((len(k[1]), 8))})  # noqa: E731
+    s_self, t_self = {"_kept": kept_s, "_acts": acts(kept_s)}, {"_kept": kept_t, "_acts": acts(kept_t)}
+    draws = _paired_draws(s_self, t_self, 50, np.random.default_rng(1))
+    assert 40 <= len(draws) <= 50
+    for (sp, sn), (tp, tn) in draws:
+        drawn_s = {kept_s[0][i] for i in sp} - {"h0"}
+        drawn_t = {kept_t[0][i] for i in tp} - {"h4"}
+        assert drawn_s == drawn_t and [kept_s[1][i] for i in sn] == [kept_t[1][i] for i in tn]
+    same = _paired_draws(s_self, s_self, 20, np.random.default_rng(2))
+    for rs, rt in same:
+        a, b = _boot_dir(s_self["_acts"], rs, 3), _boot_dir(s_self["_acts"], rt, 3)
+        assert np.array_equal(a, b)

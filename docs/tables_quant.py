@@ -113,6 +113,33 @@ def t_steering(newest, root: Path, md_table) -> str:
                      "test: no vector", "test: vector", "test: random, same norm", "test: coherent with vector"], rows)
 
 
+def t_cross(newest, root: Path, md_table) -> str:
+    """The study's FP16 <-> NF4 tables: each variant's vector on fp32 and fp32's vector on each variant, at the
+    receiver's own layer and validation-chosen multiplier, the vector rescaled to the receiver's own vector's norm."""
+    rows = []
+    for f, d in _docs(newest, root):
+        r = d["results"]
+        for p in _precs(r):
+            cross = r["rows"][p].get("cross_steering")
+            if not cross:
+                continue
+            for t in ("refusal", "persona", "confidence"):
+                got = {k: cross[k].get(t) for k in ("variant_vector_on_reference", "reference_vector_on_variant")}
+                if all(g is None for g in got.values()):
+                    continue
+                own = {"variant_vector_on_reference": r["rows"]["fp32"]["steering"].get(t, {}),
+                       "reference_vector_on_variant": r["rows"][p]["steering"].get(t, {})}
+                cells = []
+                for k in ("variant_vector_on_reference", "reference_vector_on_variant"):
+                    g = got[k] or {}
+                    cells += ([f"skipped: {g['skipped']}", ""] if "skipped" in g else
+                              [f"{_rate(g.get('rate'))} vs own {_rate((own[k].get('test') or {}).get('rate'))}",
+                               _rate(g.get("coherent"))])
+                rows.append([r["reference"].split("@")[0], t, p] + cells)
+    return md_table(["model", "trait", "variant", f"variant's vector on fp32: test rate (vs fp32's own vector)",
+                     "coherent", "fp32's vector on the variant: test rate (vs the variant's own vector)", "coherent"], rows)
+
+
 def t_sycophancy(newest, root: Path, md_table) -> str:
     rows = []
     for f, d in _docs(newest, root):

@@ -4,7 +4,7 @@ Per model, in one process, on an idle machine (median of ``--reps``): the whole 
 (the model called directly, and through ``run`` with its hooks), then each op class alone at the same shapes, times
 the number of layers: the linear projections (q, k, v, o, gate, up, down as fp32 matmuls), attention
 (``mx.fast.scaled_dot_product_attention``, causal), RMSNorm (``mx.fast.rms_norm``), RoPE (``mx.fast.rope``), the
-gated activation, the residual adds, and the last-token unembedding. The roofline is the best fp32 GFLOP/s of a
+gated activation (mlx-lm's compiled ``swiglu``), the residual adds, and the last-token unembedding. The roofline is the best fp32 GFLOP/s of a
 large square matmul here; "matmul at roofline" is the time the projections' FLOPs need at that rate. The share not
 explained by the sum of the parts is the graph's own cost (scheduling, copies, masks, hooks).
 
@@ -22,7 +22,7 @@ import time
 import mlx_interp  # noqa: F401  (first: fast BLAS)
 
 import mlx.core as mx
-import mlx.nn as nn
+from mlx_lm.models.activations import swiglu  # mlx-lm's compiled silu(gate) * up
 
 from mlx_interp.core.trace import run
 from mlx_interp.store.models import load
@@ -67,7 +67,7 @@ def parts(lm, reps: int) -> tuple[dict, float]:
         "rmsnorm (x2)": lambda: [mx.fast.rms_norm(h3, norm_w, 1e-5), mx.fast.rms_norm(h3 + 1, norm_w, 1e-5)],
         "rope (q, k)": lambda: [mx.fast.rope(q, hd, traditional=False, base=base, scale=1.0, offset=0),
                                 mx.fast.rope(kv, hd, traditional=False, base=base, scale=1.0, offset=0)],
-        "activation (silu x up)": lambda: nn.silu(xf) * xf,
+        "activation (swiglu)": lambda: swiglu(xf, xf),
         "residual adds (x2)": lambda: [h3 + h3, h3 * 1.0 + h3],
     }
     out = {k: L * median_s(fn, reps) for k, fn in per_layer.items()}

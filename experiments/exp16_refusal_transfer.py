@@ -178,14 +178,14 @@ def _paired_draws(s_self: dict, t_self: dict, n_boot: int, rng) -> list[tuple]:
     """Bootstrap draws of the train prompts both models read: resample the union of their vetted prompts (per class)
     once per draw and give each model the rows of the drawn prompts it kept, so sampling noise the two directions
     share (the same prompts) is not counted twice. Returns [(source rows (pos, neg), target rows (pos, neg))]."""
+    pools = [list(dict.fromkeys(s_self["_kept"][c] + t_self["_kept"][c])) for c in (0, 1)]
+    rows_of = [[{p: i for i, p in enumerate(d["_kept"][c])} for d in (s_self, t_self)] for c in (0, 1)]
     out = []
     for _ in range(n_boot):
         rows = ([], [])
-        for c in (0, 1):
-            pool = list(dict.fromkeys(s_self["_kept"][c] + t_self["_kept"][c]))
+        for c, pool in enumerate(pools):
             drawn = [pool[i] for i in rng.integers(0, len(pool), len(pool))]
-            for d in (s_self, t_self):
-                at = {p: i for i, p in enumerate(d["_kept"][c])}
+            for at in rows_of[c]:
                 rows[c].append([at[p] for p in drawn if p in at])
         (sp, tp), (sn, tn) = rows
         if min(map(len, (sp, tp, sn, tn))) > 0:

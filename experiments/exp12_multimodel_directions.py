@@ -77,8 +77,9 @@ def _layer_stats(pos, neg, paired: bool, groups=None) -> dict:
 
 def _split(n: int, quick: bool) -> tuple[slice, slice]:
     """(train, validation) slices of the CAA generate items: the vector is extracted on train, the layer chosen on
-    validation; the reported numbers come from the separate 50 test items."""
-    n_val = 12 if quick else 50
+    validation; the reported numbers come from the separate 50 test items. At most half the items validate (a short
+    item list, as in the tests, still leaves a train half)."""
+    n_val = min(12 if quick else 50, n // 2)
     return slice(0, n - n_val), slice(n - n_val, n)
 
 
@@ -203,8 +204,9 @@ def confidence(lm, data, quick: bool, layers) -> dict:
                     "readout, locates the behaviour."}
 
 
-def run(lm, data, quick: bool) -> dict:
-    layers = list(range(0, lm.n_layers, 4)) if quick else "all"
+def run(lm, data, quick: bool, layers: list[int] | None = None) -> dict:
+    """Both traits on one model; ``layers`` overrides the sweep (quick: every 4th block, full: every block)."""
+    layers = layers if layers is not None else list(range(0, lm.n_layers, 4)) if quick else "all"
     try:
         s = sycophancy(lm, data, quick, layers)
     except MlxInterpError as e:  # e.g. the scored answer tokens carry too little probability: say so, do not score

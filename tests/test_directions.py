@@ -154,7 +154,7 @@ def test_ab_metric_scores_the_tokens_each_model_emits(smol, qwen):
     from mlx_interp.measures.ab import MASS_FLOOR, ab_from_logits, ab_items
     from mlx_interp.tasks.datasets import caa_sycophancy
 
-    test = caa_sycophancy()[1][:12]
+    test = caa_sycophancy()[1][:6]
     qs, ms = [t["question"] for t in test], [t["answer_matching_behavior"].strip()[1] for t in test]
     items = ab_items(qwen, qs, chat=True)
     assert items.token_strings(qwen) == {("(A", "(B")} and set(items.letter_offsets) == {-2}
@@ -171,7 +171,7 @@ def test_ab_metric_scores_the_tokens_each_model_emits(smol, qwen):
     assert np.median(p[:, a_id] + p[:, b_id]) < np.median(res.mass)
     assert ab_items(smol, qs, chat=True).token_strings(smol) == {("A", "B")}
     s = res.summary()
-    assert s["n"] == 12 and s["prefers_a"]["n"] == 12 and s["score_lo"] <= s["score"] <= s["score_hi"]
+    assert s["n"] == 6 and s["prefers_a"]["n"] == 6 and s["score_lo"] <= s["score"] <= s["score_hi"]
     with pytest.raises(MlxInterpError, match="median probability"):
         res.check(floor=1.01)
 

@@ -92,34 +92,43 @@ def test_t1_position_is_last_token_of_e1(smol):
 
 
 def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
-    """exp7 / exp10 / exp12 on the default model, then their figures. SmolLM2 barely refuses, so exp7 and
+    """exp7 / exp10 / exp12 on the default model through the scripts' own entry point, on a few prompts each (the
+    quick rules with smaller sets: the suite's budget), then their figures. SmolLM2 barely refuses, so exp7 and
     exp10 must say so with measured rates rather than produce a direction."""
     from experiments import exp7_refusal_scaling as e7, exp10_crosslingual_refusal as e10, exp12_multimodel_directions as e12
 
+    def few(sets):  # 8 + 8 train, 4 + 4 val, 4 + 4 held-out prompts
+        return {k: tuple(s[:n] for s in v) for (k, v), n in zip(sets.items(), (8, 4, 4))}
+
     out = tmp_path / "res"
-    [p7] = main("exp7_refusal_scaling", e7.run, e7.load_sets, e7.__doc__, ["--model", "smollm2-135m", "--quick", "--out", str(out)])
+    [p7] = main("exp7_refusal_scaling", e7.run, lambda p: few(e7.load_sets(p)), e7.__doc__,
+                ["--model", "smollm2-135m", "--quick", "--out", str(out)])
     r7 = json.loads(p7.read_text())["results"]
     assert r7["applies"] is False and "barely refuses" in r7["reason"]
     tr = r7["vetting"]["train"]
-    assert tr["positive_kept"] + tr["positive_dropped"] == 32
+    assert tr["positive_kept"] + tr["positive_dropped"] == 8 and r7["summary"]["n_eval"] == 4
     assert min(tr["positive_kept"], r7["vetting"]["val"]["positive_kept"]) < 2  # why it does not apply
     # the reported norms are the difference of means at resid_pre 1..L-1: check one against a direct capture
     from mlx_interp.tasks.datasets import refusal_prompts
     h, hl = refusal_prompts("train")
     cap = mi.Capture("resid_post", 9, "last")  # resid_pre 10 is the output of block 9
-    d = (np.array(mi.run(smol, h[:32], capture=cap, chat=True)["resid_post", 9], dtype=np.float64).mean(0)
-         - np.array(mi.run(smol, hl[:32], capture=cap, chat=True)["resid_post", 9], dtype=np.float64).mean(0))
+    d = (np.array(mi.run(smol, h[:8], capture=cap, chat=True)["resid_post", 9], dtype=np.float64).mean(0)
+         - np.array(mi.run(smol, hl[:8], capture=cap, chat=True)["resid_post", 9], dtype=np.float64).mean(0))
     assert sorted(map(int, r7["norms"])) == list(range(1, 30)) and r7["norms"]["10"] == pytest.approx(np.linalg.norm(d), rel=1e-3)
-    [p10] = main("exp10_crosslingual_refusal", e10.run, e10.load_data, e10.__doc__, ["--model", "smollm2-135m", "--quick", "--out", str(out)])
+    def few_rows(path):  # 2 harmful + 2 harmless rows, each in every language
+        rows = e10.load_data(path)
+        return [r for r in rows if r["label"] == "harmful"][:2] + [r for r in rows if r["label"] == "harmless"][:2]
+
+    [p10] = main("exp10_crosslingual_refusal", e10.run, few_rows, e10.__doc__, ["--model", "smollm2-135m", "--quick", "--out", str(out)])
     r10 = json.loads(p10.read_text())["results"]
-    assert r10["applies"] is False and set(r10["langs"]) == {"en", "es", "fr", "de", "zh"}
+    assert r10["applies"] is False and set(r10["langs"]) == {"en", "es", "fr", "de", "zh"} and r10["n_harmful"] == 2
     assert "exp7" in r10["direction"]["why_not"]
     data = e12.load_data(None)
-    data["generate"], data["test"] = data["generate"][:16], data["test"][:4]
-    r12 = e12.run(smol, data, True)
+    data["generate"], data["test"] = data["generate"][:8], data["test"][:4]
+    r12 = e12.run(smol, data, True, layers=[8, 20])
     sy, co = r12["sycophancy"], r12["confidence"]
-    assert (sy["n_train"], sy["n_val"], sy["n_test"]) == (4, 12, 4) and sy["scored_tokens"] == [["A", "B"]]
-    assert [r["layer"] for r in sy["layers"]] == list(range(0, 30, 4))
+    assert (sy["n_train"], sy["n_val"], sy["n_test"]) == (4, 4, 4) and sy["scored_tokens"] == [["A", "B"]]
+    assert [r["layer"] for r in sy["layers"]] == [8, 20]
     # the layer is the validation argmax, and the test rows are scored on the test items: recompute the unsteered
     # test score from the model's own logits at the tokens "A"/"B"
     assert sy["best_steering_layer"] == max(sy["layers"], key=lambda r: (r["val_effect"], -r["layer"]))["layer"]

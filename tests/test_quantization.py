@@ -66,8 +66,8 @@ def test_exp15_tiny_end_to_end_then_tables_and_figures(tmp_path, smol):
     from experiments import exp15_quantization as e
     from mlx_interp.measures.ab import ab_scores
 
-    cfg = e.Config(n_refusal=4, n_persona=4, n_syc=8, n_val_ab=2, n_test_ab=2, n_conf=6, n_val=2, n_test=2, n_fidelity=1,
-                   depths=(0.5,), search_steps=1, max_tokens=8, summary_tokens=(8, 16), min_kept=2, n_capability=4)
+    cfg = e.Config(n_refusal=4, n_persona=4, n_syc=8, n_val_ab=2, n_test_ab=2, n_conf=4, n_val=2, n_test=2, n_fidelity=1,
+                   depths=(0.5,), search_steps=1, max_tokens=8, summary_tokens=(8, 16), min_kept=2, n_capability=2)
     path = e.study("smollm2-135m", ["3bit"], cfg, True, str(tmp_path))
     doc = json.loads(open(path).read())
     r = doc["results"]

@@ -15,7 +15,7 @@ def test_exp16_tiny_run_writes_the_plans_files_with_controls(tmp_path, smol, qwe
     from experiments import exp16_refusal_transfer as exp16
 
     q32 = get_model("qwen2.5-coder-0.5b@fp32")
-    cfg = exp16.Config(n_train=8, n_val=2, n_test=3, max_tokens=12, layer_step=6, n_fit_texts=8, n_eval_texts=4,
+    cfg = exp16.Config(n_train=8, n_val=2, n_test=2, max_tokens=8, layer_step=8, n_fit_texts=8, n_eval_texts=4,
                        n_boot=20, n_random=50)
     paths = exp16.run([qwen, q32, smol], True, str(tmp_path), cfg)
     names = [p.name.split("_", 1)[1] for p in paths]
@@ -28,7 +28,7 @@ def test_exp16_tiny_run_writes_the_plans_files_with_controls(tmp_path, smol, qwe
         if s["passed"]:
             assert s["stop"] is None and s["layer"] < int(0.8 * s["layers"])
             for k in ("harmless_baseline", "harmless_plus_r", "harmless_plus_random", "harmful_ablation"):
-                assert s["effect"][k]["refusal"]["n"] == 3
+                assert s["effect"][k]["refusal"]["n"] == 2
         else:
             assert s["stop"] and s["direction_vetted"] == (s["layer"] is not None)
     geo = {(g["source"], g["target"]): g for g in docs["b1_geometric_comparisons.json"]["pairs"]}
@@ -47,7 +47,7 @@ def test_exp16_tiny_run_writes_the_plans_files_with_controls(tmp_path, smol, qwe
     if both:
         st = docs[transfer]["steering"]
         for k in ("direct", "direct_random", "ridge", "ridge_random", "procrustes", "procrustes_random", "target_own_at_layer"):
-            assert st[k]["refusal"]["n"] == 3, k
+            assert st[k]["refusal"]["n"] == 2, k
     assert np.isfinite(cross["comparisons"]["ridge"]["cosine"])
 
 

@@ -79,7 +79,7 @@ def test_vetting_keeps_only_examples_that_show_the_trait(smol):
     h, hl = refusal_prompts("train")
     phrases = refusal_substrings()
     refuses = lambda t: bool(refusal_score(t, phrases))  # noqa: E731
-    harmful = h[:12]
+    harmful = h[:6]
     # the expected classes from plain mlx-lm's own greedy generation (not our generate, which vet uses)
     from mlx_lm import generate as mlx_generate
 
@@ -93,7 +93,7 @@ def test_vetting_keeps_only_examples_that_show_the_trait(smol):
         v = vet(smol, harmful, hl[:4], refuses, chat=True)
     assert v.positive == expected
     rep = v.report()
-    assert rep["positive_kept"] + rep["positive_dropped"] == 12 and rep["positive_dropped"] == 12 - len(expected)
+    assert rep["positive_kept"] + rep["positive_dropped"] == 6 and rep["positive_dropped"] == 6 - len(expected)
     with pytest.raises(MlxInterpError, match="both classes"):
         vet(smol, [], hl[:4], refuses)
 

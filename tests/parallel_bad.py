@@ -32,5 +32,5 @@ if __name__ == "__main__":
                 sys.exit(0)
             gather_objects(world().rank, "a test gather")
     except mi.MlxInterpError as e:
-        print(f"error: {e}", file=sys.stderr)
+        sys.stderr.write(f"error: {e}\n")  # one write: the launcher merges both ranks' lines
         sys.exit(2)

@@ -231,6 +231,8 @@ def load(name: str, *, fast_cpu: bool | None = None, shard: bool = False) -> Loa
     precision = Precision.from_config(config, source)
     check_quantization(model, config, precision, r.source)
     check_same(f"{r.alias}@{precision}", "the model")  # data parallel: every rank runs the same model
+    if shard:  # refuse before the weights are converted: a model that cannot be sharded fails in seconds
+        check_shardable(model, config, f"{r.alias}@{precision}")
     info = {}
     if fast_cpu if fast_cpu is not None else running_on_cpu():
         info = optimize_for_cpu(model)
@@ -271,13 +273,10 @@ def tensor_parallel_types() -> list[str]:
     return out
 
 
-def shard_model(model, config: dict, name: str) -> int:
-    """Split ``model`` over the ranks of this run with mlx-lm's ``Model.shard``; returns the number of ranks.
-
-    One-line errors: a model type mlx-lm cannot shard (naming those it can), head or MLP counts that the ranks do
-    not divide, no distributed world."""
-    from ..core.parts import parts
-    from ..runtime.parallel import group, world
+def check_shardable(model, config: dict, name: str) -> None:
+    """One-line errors for what ``shard_model`` cannot do: a model type mlx-lm cannot shard (naming those it can),
+    no distributed world, head or MLP counts that the ranks do not divide."""
+    from ..runtime.parallel import world
 
     w = world()
     mt = config.get("model_type", "?")
@@ -292,6 +291,15 @@ def shard_model(model, config: dict, name: str) -> int:
         if n is not None and n % w.size:
             raise MlxInterpError(f"{name}: {key} = {n} is not divisible by {w.size} ranks; tensor parallelism splits "
                                  f"it evenly (use a rank count that divides {n})")
+
+
+def shard_model(model, config: dict, name: str) -> int:
+    """Split ``model`` over the ranks of this run with mlx-lm's ``Model.shard``; returns the number of ranks."""
+    from ..core.parts import parts
+    from ..runtime.parallel import group, world
+
+    check_shardable(model, config, name)
+    w = world()
     model.shard(group())
     for i, layer in enumerate(parts(model).layers):
         layer.self_attn._mi_tp = (w.rank, w.size)

@@ -40,7 +40,7 @@ import numpy as np
 
 import mlx_interp as mi
 from experiments.common import journal, parse, progress
-from mlx_interp.core.generate import generate
+from mlx_interp.core.generate import generate_conditions
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.generations import score_generations
 from mlx_interp.measures.stats import basic_interval
@@ -79,9 +79,11 @@ def config(quick: bool) -> Config:
     return Config(32, 8, 16, 32, 2, 48, 16) if quick else Config(128, 32, 30, 48, 1, 192, 64)
 
 
-def _gen_eval(lm, prompts, interventions, max_tokens: int, phrases) -> dict:
-    gens = generate(lm, prompts, max_tokens=max_tokens, interventions=interventions, chat=True)
-    return score_generations(lm, gens, {"refusal": lambda t: bool(refusal_score(t, phrases))})
+def _gen_eval(lm, conditions: dict, max_tokens: int, phrases) -> dict:
+    """``{name: (prompts, interventions)}`` -> each condition's refusal and coherent rates; every condition is
+    generated in one call (``generate_conditions``), each judged by ``lm`` unsteered."""
+    gens = generate_conditions(lm, conditions, max_tokens=max_tokens, chat=True)
+    return {k: score_generations(lm, g, {"refusal": lambda t: bool(refusal_score(t, phrases))}) for k, g in gens.items()}
 
 
 def _sets(cfg: Config) -> dict:
@@ -133,11 +135,11 @@ def self_control(lm, cfg: Config, sets: dict) -> dict:
     r = dirs[layer]
     rnd = random_direction(lm.width, float(np.linalg.norm(r)), seed=cfg.seed + layer)
     h_te, hl_te = sets["test"]
-    effect = {"harmless_baseline": _gen_eval(lm, hl_te, [], cfg.max_tokens, phrases),
-              "harmless_plus_r": _gen_eval(lm, hl_te, [refusal.addition(r, layer, 1.0)], cfg.max_tokens, phrases),
-              "harmless_plus_random": _gen_eval(lm, hl_te, [refusal.addition(rnd, layer, 1.0)], cfg.max_tokens, phrases),
-              "harmful_baseline": _gen_eval(lm, h_te, [], cfg.max_tokens, phrases),
-              "harmful_ablation": _gen_eval(lm, h_te, [refusal.ablation(r)], cfg.max_tokens, phrases)}
+    effect = _gen_eval(lm, {"harmless_baseline": (hl_te, []),
+                            "harmless_plus_r": (hl_te, [refusal.addition(r, layer, 1.0)]),
+                            "harmless_plus_random": (hl_te, [refusal.addition(rnd, layer, 1.0)]),
+                            "harmful_baseline": (h_te, []),
+                            "harmful_ablation": (h_te, [refusal.ablation(r)])}, cfg.max_tokens, phrases)
     plus = effect["harmless_plus_r"]
     stop = None
     if plus["coherent"]["p"] < 0.5:
@@ -231,13 +233,13 @@ def transfer(src, s_self: dict, tgt, t_self: dict, carriers: dict, tl: int, cfg:
     hl_te = sets["test"][1]
     r_s = s_self["_dirs"][s_self["geometry_layer"]]
     rnd = random_direction(src.width, float(np.linalg.norm(r_s)), seed=cfg.seed + 7)
-    out = {"target_own_at_layer": _gen_eval(tgt, hl_te, [refusal.addition(t_self["_dirs"][tl], tl, 1.0)], cfg.max_tokens, phrases)}
+    conds = {"target_own_at_layer": (hl_te, [refusal.addition(t_self["_dirs"][tl], tl, 1.0)])}
     for name, carry in carriers.items():
         if name not in STEER_MAPS and name != "direct":
             continue
-        out[name] = _gen_eval(tgt, hl_te, [refusal.addition(carry(r_s), tl, 1.0)], cfg.max_tokens, phrases)
-        out[name + "_random"] = _gen_eval(tgt, hl_te, [refusal.addition(carry(rnd), tl, 1.0)], cfg.max_tokens, phrases)
-    return out
+        conds[name] = (hl_te, [refusal.addition(carry(r_s), tl, 1.0)])
+        conds[name + "_random"] = (hl_te, [refusal.addition(carry(rnd), tl, 1.0)])
+    return _gen_eval(tgt, conds, cfg.max_tokens, phrases)
 
 
 def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> list:

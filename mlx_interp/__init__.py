@@ -17,7 +17,7 @@ _blas.preload()
 
 from .core.cache_ops import move, noise_like, place, replace_span, splice  # noqa: E402
 from .core.capture import Capture  # noqa: E402
-from .core.generate import Generation, Generations, generate  # noqa: E402
+from .core.generate import Generation, Generations, generate, generate_conditions  # noqa: E402
 from .core.interventions import Ablate, Add, Edit, Patch  # noqa: E402
 from .core.kvcache import PromptCache  # noqa: E402
 from .core.positions import Span  # noqa: E402

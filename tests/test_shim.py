@@ -132,6 +132,26 @@ def test_chunked_batches_return_rows_in_the_callers_order(smol):
     assert [g.tokens for g in gens1] == [g.tokens for g in gens2]
 
 
+def test_generate_conditions_equals_one_generate_call_per_condition(smol):
+    """Conditions batched into one call (each on its own rows) give the tokens each condition gets alone: the
+    baseline rows are untouched by the others' interventions, a steered condition differs from the baseline,
+    and an intervention's own rows= is read within its condition's prompts."""
+    from mlx_interp import Ablate
+    from mlx_interp.core.generate import generate_conditions
+
+    prompts = ["The capital of France is", "My favourite food is"]
+    v = np.random.default_rng(3).normal(size=smol.width) * 8
+    conds = {"base": (prompts, []), "plus": (prompts, [Add(v, layers=5)]),
+             "ablate_second": (prompts, [(Ablate(v, site="resid_post", layers="all", rows=[1]),)]),
+             "other": (["Hi"], [Add(-v, layers=2)])}
+    got = generate_conditions(smol, conds, max_tokens=6, chat=False)
+    assert list(got) == list(conds)
+    for name, (ps, ivs) in conds.items():
+        alone = generate(smol, ps, max_tokens=6, interventions=ivs, chat=False)
+        assert [g.tokens for g in got[name]] == [g.tokens for g in alone], name
+    assert [g.tokens for g in got["plus"]] != [g.tokens for g in got["base"]]
+
+
 def test_span_mean_and_position_lists(smol):
     full = run(smol, PROMPT, capture=Capture("resid_post", 7, "all"))["resid_post", 7][0]
     span = run(smol, PROMPT, capture=Capture("resid_post", 7, Span(1, -1)))["resid_post", 7][0]

@@ -83,6 +83,33 @@ def generate(
     return out
 
 
+def generate_conditions(lm, conditions: dict, **kw) -> dict[str, Generations]:
+    """Several conditions' generations in one ``generate`` call: ``{name: (prompts, interventions)}`` ->
+    ``{name: Generations}``. Each condition's prompts get their own block of batch rows and its interventions act
+    on those rows only (``rows=``), so a steered row, its random control and its baseline share every decode
+    step: on a CPU a decode step costs about the same for 2 rows as for 16 (reading the weights dominates), so a
+    study's conditions cost one call instead of one each. ``kw`` goes to ``generate``."""
+    from dataclasses import replace
+
+    names, prompts, ivs = list(conditions), [], []
+    for name in names:
+        ps, cond_ivs = conditions[name]
+        rows = list(range(len(prompts), len(prompts) + len(ps)))
+        prompts += list(ps)
+        ivs += [replace(iv, rows=rows if iv.rows is None else [rows[r] for r in _as_list(iv.rows)]) for iv in flatten(cond_ivs)]
+    gens = generate(lm, prompts, interventions=ivs, **kw)
+    out, at = {}, 0
+    for name in names:
+        n = len(conditions[name][0])
+        out[name] = Generations(gens[at:at + n])
+        at += n
+    return out
+
+
+def _as_list(rows) -> list[int]:
+    return [int(rows)] if isinstance(rows, int) else [int(r) for r in rows]
+
+
 def _generate(lm, toks, interventions, max_tokens, temperature, top_p, seed, stop_at_eos, batch_size, cache,
               return_cache) -> Generations:
     if getattr(lm, "tensor_parallel", 1) > 1 and (cache is not None or return_cache):

@@ -47,7 +47,7 @@ import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/
 import numpy as np
 
 from experiments.common import journal, parse, progress
-from mlx_interp.core.generate import generate
+from mlx_interp.core.generate import generate, generate_conditions
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures import summaries as sm
 from mlx_interp.measures.coherence import coherence
@@ -120,11 +120,16 @@ def _unit(v: np.ndarray) -> np.ndarray:
 def steer_eval(lm, ps: list[str], vec: np.ndarray, layer: int, scale: float, cfg: Config, base: list[str] | None = None) -> dict:
     """+/-(scale * unit vec) at resid_pre[layer] on the neutral summary prompts, against the unsteered summaries."""
     prompts = [NEUTRAL.format(p=p) for p in ps]
-    if base is None:
-        base, _ = _texts(lm, prompts, [], cfg.verbose_tokens)
     u = _unit(vec) * scale
-    plus, cp = _texts(lm, prompts, [mi.Add(u, site="resid_pre", layers=layer)], cfg.verbose_tokens)
-    minus, cm = _texts(lm, prompts, [mi.Add(-u, site="resid_pre", layers=layer)], cfg.verbose_tokens)
+    conds = {"plus": (prompts, [mi.Add(u, site="resid_pre", layers=layer)]),
+             "minus": (prompts, [mi.Add(-u, site="resid_pre", layers=layer)])}
+    if base is None:
+        conds["base"] = (prompts, [])
+    gens = generate_conditions(lm, conds, max_tokens=cfg.verbose_tokens, chat=True)  # one call: shared decode steps
+    if base is None:
+        base = [g.text for g in gens["base"]]
+    plus, cp = [g.text for g in gens["plus"]], coherence(lm, gens["plus"])
+    minus, cm = [g.text for g in gens["minus"]], coherence(lm, gens["minus"])
     score = sm.length_direction(base, plus, minus)
     lo, hi = bootstrap_ci(score, seed=cfg.seed) if len(score) > 1 else (float("nan"), float("nan"))
     ent_p = [x for x in sm.entity_retention(base, plus) if x is not None]

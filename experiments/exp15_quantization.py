@@ -60,7 +60,7 @@ import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/
 import numpy as np
 
 from experiments.common import journal, parse, progress
-from mlx_interp.core.generate import generate
+from mlx_interp.core.generate import generate, generate_conditions
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.ab import MASS_FLOOR, ab_from_logits, ab_items, ab_tokens
 from mlx_interp.measures.generations import score_generations
@@ -396,7 +396,13 @@ def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
                               max_tokens=n_tok, chat=lm.instruct, control=False, judge=judge)
         row = {"layer": k, "search": {"steps": [{"multiplier": x.multiplier, "score": x.score, "coherent_rate": x.coherent_rate}
                                                 for x in s.steps]}}
-        base_test = generate(lm, test, max_tokens=n_tok, chat=lm.instruct)
+        conds = {"base": (test, [])}  # unsteered, steered and random-direction test rows: one generate call
+        if s.best is not None:
+            rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=cfg.seed + k)
+            conds.update(test=(test, [mi.Add(v, layers=k, alpha=s.best.alpha)]),
+                         test_random=(test, [mi.Add(rnd, layers=k, alpha=s.best.alpha)]))
+        gens = generate_conditions(lm, conds, max_tokens=n_tok, chat=lm.instruct)
+        base_test = gens["base"]
         flags = _flags(trait, [g.text for g in base_test])
         row["test_baseline"] = _evaluate(judge, base_test, flags)
         if trait == "persona":  # "longer than unsteered" is false by construction for the unsteered text itself
@@ -406,11 +412,8 @@ def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
             row.update(best=None, why="no multiplier kept the validation generations coherent")
         else:
             row["best"] = {"multiplier": s.best.multiplier, "alpha": s.best.alpha, "val_score": s.best.score}
-            rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=cfg.seed + k)
-            for name, vec in (("test", v), ("test_random", rnd)):
-                gens = generate(lm, test, max_tokens=n_tok, chat=lm.instruct,
-                                interventions=[mi.Add(vec, layers=k, alpha=s.best.alpha)])
-                row[name] = _evaluate(judge, gens, flags)
+            for name in ("test", "test_random"):
+                row[name] = _evaluate(judge, gens[name], flags)
         row["_unit_alpha"], row["_vector"], row["_base_test"] = s.unit_alpha, v, [g.text for g in base_test]
         out[trait] = row
     k = layers["sycophancy"]["layer"]

@@ -150,6 +150,8 @@ def test_generate_conditions_equals_one_generate_call_per_condition(smol):
         alone = generate(smol, ps, max_tokens=6, interventions=ivs, chat=False)
         assert [g.tokens for g in got[name]] == [g.tokens for g in alone], name
     assert [g.tokens for g in got["plus"]] != [g.tokens for g in got["base"]]
+    with pytest.raises(MlxInterpError, match="conditions must map names to \\(prompts, interventions\\); got 'x'"):
+        generate_conditions(smol, {"x": prompts}, max_tokens=2)
 
 
 def test_span_mean_and_position_lists(smol):

@@ -21,7 +21,7 @@ from ..errors import MlxInterpError
 from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, distribute, encode, gather_chunks, plan, shared_errors
 from .hooks import hooked
 from ..runs import journal
-from .interventions import bind_all, flatten
+from .interventions import bind_all, flatten, rows_list
 from .kvcache import PromptCache
 from .positions import validate
 from .trace import continue_from, forward, start_chunk
@@ -92,11 +92,14 @@ def generate_conditions(lm, conditions: dict, **kw) -> dict[str, Generations]:
     from dataclasses import replace
 
     names, prompts, ivs = list(conditions), [], []
+    bad = [n for n, c in conditions.items() if not (isinstance(c, tuple) and len(c) == 2)]
+    if not names or bad:
+        raise MlxInterpError(f"conditions must map names to (prompts, interventions); got {bad[0] if bad else 'nothing'!r}")
     for name in names:
         ps, cond_ivs = conditions[name]
         rows = list(range(len(prompts), len(prompts) + len(ps)))
         prompts += list(ps)
-        ivs += [replace(iv, rows=rows if iv.rows is None else [rows[r] for r in _as_list(iv.rows)]) for iv in flatten(cond_ivs)]
+        ivs += [replace(iv, rows=rows if iv.rows is None else [rows[int(r)] for r in rows_list(iv.rows)]) for iv in flatten(cond_ivs)]
     gens = generate(lm, prompts, interventions=ivs, **kw)
     out, at = {}, 0
     for name in names:
@@ -104,10 +107,6 @@ def generate_conditions(lm, conditions: dict, **kw) -> dict[str, Generations]:
         out[name] = Generations(gens[at:at + n])
         at += n
     return out
-
-
-def _as_list(rows) -> list[int]:
-    return [int(rows)] if isinstance(rows, int) else [int(r) for r in rows]
 
 
 def _generate(lm, toks, interventions, max_tokens, temperature, top_p, seed, stop_at_eos, batch_size, cache,

@@ -101,7 +101,7 @@ class Intervention:
         object.__setattr__(b, "sites", s)
         object.__setattr__(b, "_heads", resolve_heads(lm, s, self.heads))
         if self.rows is not None:
-            rows = [self.rows] if isinstance(self.rows, (int, np.integer)) else list(self.rows)
+            rows = rows_list(self.rows)
             if not rows or any(not isinstance(r, (int, np.integer)) or isinstance(r, bool) or r < 0 for r in rows):
                 raise MlxInterpError(f"rows={self.rows!r} is not valid; give non-negative batch row indices")
             object.__setattr__(b, "_rows", sorted(set(int(r) for r in rows)))
@@ -280,6 +280,11 @@ class Edit(Intervention):
             raise MlxInterpError(f"Edit function returned {got} at {site}; it must return an mx.array of shape "
                                  f"{tuple(h.shape)} and dtype {h.dtype}")
         return out
+
+
+def rows_list(rows) -> list:
+    """``rows=`` as a list (an int is one row)."""
+    return [rows] if isinstance(rows, (int, np.integer)) else list(rows)
 
 
 def flatten(interventions) -> list:

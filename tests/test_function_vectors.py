@@ -172,60 +172,29 @@ def test_fv_study_runs_end_to_end_on_a_tiny_configuration(smol, monkeypatch, tmp
     assert f"({k}/{n_test})" in text and f"country-capital {row['counts']['valid_survivors']}/12, {n_test}/12*" in text
 
 
-@pytest.mark.slow
 def test_indirect_effect_matches_an_independent_pytorch_recomputation():
     """The AIE table's numbers, recomputed without mlx: transformers + PyTorch on the same GGUF (fp32), head outputs
-    read and replaced by a forward pre-hook on o_proj (the reference's own mechanism). Means and per-head effects agree."""
-    torch = pytest.importorskip("torch", reason="reference extra not installed: pip install -e '.[test]'")
-    from transformers import AutoModelForCausalLM
+    read and replaced by a forward pre-hook on o_proj (the reference's own mechanism), kept by
+    tests/reference/pytorch_reference.py. Means and per-head effects agree."""
+    from tests.reference import pytorch_reference as pr
 
-    from mlx_interp.store.fetch import assemble_gguf
-    from mlx_interp.store.models import cache_dir, load
+    from mlx_interp.store.models import load
     from mlx_interp.store.registry import REGISTRY
 
-    torch.set_num_threads(2)
+    ref = json.loads(pr.FV_PATH.read_text())
+    assert ref["gguf_sha256"] == REGISTRY["smollm2-135m"].offline.sha256
     lm = load("smollm2-135m@fp32")
-    gguf = assemble_gguf(REGISTRY["smollm2-135m"].offline, cache_dir(), progress=lambda s: None)
-    ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    t = icl.load_task("country-capital")
-    rng = np.random.default_rng(0)
-    clean = [icl.prompt(icl.draw_demos(t, rng), q.x) for q in t.valid[:3]]
-    cands = [icl.prompt(icl.draw_demos(t, rng, shuffle_labels=True), q.x) for q in t.valid[:6]]
-    cand_ids = fv.answer_ids(lm, cands, [q.y for q in t.valid[:6]])
-    best = int(np.argmax(fv.score(lm, cands, cand_ids)[1]))  # an item whose answer has real probability to move
-    corrupted, ids = [cands[best]], [cand_ids[best]]
-    means = fv.head_means(lm, clean)
-    layers, H, d = [4, 15], 9, 64
-    ours = fv.indirect_effects(lm, corrupted, ids, means, layers=layers)[0]
-
-    def o_proj(l):
-        return ref.model.layers[l].self_attn.o_proj
-
-    seen = {}
-    hooks = [o_proj(l).register_forward_pre_hook(lambda m, a, l=l: seen.setdefault(l, []).append(a[0][0, -1].clone()))
-             for l in layers]
-    with torch.no_grad():
-        for p in clean:
-            ref(torch.tensor([lm.tokenizer.encode(p)]))
-    for h in hooks:
-        h.remove()
+    inputs = pr.fv_inputs(lm)
+    assert inputs == {k: ref[k] for k in ("clean", "corrupted", "answer_id")}  # the same prompts and answer token
+    assert [lm.tokenizer.encode(p) for p in inputs["clean"]] == ref["clean_ids"]
+    layers = ref["layers"]
+    means = fv.head_means(lm, inputs["clean"])
     for l in layers:  # the mean head outputs, read independently
-        theirs = torch.stack(seen[l]).mean(0).numpy().reshape(H, d)
-        np.testing.assert_allclose(theirs, means[l], atol=2e-3, rtol=1e-3)
-    x = torch.tensor([lm.tokenizer.encode(corrupted[0])])
-    with torch.no_grad():
-        p0 = torch.softmax(ref(x).logits[0, -1], -1)[ids[0]].item()
+        np.testing.assert_allclose(np.array(ref["means"][str(l)]), means[l], atol=2e-3, rtol=1e-3)
+    ours = fv.indirect_effects(lm, [inputs["corrupted"]], [inputs["answer_id"]], means, layers=layers)[0]
     for l in layers:
-        for h in range(H):
-            def patch(m, a, h=h, l=l):
-                z = a[0].clone()
-                z[0, -1, h * d:(h + 1) * d] = torch.tensor(means[l, h], dtype=z.dtype)
-                return (z,)
-            hook = o_proj(l).register_forward_pre_hook(patch)
-            with torch.no_grad():
-                p = torch.softmax(ref(x).logits[0, -1], -1)[ids[0]].item()
-            hook.remove()
-            assert abs((p - p0) - ours[l, h]) < 1e-4 + 0.02 * abs(p - p0), (l, h, p - p0, ours[l, h])
+        for h, theirs in enumerate(ref["effects"][str(l)]):
+            assert abs(theirs - ours[l, h]) < 1e-4 + 0.02 * abs(theirs), (l, h, theirs, ours[l, h])
     assert np.abs(ours[layers]).max() > 1e-3  # effects large enough for the comparison to mean something
 
 

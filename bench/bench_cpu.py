@@ -133,6 +133,8 @@ def main() -> None:
     from mlx_interp.store.models import prepare
 
     has_torch = importlib.util.find_spec("torch") is not None and not a.no_torch
+    if not has_torch and not a.no_torch:
+        print("PyTorch peer skipped: torch is not installed (pip install -e '.[reference]')")
     print(f"CPU benchmark, {time.strftime('%Y-%m-%d %H:%M')}  (prefill tokens/s | decode tokens/s)")
     print(f"{'model':<20} {'engine':<22} {'prefill':>9} {'decode':>8}   prefill shape")
     for alias in a.models:

@@ -148,7 +148,7 @@ def test_logits_match_pytorch_reference_of_same_gguf(alias):
                     reason="recomputes the kept PyTorch reference (~5 min): set MLX_INTERP_LIVE_REFERENCE=1")
 def test_live_pytorch_reference_equals_the_kept_files():
     """The kept reference files are what transformers computes today (run on demand; each GGUF load takes minutes)."""
-    pytest.importorskip("torch", reason="reference extra not installed: pip install -e '.[test]'")
+    pytest.importorskip("torch", reason="reference extra not installed: pip install -e '.[reference]'")
     from tests.reference import pytorch_reference as pr
 
     for path, doc in [(pr.logits_path(a), pr.compute_logits(a)) for a in TEST_MODELS] + [(pr.FV_PATH, pr.compute_fv())]:

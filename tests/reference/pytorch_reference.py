@@ -5,7 +5,7 @@ transformers dequantizes it in Python (60-100 s per model on the 2-core machine)
 once by this script and kept beside it as JSON, keyed by the GGUF's pinned sha256 (the way transformers' own
 model tests keep expected logit slices). Regenerate, or check that the kept files still equal a live recomputation:
 
-    python tests/reference/pytorch_reference.py            # rewrite the JSON files
+    pip install -e ".[reference]"; python tests/reference/pytorch_reference.py   # rewrite the JSON files
     python tests/reference/pytorch_reference.py --check    # recompute and compare, write nothing
     MLX_INTERP_LIVE_REFERENCE=1 pytest tests/test_conversion.py -k live   # the same check as a test
 """

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mlx_interp import Capture, run
 from mlx_interp.core.batching import encode
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.readouts.vectors import VectorSet
@@ -37,6 +38,25 @@ def test_offset_pairs_read_the_same_prefix(smol, qwen, gemma):
             da = smol.tokenizer.decode(ia[: ja + 1], skip_special_tokens=True)
             db = tgt.tokenizer.decode(ib[: jb + 1], skip_special_tokens=True)
             assert da == db == TEXT[:c], (c, da, db)
+
+
+def test_texts_of_different_lengths_pair_as_if_each_ran_alone(smol, gemma):
+    """Paired states come from one batched (left-padded) pass per model; each row equals the state of its text run
+    alone at the paired position, so padding never leaks into a pair (texts of 4 to 20 tokens)."""
+    texts = ["Water boils.", TEXT, "Paris is the capital of France, and Rome is the capital of Italy."]
+    p = paired_activations(smol, gemma, texts, layer=12)
+    for lm, rows, layer, side in ((smol, p.a, 12, 0), (gemma, p.b, p.layers[1], 1)):
+        at = 0
+        for i, text in enumerate(texts):
+            other = gemma if side == 0 else smol
+            ids, ends = tokens_with_offsets(lm, text)
+            common = sorted(set(e for e in ends if e > 0) & set(e for e in tokens_with_offsets(other, text)[1] if e > 0))
+            alone = np.array(run(lm, [ids], capture=Capture("resid_post", layer, "all"), logits="none")["resid_post", layer][0])
+            want = alone[[max(j for j, e in enumerate(ends) if e == c) for c in common]]
+            assert (p.text_index[at:at + len(common)] == i).all()
+            np.testing.assert_allclose(rows[at:at + len(common)], want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+            at += len(common)
+        assert at == len(rows)
 
 
 def test_maps_beat_mismatched_pairs_on_held_out_texts(smol, qwen, tmp_path):

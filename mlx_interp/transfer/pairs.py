@@ -62,9 +62,10 @@ class Pairs:
         return Pairs(self.a[m], self.b[m], self.text_index[m], self.source, self.target, self.layers, self.site, self.align)
 
 
-def _states(lm, ids: list[int], layer: int, site: str) -> np.ndarray:
-    tr = run(lm, [ids], capture=Capture(site, layer, "all"), logits="none", batch_size=None)
-    return np.array(tr[site, layer][0].astype(mx.float32), dtype=np.float64)
+def _states(lm, ids: list[list[int]], layer: int, site: str) -> list[np.ndarray]:
+    """Every token's state at (``site``, ``layer``) for each text, in one batched pass (padding stripped)."""
+    tr = run(lm, ids, capture=Capture(site, layer, "all"), logits="none")
+    return [np.array(a.astype(mx.float32), dtype=np.float64) for a in tr.per_prompt(site, layer)]
 
 
 def paired_activations(source_lm, target_lm, texts: Sequence[str], layer: int, target_layer: int | None = None,
@@ -79,9 +80,10 @@ def paired_activations(source_lm, target_lm, texts: Sequence[str], layer: int, t
     if not 0 <= tl < target_lm.n_layers:
         raise MlxInterpError(f"target layer {tl} out of range for {target_lm.name}: 0..{target_lm.n_layers - 1}")
     A, B, idx = [], [], []
-    for i, text in enumerate(texts):
-        (ia, ea), (ib, eb) = tokens_with_offsets(source_lm, text), tokens_with_offsets(target_lm, text)
-        sa, sb = _states(source_lm, ia, layer, site), _states(target_lm, ib, tl, site)
+    enc_a, enc_b = [tokens_with_offsets(source_lm, t) for t in texts], [tokens_with_offsets(target_lm, t) for t in texts]
+    states_a = _states(source_lm, [ia for ia, _ in enc_a], layer, site)
+    states_b = _states(target_lm, [ib for ib, _ in enc_b], tl, site)
+    for i, ((ia, ea), (ib, eb), sa, sb) in enumerate(zip(enc_a, enc_b, states_a, states_b)):
         if align == "mean":
             ka, kb = [j for j, e in enumerate(ea) if e > 0], [j for j, e in enumerate(eb) if e > 0]
             A.append(sa[ka].mean(axis=0, keepdims=True))

@@ -75,6 +75,23 @@ def test_continuation_nll_does_not_depend_on_the_batch(smol):
         assert np.allclose(a, b, atol=2e-3)
 
 
+def test_continuations_sharing_a_prompt_score_as_full_passes(lm):
+    """Rows that share a prompt are scored from one cached prompt (right-padded continuations of 1 to 6 tokens,
+    more rows than one batch); each equals a plain pass over its own prompt + continuation, on every family."""
+    from mlx_interp.core.trace import encode, run
+
+    p1, p2 = encode(lm, ["The capital of France is", "Once upon a time, in a small village"])
+    conts = [[int(t) for t in lm.tokenizer.encode(s, add_special_tokens=False)] for s in
+             (" Paris, a city", " the", " a large and famous city", " there lived", " big", " an old man who")]
+    prompts = [p1, p1, p1, p2, p1, p2]  # p1 has four continuations (> batch_size=3), p2 two
+    got = continuation_nll(lm, prompts, conts, batch_size=3)
+    for p, c, g in zip(prompts, conts, got):
+        lp = np.array(run(lm, [p + c], logits="tokens").logits[0], dtype=np.float64)
+        want = -lp[len(p):]
+        assert g.shape == want.shape
+        np.testing.assert_allclose(g, want, atol=2e-3, rtol=1e-3)
+
+
 def test_vetting_keeps_only_examples_that_show_the_trait(smol):
     h, hl = refusal_prompts("train")
     phrases = refusal_substrings()

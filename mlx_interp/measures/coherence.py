@@ -26,20 +26,45 @@ def continuation_nll(lm, prompt_tokens: Sequence[Sequence[int]], cont_tokens: Se
                      batch_size: int = 4) -> list[np.ndarray]:
     """Per-token negative log-likelihood of each continuation given its prompt, under ``lm`` unsteered.
 
-    ``batch_size`` stays small: every position's logits are computed (Gemma 3: 262k per token)."""
+    Continuations that share a prompt (a study's conditions on the same test prompts) read it from one KV cache:
+    the prompt runs once, its continuations run as rows continuing that cache (right-padded; causal attention keeps
+    padding out of every real token), and only their tokens are unembedded. A prompt with one continuation runs
+    with it in a plain batched pass. ``batch_size`` stays small: every scored position's logits are computed
+    (Gemma 3: 262k per token)."""
+    from ..core.batching import PAD_ID
     from ..core.trace import run
 
-    full = [list(p) + list(c) for p, c in zip(prompt_tokens, cont_tokens)]
-    keep = [i for i, c in enumerate(cont_tokens) if len(c)]
-    out = [np.zeros(0) for _ in full]
-    if not keep:
-        return out
-    tr = run(lm, [full[i] for i in keep], logits="tokens", batch_size=batch_size)
-    lp = np.array(tr.logits, dtype=np.float64)
-    for b, i in enumerate(keep):
-        n_p, n_c = len(prompt_tokens[i]), len(cont_tokens[i])
-        cols = tr.pads[b] + n_p + np.arange(n_c)  # column t holds log p(token t | tokens < t)
-        out[i] = -lp[b, cols]
+    out = [np.zeros(0) for _ in prompt_tokens]
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(cont_tokens):
+        if len(c):
+            groups.setdefault(tuple(prompt_tokens[i]), []).append(i)
+    caches = getattr(lm, "tensor_parallel", 1) == 1  # a tensor-parallel model has no caches as values
+    alone = [i for rows in groups.values() if len(rows) == 1 or not caches for i in rows]
+    if alone:
+        tr = run(lm, [list(prompt_tokens[i]) + list(cont_tokens[i]) for i in alone], logits="tokens", batch_size=batch_size)
+        lp = np.array(tr.logits, dtype=np.float64)
+        for b, i in enumerate(alone):
+            cols = tr.pads[b] + len(prompt_tokens[i]) + np.arange(len(cont_tokens[i]))  # column t: log p(token t | < t)
+            out[i] = -lp[b, cols]
+    for prompt, rows in groups.items():
+        if len(rows) == 1 or not caches:
+            continue
+        pre = run(lm, [list(prompt)], logits="last", return_cache=True, batch_size=None)
+        first = np.array(pre.logits[0], dtype=np.float64)
+        first = first - first.max() - np.log(np.exp(first - first.max()).sum())  # log p(first token | prompt)
+        for at in range(0, len(rows), batch_size):
+            sub = rows[at:at + batch_size]
+            m = max(len(cont_tokens[i]) for i in sub)
+            lp = None
+            if m > 1:
+                block = [list(cont_tokens[i]) + [PAD_ID] * (m - len(cont_tokens[i])) for i in sub]
+                lp = np.array(run(lm, block, cache=pre.cache, logits="tokens", batch_size=None).logits,
+                              dtype=np.float64)[:, -m:]
+            for b, i in enumerate(sub):
+                n = len(cont_tokens[i])
+                rest = -lp[b, 1:n] if lp is not None else np.zeros(0)
+                out[i] = np.concatenate([[-first[int(cont_tokens[i][0])]], rest])
     return out
 
 

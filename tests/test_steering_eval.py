@@ -12,7 +12,7 @@ from mlx_interp.core.capture import Capture
 from mlx_interp.tasks.datasets import refusal_prompts, refusal_substrings
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.core.generate import generate
-from mlx_interp.measures.coherence import coherence, continuation_nll
+from mlx_interp.measures.coherence import coherence, coherence_by_condition, continuation_nll
 from mlx_interp.measures.text import refusal_score, repetition_rate
 from mlx_interp.methods.steering import residual_norms, search_multiplier
 from mlx_interp.methods.vetting import vet
@@ -62,6 +62,13 @@ def test_coherence_prefers_the_models_own_text_to_shuffled_tokens(smol):
     bad = coherence(smol, shuffled)
     assert own["median_perplexity"] < 5 < bad["median_perplexity"]
     assert own["coherent_rate"] == 1.0 and bad["coherent_rate"] < 1.0
+    # two conditions on the same prompts judged in one pass (their prompts shared) score as each alone
+    both = coherence_by_condition(smol, {"own": g, "bad": shuffled})
+    for name, alone in (("own", own), ("bad", bad)):
+        np.testing.assert_allclose(both[name]["perplexity"], alone["perplexity"], rtol=1e-3)
+        assert both[name]["coherent"] == alone["coherent"]
+    with pytest.raises(MlxInterpError, match="in condition 'none'"):
+        coherence_by_condition(smol, {"own": g, "none": []})
 
 
 def test_continuation_nll_does_not_depend_on_the_batch(smol):

@@ -74,13 +74,26 @@ def coherence(lm, generations, *, ppl_max: float = PPL_MAX, rep_max: float = REP
     Returns per-text perplexity and repetition, their medians, and the fraction of texts that pass
     both thresholds ("coherent_rate").
     """
-    gens = list(generations)
-    if not gens:
-        raise MlxInterpError("no generations to score for coherence")
+    return coherence_by_condition(lm, {"": generations}, ppl_max=ppl_max, rep_max=rep_max)[""]
+
+
+def coherence_by_condition(lm, conditions: dict, *, ppl_max: float = PPL_MAX, rep_max: float = REP_MAX) -> dict:
+    """``coherence`` of several conditions' generations (``{name: generations}``) in one scoring pass, so
+    conditions on the same prompts share each prompt's cached pass (``continuation_nll``). ``{name: result}``."""
+    bad = [k for k, g in conditions.items() if not list(g)]
+    if not conditions or bad:
+        raise MlxInterpError(f"no generations to score for coherence{f' in condition {bad[0]!r}' if bad else ''}")
+    groups = {k: list(g) for k, g in conditions.items()}
+    gens = [g for gs in groups.values() for g in gs]
     nll = continuation_nll(lm, [g.prompt_tokens for g in gens], [g.tokens for g in gens])
-    ppl = [float(np.exp(x.mean())) if len(x) else float("nan") for x in nll]
-    rep = [repetition_rate(g.tokens) for g in gens]
-    ok = [bool(np.isfinite(p) and p <= ppl_max and r <= rep_max) for p, r in zip(ppl, rep)]
-    return {"perplexity": ppl, "repetition": rep, "coherent": ok, "median_perplexity": float(np.nanmedian(ppl)),
-            "median_repetition": float(np.median(rep)), "coherent_rate": float(np.mean(ok)),
-            "thresholds": {"ppl_max": ppl_max, "rep_max": rep_max, "rep_ngram": 3}}
+    out, at = {}, 0
+    for name, gs in groups.items():
+        part = nll[at:at + len(gs)]
+        at += len(gs)
+        ppl = [float(np.exp(x.mean())) if len(x) else float("nan") for x in part]
+        rep = [repetition_rate(g.tokens) for g in gs]
+        ok = [bool(np.isfinite(p) and p <= ppl_max and r <= rep_max) for p, r in zip(ppl, rep)]
+        out[name] = {"perplexity": ppl, "repetition": rep, "coherent": ok, "median_perplexity": float(np.nanmedian(ppl)),
+                     "median_repetition": float(np.median(rep)), "coherent_rate": float(np.mean(ok)),
+                     "thresholds": {"ppl_max": ppl_max, "rep_max": rep_max, "rep_ngram": 3}}
+    return out

@@ -20,12 +20,12 @@ import numpy as np
 
 from ..core.batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT
 from ..core.capture import Capture
-from ..core.generate import Generation, generate
+from ..core.generate import Generation, generate_conditions
 from ..core.interventions import Add, as_vector, check_width
 from ..core.sites import resolve_layers
 from ..core.trace import run
 from ..errors import MlxInterpError
-from ..measures.coherence import PPL_MAX, REP_MAX, coherence
+from ..measures.coherence import PPL_MAX, REP_MAX, coherence_by_condition
 from ..readouts.directions import random_direction
 
 
@@ -114,20 +114,25 @@ def search_multiplier(
         norms = residual_norms(lm, prompts, ls, site=site, chat=chat)
         unit = float(np.mean([norms[k] for k in ls])) / norm_v
 
-    def evaluate(m: float, vec=v) -> Step:
-        alpha = sign * m * unit
-        gens = generate(lm, prompts, max_tokens=max_tokens, chat=chat,
-                        interventions=[Add(vec, site=site, layers=ls, alpha=alpha, positions=positions)] if m else [])
-        c = coherence(judge or lm, gens, ppl_max=ppl_max, rep_max=rep_max)
-        return Step(m, alpha, float(score(gens)), c["coherent_rate"], c["median_perplexity"], c["median_repetition"],
-                    c["coherent_rate"] >= min_coherent, [g.text for g in gens[:3]])
+    def evaluate(*ms: float, vec=v) -> list[Step]:
+        """Each multiplier's generations on its own rows of one batched call, judged in one coherence pass."""
+        conds = {str(i): (prompts, [Add(vec, site=site, layers=ls, alpha=sign * m * unit, positions=positions)] if m else [])
+                 for i, m in enumerate(ms)}
+        gens = generate_conditions(lm, conds, max_tokens=max_tokens, chat=chat)
+        cs = coherence_by_condition(judge or lm, gens, ppl_max=ppl_max, rep_max=rep_max)
+        return [Step(m, sign * m * unit, float(score(gens[str(i)])), cs[str(i)]["coherent_rate"],
+                     cs[str(i)]["median_perplexity"], cs[str(i)]["median_repetition"],
+                     cs[str(i)]["coherent_rate"] >= min_coherent, [g.text for g in gens[str(i)][:3]])
+                for i, m in enumerate(ms)]
 
-    base = evaluate(0.0) if with_baseline else None
+    # the unsteered baseline and the first step do not depend on each other: one call
+    first = evaluate(0.0, start) if with_baseline else [None] + evaluate(start)
+    base = first[0]
     done: list[Step] = []
     lo, hi = None, None  # largest coherent, smallest incoherent multiplier
     m = start
-    for _ in range(steps):
-        s = evaluate(m)
+    for i in range(steps):
+        s = first[1] if i == 0 else evaluate(m)[0]
         done.append(s)
         if s.coherent:
             lo = m
@@ -136,5 +141,5 @@ def search_multiplier(
         m = m * 2 if hi is None else ((lo if lo is not None else 0.0) + hi) / 2
     ok = [s for s in done if s.coherent]
     best = max(ok, key=lambda s: (s.score, -s.multiplier)) if ok else None
-    ctrl = evaluate(best.multiplier, random_direction(v.shape[-1], norm_v, seed=ls[0])) if control and best else None
+    ctrl = evaluate(best.multiplier, vec=random_direction(v.shape[-1], norm_v, seed=ls[0]))[0] if control and best else None
     return Search(ls, relative, unit, done, best, base, ctrl)

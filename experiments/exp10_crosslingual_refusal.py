@@ -29,7 +29,7 @@ import numpy as np
 
 from experiments import common
 from experiments.common import progress
-from mlx_interp.core.generate import generate
+from mlx_interp.core.generate import generate_conditions
 from mlx_interp.measures.coherence import coherence
 from mlx_interp.measures.text import refusal_rate
 from mlx_interp.methods import refusal
@@ -82,10 +82,6 @@ def english_direction(lm, out_dir: str, source: str | None = None) -> tuple[dict
     return spec, "ok"
 
 
-def _gen(lm, prompts, ivs, max_tok):
-    return generate(lm, prompts, max_tokens=max_tok, interventions=ivs, chat=lm.instruct)
-
-
 def run(lm, rows, quick: bool) -> dict:
     n, max_tok = (6, 32) if quick else (12, 64)
     harmful = [r for r in rows if r["label"] == "harmful"][:n]
@@ -104,18 +100,22 @@ def run(lm, rows, quick: bool) -> dict:
         progress(i, len(LANGS), lang)
         phrases = crosslingual_refusal_phrases(lang)
         hp, np_ = [x[lang] for x in harmful], [x[lang] for x in harmless]
-        hb, nb = _gen(lm, hp, [], max_tok), _gen(lm, np_, [], max_tok)
+        conds = {"harmful_baseline": (hp, []), "harmless_baseline": (np_, [])}
+        if spec:
+            conds.update({"harmful_ablation": (hp, [refusal.ablation(r)]), "harmful_ablation_random": (hp, [refusal.ablation(rnd)]),
+                          "harmless_ablation": (np_, [refusal.ablation(r)]),
+                          "harmless_plus_r": (np_, [refusal.addition(r, spec["layer"], spec["alpha"])]),
+                          "harmless_plus_random": (np_, [refusal.addition(rnd, spec["layer"], spec["alpha"])])})
+        gens = generate_conditions(lm, conds, max_tokens=max_tok, chat=lm.instruct)  # one call, each on its own rows
+        hb, nb = gens["harmful_baseline"], gens["harmless_baseline"]
         row = {"harmful_baseline": refusal_rate([g.text for g in hb], phrases),
                "harmless_baseline": refusal_rate([g.text for g in nb], phrases),
                "rates": {"harmful_baseline": rates(hb, phrases), "harmless_baseline": rates(nb, phrases)}}
         if spec:
-            conds = {"harmful_ablation": (hp, refusal.ablation(r)), "harmful_ablation_random": (hp, refusal.ablation(rnd)),
-                     "harmless_ablation": (np_, refusal.ablation(r)),
-                     "harmless_plus_r": (np_, refusal.addition(r, spec["layer"], spec["alpha"])),
-                     "harmless_plus_random": (np_, refusal.addition(rnd, spec["layer"], spec["alpha"]))}
-            gens = {k: _gen(lm, ps, [iv], max_tok) for k, (ps, iv) in conds.items()}
             c = coherence(lm, gens["harmless_ablation"])
             for k, g in gens.items():
+                if k in ("harmful_baseline", "harmless_baseline"):
+                    continue
                 row[k] = refusal_rate([x.text for x in g], phrases)
                 row["rates"][k] = rates(g, phrases)
             row.update(harmless_ablation_coherent=c["coherent_rate"],

@@ -38,12 +38,12 @@ import numpy as np
 import mlx_interp as mi
 from experiments.common import progress
 from mlx_interp.core.batching import format_prompt
-from mlx_interp.core.generate import generate
+from mlx_interp.core.generate import generate_conditions
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.ab import ab_from_logits, ab_items, ab_scores, ab_tokens
 from mlx_interp.measures.stats import rate
 from mlx_interp.measures.text import hedged
-from mlx_interp.measures.coherence import coherence
+from mlx_interp.measures.coherence import coherence_by_condition
 from mlx_interp.methods.steering import residual_norms
 from mlx_interp.readouts.directions import collect, diff_of_means_vec, pca_vec, probe_vec, random_direction, split_consistency
 from mlx_interp.tasks.datasets import caa_published_sycophancy, caa_sycophancy, confidence_pairs
@@ -170,28 +170,34 @@ def confidence(lm, data, quick: bool, layers) -> dict:
     norms = residual_norms(lm, questions["val"], sorted(stats), chat=chat)
     max_tok = 24 if quick else 48
 
-    def steer(split, k, m, vec=None):
-        v = stats[k]["vector"] if vec is None else vec
-        ivs = [mi.Add(v, layers=k, alpha=m * norms[k] / np.linalg.norm(v))] if m else []
-        g = generate(lm, questions[split], max_tokens=max_tok, interventions=ivs, chat=chat)
-        c = coherence(lm, g)
-        hedges = [hedged(x.text) for x in g]
-        return {"hedge": rate(hedges).as_dict(), "coherent": rate(c["coherent"]).as_dict(),
-                "median_perplexity": c["median_perplexity"], "examples": [x.text for x in g[:2]]}
+    def steer(split, conds: dict) -> dict:
+        """``{name: (layer, multiplier, vector or None)}`` on one split's questions: every condition in one batched
+        generate call and one coherence pass (each on its own rows)."""
+        ivs = {}
+        for name, (k, m, vec) in conds.items():
+            v = stats[k]["vector"] if vec is None else vec
+            ivs[name] = (questions[split], [mi.Add(v, layers=k, alpha=m * norms[k] / np.linalg.norm(v))] if m else [])
+        gens = generate_conditions(lm, ivs, max_tokens=max_tok, chat=chat)
+        judged = coherence_by_condition(lm, gens)
+        return {name: {"hedge": rate([hedged(x.text) for x in g]).as_dict(), "coherent": rate(judged[name]["coherent"]).as_dict(),
+                       "median_perplexity": judged[name]["median_perplexity"], "examples": [x.text for x in g[:2]]}
+                for name, g in gens.items()}
 
     progress(3, 4, "confidence steering sweep (validation questions)")
+    val = steer("val", {f"{k}:{sign:+d}": (k, sign * M_CONF, None) for k in sorted(stats) for sign in (-1, 1)})
     for k in sorted(stats):
-        lo, hi = steer("val", k, -M_CONF), steer("val", k, M_CONF)
+        lo, hi = val[f"{k}:-1"], val[f"{k}:+1"]
         ok = min(lo["coherent"]["p"], hi["coherent"]["p"]) >= 0.5
         stats[k].update(val_minus=lo, val_plus=hi, val_effect=(lo["hedge"]["p"] - hi["hedge"]["p"]) if ok else None)
     scored = [k for k in stats if stats[k]["val_effect"] is not None and stats[k]["val_effect"] > 0]  # no effect: no layer
     best = max(scored, key=lambda k: (stats[k]["val_effect"], -k)) if scored else None
-    test_rows = {"0": steer("test", read, 0.0)}
+    test_conds = {"0": (read, 0.0, None)}
     if best is not None:
         rnd = random_direction(lm.width, float(np.linalg.norm(stats[best]["vector"])), seed=best)
         for m in (-M_CONF, M_CONF):
-            test_rows[f"{m:+g}"] = steer("test", best, m)
-            test_rows[f"random_{m:+g}"] = steer("test", best, m, rnd)
+            test_conds[f"{m:+g}"] = (best, m, None)
+            test_conds[f"random_{m:+g}"] = (best, m, rnd)
+    test_rows = steer("test", test_conds)
     rows = [{"layer": k, **{a: b for a, b in s.items() if a != "vector"}} for k, s in sorted(stats.items())]
     return {"n_train": len(train), "n_val": len(val), "n_test": len(test), "layers": rows, "multiplier": M_CONF,
             "best_readout_layer": read, "best_readout_depth": read / lm.n_layers, "best_readout_auroc": stats[read]["probe_auroc"],

@@ -63,6 +63,7 @@ from experiments.common import journal, parse, progress
 from mlx_interp.core.generate import generate, generate_conditions
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.ab import MASS_FLOOR, ab_from_logits, ab_items, ab_tokens
+from mlx_interp.measures.coherence import coherence_by_condition
 from mlx_interp.measures.generations import score_generations
 from mlx_interp.measures.distributions import agreement
 from mlx_interp.measures.stats import paired_diff, rate
@@ -402,9 +403,10 @@ def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
             conds.update(test=(test, [mi.Add(v, layers=k, alpha=s.best.alpha)]),
                          test_random=(test, [mi.Add(rnd, layers=k, alpha=s.best.alpha)]))
         gens = generate_conditions(lm, conds, max_tokens=n_tok, chat=lm.instruct)
+        judged = coherence_by_condition(judge, gens)  # one scoring pass: the conditions share their test prompts
         base_test = gens["base"]
         flags = _flags(trait, [g.text for g in base_test])
-        row["test_baseline"] = _evaluate(judge, base_test, flags)
+        row["test_baseline"] = _evaluate(judge, base_test, flags, judged["base"])
         if trait == "persona":  # "longer than unsteered" is false by construction for the unsteered text itself
             row["test_baseline"]["rate"] = None
             row["test_baseline"]["score"] = None
@@ -413,7 +415,7 @@ def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
         else:
             row["best"] = {"multiplier": s.best.multiplier, "alpha": s.best.alpha, "val_score": s.best.score}
             for name in ("test", "test_random"):
-                row[name] = _evaluate(judge, gens[name], flags)
+                row[name] = _evaluate(judge, gens[name], flags, judged[name])
         row["_unit_alpha"], row["_vector"], row["_base_test"] = s.unit_alpha, v, [g.text for g in base_test]
         out[trait] = row
     k = layers["sycophancy"]["layer"]
@@ -430,11 +432,11 @@ def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
     return out
 
 
-def _evaluate(judge, gens, flags) -> dict:
-    """The trait rate (Wilson interval) and the coherent rate (judged by ``judge``) of generations, with the per-item
-    flags (for paired intervals across precisions on the same prompts)."""
+def _evaluate(judge, gens, flags, judged: dict | None = None) -> dict:
+    """The trait rate (Wilson interval) and the coherent rate (judged by ``judge``, or ``judged`` when already
+    computed) of generations, with the per-item flags (for paired intervals across precisions on the same prompts)."""
     items = [bool(x) for x in flags(gens)]
-    out = score_generations(judge, gens, {"rate": items}, examples=2)
+    out = score_generations(judge, gens, {"rate": items}, examples=2, judged=judged)
     return {**out, "score": out["rate"]["p"], "per_item": items}
 
 

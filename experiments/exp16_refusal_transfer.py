@@ -42,7 +42,7 @@ import mlx_interp as mi
 from experiments.common import journal, parse, progress
 from mlx_interp.core.generate import generate_conditions
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.measures.generations import score_generations
+from mlx_interp.measures.generations import score_conditions
 from mlx_interp.measures.stats import basic_interval
 from mlx_interp.measures.text import refusal_score
 from mlx_interp.methods import refusal
@@ -83,7 +83,7 @@ def _gen_eval(lm, conditions: dict, max_tokens: int, phrases) -> dict:
     """``{name: (prompts, interventions)}`` -> each condition's refusal and coherent rates; every condition is
     generated in one call (``generate_conditions``), each judged by ``lm`` unsteered."""
     gens = generate_conditions(lm, conditions, max_tokens=max_tokens, chat=True)
-    return {k: score_generations(lm, g, {"refusal": lambda t: bool(refusal_score(t, phrases))}) for k, g in gens.items()}
+    return score_conditions(lm, gens, {"refusal": lambda t: bool(refusal_score(t, phrases))})
 
 
 def _sets(cfg: Config) -> dict:

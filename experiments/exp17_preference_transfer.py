@@ -50,7 +50,7 @@ from experiments.common import journal, parse, progress
 from mlx_interp.core.generate import generate, generate_conditions
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures import summaries as sm
-from mlx_interp.measures.coherence import coherence
+from mlx_interp.measures.coherence import coherence, coherence_by_condition
 from mlx_interp.measures.stats import bootstrap_ci, paired_diff, rate
 from mlx_interp.methods.steering import residual_norms
 from mlx_interp.readouts.directions import collect_responses, random_direction
@@ -128,8 +128,9 @@ def steer_eval(lm, ps: list[str], vec: np.ndarray, layer: int, scale: float, cfg
     gens = generate_conditions(lm, conds, max_tokens=cfg.verbose_tokens, chat=True)  # one call: shared decode steps
     if base is None:
         base = [g.text for g in gens["base"]]
-    plus, cp = [g.text for g in gens["plus"]], coherence(lm, gens["plus"])
-    minus, cm = [g.text for g in gens["minus"]], coherence(lm, gens["minus"])
+    judged = coherence_by_condition(lm, {k: gens[k] for k in ("plus", "minus")})  # one pass: shared prompts
+    plus, cp = [g.text for g in gens["plus"]], judged["plus"]
+    minus, cm = [g.text for g in gens["minus"]], judged["minus"]
     score = sm.length_direction(base, plus, minus)
     lo, hi = bootstrap_ci(score, seed=cfg.seed) if len(score) > 1 else (float("nan"), float("nan"))
     ent_p = [x for x in sm.entity_retention(base, plus) if x is not None]

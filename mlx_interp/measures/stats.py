@@ -106,11 +106,14 @@ def cohens_d(a: Sequence[float], b: Sequence[float], *, n_boot: int = 5_000, see
     if x.size < 2 or y.size < 2:
         raise MlxInterpError(f"Cohen's d needs at least 2 values per group; got {x.size} and {y.size}")
 
-    def d(u, v):
-        s = np.sqrt(((u.size - 1) * u.var(ddof=1) + (v.size - 1) * v.var(ddof=1)) / (u.size + v.size - 2))
-        return (u.mean() - v.mean()) / s if s > 0 else float("nan")
+    def d(u, v):  # rows of u and v: one d per row
+        s = np.sqrt(((u.shape[-1] - 1) * u.var(-1, ddof=1) + (v.shape[-1] - 1) * v.var(-1, ddof=1))
+                    / (u.shape[-1] + v.shape[-1] - 2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(s > 0, (u.mean(-1) - v.mean(-1)) / np.where(s > 0, s, 1.0), np.nan)
 
     rng = np.random.default_rng(seed)
-    boots = [d(x[rng.integers(0, x.size, x.size)], y[rng.integers(0, y.size, y.size)]) for _ in range(n_boot)]
+    draws = [(rng.integers(0, x.size, x.size), rng.integers(0, y.size, y.size)) for _ in range(n_boot)]  # draw order kept
+    boots = d(x[np.stack([i for i, _ in draws])], y[np.stack([j for _, j in draws])])  # every draw's d at once
     lo, hi = np.nanquantile(boots, [0.025, 0.975])
     return {"d": float(d(x, y)), "lo": float(lo), "hi": float(hi), "n_a": int(x.size), "n_b": int(y.size)}

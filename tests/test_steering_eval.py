@@ -69,6 +69,8 @@ def test_coherence_prefers_the_models_own_text_to_shuffled_tokens(smol):
         assert both[name]["coherent"] == alone["coherent"]
     with pytest.raises(MlxInterpError, match="in condition 'none'"):
         coherence_by_condition(smol, {"own": g, "none": []})
+    with pytest.raises(MlxInterpError, match="^no generations to score for coherence$"):
+        coherence(smol, [])
 
 
 def test_continuation_nll_does_not_depend_on_the_batch(smol):

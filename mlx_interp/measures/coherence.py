@@ -82,7 +82,7 @@ def coherence_by_condition(lm, conditions: dict, *, ppl_max: float = PPL_MAX, re
     conditions on the same prompts share each prompt's cached pass (``continuation_nll``). ``{name: result}``."""
     bad = [k for k, g in conditions.items() if not list(g)]
     if not conditions or bad:
-        raise MlxInterpError(f"no generations to score for coherence{f' in condition {bad[0]!r}' if bad else ''}")
+        raise MlxInterpError(f"no generations to score for coherence{f' in condition {bad[0]!r}' if bad and bad[0] else ''}")
     groups = {k: list(g) for k, g in conditions.items()}
     gens = [g for gs in groups.values() for g in gs]
     nll = continuation_nll(lm, [g.prompt_tokens for g in gens], [g.tokens for g in gens])

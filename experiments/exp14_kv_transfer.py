@@ -35,6 +35,7 @@ from pathlib import Path
 from experiments.common import main, progress
 from mlx_interp.core import trace
 from mlx_interp.core.generate import generate
+from mlx_interp.core.kvcache import PromptCache
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.coherence import coherence
 from mlx_interp.measures.stats import paired_diff, rate
@@ -65,11 +66,22 @@ def load_items(path: str | None) -> dict:
 
 
 def answers(lm, item_conditions: dict, max_tokens: int) -> dict:
-    """name -> Generation for one item's conditions."""
+    """name -> Generation for one item's conditions: the text conditions decode as one batch, and the transplanted
+    caches, stacked (``PromptCache.stack``), as another, each row continuing its own cache."""
+    texts = [n for n, (cache, _) in item_conditions.items() if cache is None]
     out = {}
-    for name, (cache, toks) in item_conditions.items():
-        out[name] = generate(lm, [toks], cache=cache, max_tokens=max_tokens)[0]
-    return out
+    if texts:
+        gens = generate(lm, [item_conditions[n][1] for n in texts], max_tokens=max_tokens, batch_size=None)
+        out.update(zip(texts, gens))
+    by_len: dict[int, list[str]] = {}
+    for n, (cache, toks) in item_conditions.items():
+        if cache is not None:
+            by_len.setdefault(len(toks), []).append(n)
+    for names in by_len.values():
+        stacked = PromptCache.stack([item_conditions[n][0] for n in names])
+        gens = generate(lm, [item_conditions[n][1] for n in names], cache=stacked, max_tokens=max_tokens, batch_size=None)
+        out.update(zip(names, gens))
+    return {n: out[n] for n in item_conditions}
 
 
 def _rates(flags: dict) -> dict:

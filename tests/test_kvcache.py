@@ -82,6 +82,28 @@ def test_save_load_slice_join_copy(tmp_path, lm):
     assert cp.columns == c.columns and mx.array_equal(cp.layers[0].keys, c.layers[0].keys).item()
 
 
+def test_stacked_caches_continue_each_row_as_if_alone(lm):
+    """PromptCache.stack pads caches of different lengths into one batch: each row's logits and greedy tokens equal
+    continuing its own cache alone (so a study's transplant conditions can share one decode)."""
+    texts = [PREFIX, "Once upon a time", "The capital of France is Paris. The capital of Italy is Rome. The capital of"]
+    caches = [run(lm, [lm.tokenizer.encode(t)], return_cache=True).cache for t in texts]
+    suf = lm.tokenizer.encode(" Spain, and then", add_special_tokens=False)
+    stacked = PromptCache.stack(caches)
+    longest = max(c.columns for c in caches)
+    assert stacked.n_rows == 3 and stacked.pads == [longest - c.columns for c in caches] and stacked.columns == longest
+    both = run(lm, [suf] * 3, cache=stacked, logits="all")
+    gens = generate(lm, [suf] * 3, cache=stacked, max_tokens=4, stop_at_eos=False)
+    for b, c in enumerate(caches):
+        alone = run(lm, [suf], cache=c, logits="all")
+        np.testing.assert_allclose(np.array(both.logits[b]), np.array(alone.logits[0]), atol=2e-3, rtol=1e-4)
+        assert gens[b].tokens == generate(lm, [suf], cache=c, max_tokens=4, stop_at_eos=False)[0].tokens
+    assert [c.columns for c in caches] == [len(c.tokens[0]) for c in caches]  # stacking changed none of them
+    with pytest.raises(MlxInterpError, match="start at position 0"):
+        PromptCache.stack([caches[0], caches[2].slice(positions=slice(1, None))])
+    with pytest.raises(MlxInterpError, match="non-empty list"):
+        PromptCache.stack([])
+
+
 def test_cache_refusals_are_one_line(tmp_path, smol, qwen):
     pre, suf = _split(smol)
     c = run(smol, [pre], return_cache=True).cache

@@ -174,6 +174,42 @@ class PromptCache:
             out.append(_build(c1, mx.concatenate([k1, k2], axis=2), mx.concatenate([v1, v2], axis=2), [0] * self.n_rows))
         return PromptCache(out, self.model, [a + b for a, b in zip(self.tokens, other.tokens)], [0] * self.n_rows, self.start)
 
+    @classmethod
+    def stack(cls, caches: Sequence["PromptCache"]) -> "PromptCache":
+        """Every row of several caches as one batch, each left-padded to the longest, so rows that continue different
+        caches share every forward pass (a study's transplant conditions decode in one call, not one call each).
+
+        Positions do not move: a padded row's keys keep the rotation of its own positions, and the batch cache's
+        per-row offsets continue each row where its cache stopped (tested equal to continuing each cache alone).
+        """
+        caches = list(caches)
+        if not caches or not all(isinstance(c, PromptCache) for c in caches):
+            raise MlxInterpError("PromptCache.stack takes a non-empty list of PromptCache values")
+        first = caches[0]
+        for c in caches[1:]:
+            if c.model != first.model or c.n_layers != first.n_layers:
+                raise MlxInterpError(f"cannot stack caches of {first.model} ({first.n_layers} layers) and {c.model} "
+                                     f"({c.n_layers} layers)")
+        starts = sorted({c.start for c in caches})
+        if starts != [0]:
+            raise MlxInterpError(f"stacking needs caches that start at position 0; got starts {starts} (a position "
+                                 "slice cannot be continued: cache_ops.place moves it first)")
+        T = max(c.columns for c in caches)
+        layers = []
+        for i in range(first.n_layers):
+            ks, vs = [], []
+            for c in caches:
+                k, v = _kv(c.layers[i])
+                if k.shape[2] < T:
+                    k = mx.concatenate([mx.zeros(k.shape[:2] + (T - k.shape[2],) + k.shape[3:], k.dtype), k], axis=2)
+                    v = mx.concatenate([mx.zeros(v.shape[:2] + (T - v.shape[2],) + v.shape[3:], v.dtype), v], axis=2)
+                ks.append(k)
+                vs.append(v)
+            pads = [p + T - c.columns for c in caches for p in c.pads]
+            layers.append(_build(first.layers[i], mx.concatenate(ks, axis=0), mx.concatenate(vs, axis=0), pads))
+        return cls(layers, first.model, [list(t) for c in caches for t in c.tokens],
+                   [p + T - c.columns for c in caches for p in c.pads], 0)
+
     # ---- files ----
 
     def save(self, path: str | Path) -> Path:

@@ -40,12 +40,12 @@ from experiments.common import progress
 from mlx_interp.core.batching import format_prompt
 from mlx_interp.core.generate import generate_conditions
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.measures.ab import ab_from_logits, ab_items, ab_scores, ab_tokens
+from mlx_interp.measures.ab import ab_from_logits, ab_items, ab_scores
 from mlx_interp.measures.stats import rate
 from mlx_interp.measures.text import hedged
 from mlx_interp.measures.coherence import coherence_by_condition
 from mlx_interp.methods.steering import residual_norms
-from mlx_interp.readouts.directions import collect, diff_of_means_vec, pca_vec, probe_vec, random_direction, split_consistency
+from mlx_interp.readouts.directions import collect, collect_ab, diff_of_means_vec, pca_vec, probe_vec, random_direction, split_consistency
 from mlx_interp.tasks.datasets import caa_published_sycophancy, caa_sycophancy, confidence_pairs
 
 M_CONF = 0.5  # confidence steering multiplier, in units of the residual norm at the layer
@@ -95,17 +95,14 @@ def sycophancy(lm, data, quick: bool, layers) -> dict:
     train, val = gen[tr_s], gen[va_s]
     letter = lambda s: s.strip()[1]  # noqa: E731  "(A)" -> "A"
     chat = lm.instruct
-    match = [ab_tokens(lm, g["question"], g["answer_matching_behavior"].strip(), chat) for g in train]
-    other = [ab_tokens(lm, g["question"], g["answer_not_matching_behavior"].strip(), chat) for g in train]
-    offsets = set(ab_items(lm, [g["question"] for g in train], chat).letter_offsets)
-    if len(offsets) != 1:
-        raise MlxInterpError(f"the answer letter sits at different offsets {sorted(offsets)} across items on {lm.name}")
-    pos = offsets.pop()  # the token that says which answer was given ("A" in "(", "A", ")"; "(A" on Qwen)
+    # read at the token that says which answer was given ("A" in "(", "A", ")"; "(A" on Qwen), each item's prompt
+    # run once and continued by both letters
+    train_items = ab_items(lm, [g["question"] for g in train], chat)
+    matching = [letter(g["answer_matching_behavior"]) for g in train]
     progress(1, 4, "sycophancy activations")
     # the activation at the answer letter mostly says which letter it is; balancing over "matching is A" /
     # "matching is B" cancels that exactly (the generate set is 99 A / 101 B, its first 48 are 28 / 20)
-    stats = _layer_stats(_acts(lm, match, layers, pos), _acts(lm, other, layers, pos), paired=True,
-                         groups=[letter(g["answer_matching_behavior"]) for g in train])
+    stats = _layer_stats(*collect_ab(lm, train_items, layers=layers, matching=matching), paired=True, groups=matching)
     sets = {"val": ([g["question"] for g in val], [letter(g["answer_matching_behavior"]) for g in val]),
             "test": ([t["question"] for t in test], [letter(t["answer_matching_behavior"]) for t in test])}
     items = {k: ab_items(lm, q, chat) for k, (q, _) in sets.items()}
@@ -138,7 +135,7 @@ def sycophancy(lm, data, quick: bool, layers) -> dict:
             res = ab_scores(lm, *sets["test"], interventions=[mi.Add(vec, layers=k, alpha=m)], chat=chat, items=items["test"])
             test_rows[f"{name}{m:+.0f}"] = _ab_row(res)
     read = max(rows, key=lambda r: (r["probe_auroc"] or 0, -r["layer"]))
-    return {"n_train": len(train), "n_val": len(val), "n_test": len(test), "letter_position": pos,
+    return {"n_train": len(train), "n_val": len(val), "n_test": len(test), "letter_position": sorted(set(train_items.letter_offsets)),
             "scored_tokens": [list(t) for t in sorted(items["test"].token_strings(lm))],
             "baseline_val": base_val.summary(), "baseline_test": base_test.summary(), "layers": rows,
             "best_steering_layer": k, "best_steering_depth": k / lm.n_layers, "chosen_on": "validation (generate items not used for the vector)",

@@ -62,7 +62,7 @@ import numpy as np
 from experiments.common import journal, parse, progress
 from mlx_interp.core.generate import generate, generate_conditions
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.measures.ab import MASS_FLOOR, ab_from_logits, ab_items, ab_tokens
+from mlx_interp.measures.ab import MASS_FLOOR, ab_from_logits, ab_items
 from mlx_interp.measures.coherence import coherence_by_condition
 from mlx_interp.measures.generations import score_generations
 from mlx_interp.measures.distributions import agreement
@@ -70,7 +70,7 @@ from mlx_interp.measures.stats import paired_diff, rate
 from mlx_interp.measures.summaries import words
 from mlx_interp.measures.text import hedged, refusal_score
 from mlx_interp.methods.steering import search_multiplier
-from mlx_interp.readouts.directions import (collect, collect_responses, diff_of_means_vec, probe_vec, random_direction,
+from mlx_interp.readouts.directions import (collect, collect_ab, collect_responses, diff_of_means_vec, probe_vec, random_direction,
                                             split_consistency)
 from mlx_interp.readouts.vectors import VectorSet, compare_vectors
 from mlx_interp.runs.journal import active
@@ -254,15 +254,9 @@ def fixed_vectors(lm, d: dict, cfg: Config) -> dict:
     text, so native and controlled coincide."""
     chat = lm.instruct
     train = d["syc_train"]
-    match = [ab_tokens(lm, g["question"], g["answer_matching_behavior"].strip(), chat) for g in train]
-    other = [ab_tokens(lm, g["question"], g["answer_not_matching_behavior"].strip(), chat) for g in train]
-    offsets = set(ab_items(lm, [g["question"] for g in train], chat).letter_offsets)
-    if len(offsets) != 1:
-        raise MlxInterpError(f"the answer letter sits at different offsets {sorted(offsets)} across items on {lm.name}")
-    pos = offsets.pop()
     letters = [_letter(g["answer_matching_behavior"]) for g in train]
-    out = {("sycophancy", "answer_letter"): _vectors(collect(lm, match, positions=pos), collect(lm, other, positions=pos),
-                                                     groups=letters, seed=cfg.seed)}
+    items = ab_items(lm, [g["question"] for g in train], chat)
+    out = {("sycophancy", "answer_letter"): _vectors(*collect_ab(lm, items, matching=letters), groups=letters, seed=cfg.seed)}
     qs = [p["question"] if chat else f"Q: {p['question']}\nA:" for p in d["conf_train"]]
     lead = "" if chat else " "
     hed = collect_responses(lm, qs, [lead + p["hedged"] for p in d["conf_train"]], chat=chat)

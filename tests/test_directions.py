@@ -176,6 +176,35 @@ def test_ab_metric_scores_the_tokens_each_model_emits(smol, qwen):
         res.check(floor=1.01)
 
 
+def test_ab_activations_share_the_prompt_and_equal_reading_the_full_answers(lm):
+    """collect_ab runs each A/B prompt once and continues it with each letter: its activations equal collect() at the
+    letter of the two full answers "(A)" and "(B)" (the general path), on every family; rows keep item order when
+    the items span several batches."""
+    from mlx_interp.measures.ab import ab_items, ab_tokens
+    from mlx_interp.readouts.directions import collect, collect_ab
+    from mlx_interp.tasks.datasets import caa_sycophancy
+
+    qs = [t["question"] for t in caa_sycophancy()[1][:3]]
+    chat = lm.instruct
+    items = ab_items(lm, qs, chat=chat)
+    a, b = collect_ab(lm, items, layers=[1, lm.n_layers - 1], batch_size=2)
+    for letter, got in (("A", a), ("B", b)):
+        full = [ab_tokens(lm, q, f"({letter})", chat) for q in qs]
+        for off in sorted(set(items.letter_offsets)):  # one general pass per letter offset
+            rows = [i for i, o in enumerate(items.letter_offsets) if o == off]
+            want = collect(lm, [full[i] for i in rows], layers=[1, lm.n_layers - 1], positions=off, chat=False)
+            for l in want:
+                np.testing.assert_allclose(got[l][rows], want[l], atol=2e-3, rtol=1e-3)
+    assert not np.allclose(a[lm.n_layers - 1], b[lm.n_layers - 1])  # the letters differ, so do the activations
+    if lm.family != "llama":  # which rows go where is plain numpy: checked on one model
+        return
+    pos, neg = collect_ab(lm, items, layers=[1], matching=["B", "A", "B"], batch_size=2)  # CAA's matching / not-matching examples
+    np.testing.assert_array_equal(pos[1], np.stack([b[1][0], a[1][1], b[1][2]]))
+    np.testing.assert_array_equal(neg[1], np.stack([a[1][0], b[1][1], a[1][2]]))
+    with pytest.raises(MlxInterpError, match="one letter 'A' or 'B' per item"):
+        collect_ab(lm, items, layers=[1], matching=["A", "C", "B"])
+
+
 def test_refusal_start_tokens_from_the_models_own_refusals(lm):
     from mlx_interp.tasks.datasets import refusal_substrings
     from mlx_interp.methods.refusal import refusal_start_tokens

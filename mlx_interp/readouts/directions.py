@@ -60,6 +60,51 @@ def collect(
     return {l: np.array(a.astype(mx.float32), dtype=np.float64) for l, a in tr[site].items()}
 
 
+def collect_ab(
+    lm,
+    items,
+    *,
+    site: SiteArg = "resid_post",
+    layers="all",
+    matching: Sequence[str] | None = None,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
+) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Activations at the answer letter of each A/B item (``measures.ab.ABItems``) answered (A) and answered (B):
+    two ``{layer: [N, D]}``, float64, in item order; with ``matching`` (each item's behaviour-matching letter),
+    answered with the matching letter and with the other one (CAA's positive and negative examples).
+
+    The prompt both answers share runs once and its cache is continued by each answer's letter token: the
+    activation at the letter does not depend on what follows it, so this reads what a pass over each full answer
+    reads at its letter (tested equal) for one pass over the prompts instead of two."""
+    from ..core.kvcache import PromptCache
+
+    if not isinstance(site, str):
+        raise MlxInterpError(f"collect_ab reads one site kind at a time; got {site!r}")
+    n = len(items.prompts)
+    if not n:
+        raise MlxInterpError("no A/B items given; direction extraction needs prompts")
+    if matching is not None and (len(matching) != n or set(matching) - {"A", "B"}):
+        raise MlxInterpError(f"matching needs one letter 'A' or 'B' per item ({n} items); got {list(matching)[:5]!r}")
+    step = n if batch_size is None else batch_size
+    a_parts, b_parts = [], []
+    for at in range(0, n, step):
+        rows = slice(at, min(n, at + step))
+        shared = run(lm, items.prompts[rows], logits="none", return_cache=True, batch_size=None).cache
+        letters = [[t] for t in items.a_ids[rows]] + [[t] for t in items.b_ids[rows]]
+        tr = run(lm, letters, cache=PromptCache.stack([shared, shared]), capture=Capture(site, layers, "last"),
+                 logits="none", batch_size=None)
+        k = len(letters) // 2
+        acts = {l: np.array(a.astype(mx.float32), dtype=np.float64) for l, a in tr[site].items()}
+        a_parts.append({l: x[:k] for l, x in acts.items()})
+        b_parts.append({l: x[k:] for l, x in acts.items()})
+    a = {l: np.concatenate([p[l] for p in a_parts]) for l in a_parts[0]}
+    b = {l: np.concatenate([p[l] for p in b_parts]) for l in b_parts[0]}
+    if matching is None:
+        return a, b
+    is_a = np.array([m == "A" for m in matching])[:, None]
+    return {l: np.where(is_a, a[l], b[l]) for l in a}, {l: np.where(is_a, b[l], a[l]) for l in a}
+
+
 def collect_responses(
     lm,
     prompts: Sequence[str],

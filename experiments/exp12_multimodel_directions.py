@@ -45,7 +45,7 @@ from mlx_interp.measures.stats import rate
 from mlx_interp.measures.text import hedged
 from mlx_interp.measures.coherence import coherence_by_condition
 from mlx_interp.methods.steering import residual_norms
-from mlx_interp.readouts.directions import collect, collect_ab, diff_of_means_vec, pca_vec, probe_vec, random_direction, split_consistency
+from mlx_interp.readouts.directions import collect, collect_ab, diff_of_means_vec, pca_vec, probe_vecs, random_direction, split_consistency
 from mlx_interp.tasks.datasets import caa_published_sycophancy, caa_sycophancy, confidence_pairs
 
 M_CONF = 0.5  # confidence steering multiplier, in units of the residual norm at the layer
@@ -64,9 +64,10 @@ def _layer_stats(pos, neg, paired: bool, groups=None) -> dict:
     split-half cosine, probe metrics, and, for paired sets, the cosine between it and the first PC of the
     paired differences (repeng's vector)."""
     out = {}
+    probes = probe_vecs(pos, neg)
     for k in sorted(pos):
         v = diff_of_means_vec(pos[k], neg[k], groups)
-        _, m = probe_vec(pos[k], neg[k])
+        _, m = probes[k]
         out[k] = {"norm": float(np.linalg.norm(v)), "probe_auroc": m["auroc"], "probe_accuracy": m["accuracy"],
                   "split_cosine": split_consistency("diff_of_means", pos[k], neg[k], groups=groups), "vector": v}
         if paired:  # low |cosine|: the PC is something else, e.g. which letter the answer is, not the behaviour

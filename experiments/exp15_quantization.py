@@ -70,7 +70,7 @@ from mlx_interp.measures.stats import paired_diff, rate
 from mlx_interp.measures.summaries import words
 from mlx_interp.measures.text import hedged, refusal_score
 from mlx_interp.methods.steering import search_multiplier
-from mlx_interp.readouts.directions import (collect, collect_ab, collect_responses, diff_of_means_vec, probe_vec, random_direction,
+from mlx_interp.readouts.directions import (collect, collect_ab, collect_responses, diff_of_means_vec, probe_vecs, random_direction,
                                             split_consistency)
 from mlx_interp.readouts.vectors import VectorSet, compare_vectors
 from mlx_interp.runs.journal import active
@@ -201,9 +201,10 @@ def _vectors(pos: dict, neg: dict, groups=None, seed: int = 0) -> dict:
     split-half cosine of the difference of means (the noise floor a cosine across precisions is read against)."""
     out = {m: {} for m in METHODS}
     auroc, half = {}, {}
+    probes = probe_vecs(pos, neg, seed=seed)
     for k in sorted(pos):
         out["diff_of_means"][k] = diff_of_means_vec(pos[k], neg[k], groups)
-        out["probe"][k], met = probe_vec(pos[k], neg[k], seed=seed)
+        out["probe"][k], met = probes[k]
         auroc[k] = met.get("auroc")
         try:
             half[k] = split_consistency("diff_of_means", pos[k], neg[k], seed=seed, groups=groups)

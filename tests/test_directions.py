@@ -34,6 +34,25 @@ def test_probe_finds_the_separating_direction_and_reports_heldout_metrics():
     assert _cos(v, W) > 0.9 and m["accuracy"] >= 0.9 and m["auroc"] >= 0.95 and m["n_test"] > 0
 
 
+def test_probe_over_every_layer_at_once_equals_one_probe_per_layer():
+    """probe_vecs fits every layer in one stacked gradient descent: each layer's direction and metrics equal probe_vec's
+    on that layer alone, with the same seed."""
+    from mlx_interp.readouts.directions import probe_vecs
+
+    rng = np.random.default_rng(4)
+    pos = {l: rng.normal(size=(12, D)) + (0.1 * l) * np.eye(D)[0] for l in (3, 7, 11)}
+    neg = {l: rng.normal(size=(10, D)) for l in (3, 7, 11)}
+    both = probe_vecs(pos, neg, seed=5)
+    for l in pos:
+        v, m = probe_vec(pos[l], neg[l], seed=5)
+        np.testing.assert_allclose(both[l][0], v, rtol=1e-9, atol=1e-12)
+        assert both[l][1] == m
+    with pytest.raises(MlxInterpError, match="same layers"):
+        probe_vecs(pos, {3: neg[3]})
+    with pytest.raises(MlxInterpError, match="at layer 7"):
+        probe_vecs(pos, {**neg, 7: np.full((10, D), np.nan)})
+
+
 def test_pca_of_paired_differences_finds_the_pair_direction_with_positive_sign():
     base = RNG.normal(size=(100, D))
     pos = base + RNG.uniform(1, 3, size=(100, 1)) * W + 0.05 * RNG.normal(size=(100, D))

@@ -181,30 +181,51 @@ def probe_vec(pos: np.ndarray, neg: np.ndarray, *, l2: float = 1e-2, seed: int =
               steps: int = 500) -> tuple[np.ndarray, dict]:
     """Logistic-regression direction and held-out metrics {"accuracy", "auroc", "n_train", "n_test"}."""
     _check(pos, neg)
-    X = np.concatenate([pos, neg]).astype(np.float64)
-    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
-    mu, sd = X.mean(0), X.std(0)
-    if np.all(sd < 1e-12):
-        raise MlxInterpError("all activations are identical (zero variance); a probe cannot separate the classes")
+    return probe_vecs({0: pos}, {0: neg}, l2=l2, seed=seed, holdout=holdout, steps=steps)[0]
+
+
+def probe_vecs(pos: dict, neg: dict, *, l2: float = 1e-2, seed: int = 0, holdout: float = 0.25,
+               steps: int = 500) -> dict:
+    """``probe_vec`` at every layer at once: ``{layer: (direction, metrics)}`` for ``{layer: [N, D]}`` sets of equal
+    shapes across layers. One train/test split for all layers (the same as ``probe_vec``'s for that seed), and the
+    gradient steps run as stacked matrix products, so a whole sweep costs about one layer's Python overhead."""
+    layers = list(pos)
+    if not layers or set(layers) != set(neg):
+        raise MlxInterpError(f"probe_vecs needs the same layers in both sets; got {sorted(pos)} and {sorted(neg)}")
+    for k in layers:
+        _check(pos[k], neg[k], f" at layer {k}")
+    if len({(pos[k].shape, neg[k].shape) for k in layers}) > 1:
+        raise MlxInterpError("probe_vecs needs activations of one shape at every layer")
+    X = np.stack([np.concatenate([pos[k], neg[k]]).astype(np.float64) for k in layers])  # [L, N, D]
+    y = np.concatenate([np.ones(len(pos[layers[0]])), np.zeros(len(neg[layers[0]]))])
+    mu, sd = X.mean(1, keepdims=True), X.std(1, keepdims=True)
+    flat = np.all(sd < 1e-12, axis=(1, 2))
+    if flat.any():
+        raise MlxInterpError(f"all activations at layer {layers[int(np.argmax(flat))]} are identical (zero variance); "
+                             "a probe cannot separate the classes")
     sd = np.where(sd < 1e-12, 1.0, sd)
     Z = (X - mu) / sd
     idx = np.random.default_rng(seed).permutation(len(y))
     n_test = max(2, int(round(holdout * len(y)))) if len(y) >= 8 else 0
     test, train = idx[:n_test], idx[n_test:]
-    w, b = np.zeros(Z.shape[1]), 0.0
+    Zt, yt = Z[:, train], y[train]
+    ZtT = Zt.transpose(0, 2, 1).copy()
+    w, b = np.zeros((len(layers), Z.shape[2], 1)), np.zeros((len(layers), 1, 1))
     lr = 1.0
-    for _ in range(steps):  # full-batch gradient descent on the mean log-loss + l2
-        z = Z[train] @ w + b
-        p = 1 / (1 + np.exp(-np.clip(z, -30, 30)))
-        g = p - y[train]
-        w -= lr * (Z[train].T @ g / len(train) + l2 * w)
-        b -= lr * g.mean()
-    metrics = {"n_train": int(len(train)), "n_test": int(len(test)), "accuracy": None, "auroc": None}
-    if len(test):
-        s = Z[test] @ w + b
-        metrics["accuracy"] = float(((s > 0) == (y[test] == 1)).mean())
-        metrics["auroc"] = _auroc(s, y[test])
-    return w / sd, metrics
+    for _ in range(steps):  # full-batch gradient descent on the mean log-loss + l2, every layer at once
+        z = Zt @ w + b
+        g = 1 / (1 + np.exp(-np.clip(z, -30, 30))) - yt[None, :, None]
+        w -= lr * (ZtT @ g / len(train) + l2 * w)
+        b -= lr * g.mean(axis=1, keepdims=True)
+    out = {}
+    for i, k in enumerate(layers):
+        metrics = {"n_train": int(len(train)), "n_test": int(len(test)), "accuracy": None, "auroc": None}
+        if len(test):
+            sc = Z[i, test] @ w[i, :, 0] + b[i, 0, 0]
+            metrics["accuracy"] = float(((sc > 0) == (y[test] == 1)).mean())
+            metrics["auroc"] = _auroc(sc, y[test])
+        out[k] = (w[i, :, 0] / sd[i, 0], metrics)
+    return out
 
 
 def pca_vec(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
@@ -284,8 +305,9 @@ def extract(
     pos = collect(lm, positive, site=site, layers=layers, positions=positions, chat=chat, batch_size=batch_size)
     neg = collect(lm, negative, site=site, layers=layers, positions=positions, chat=chat, batch_size=batch_size)
     vecs, metrics = {}, {}
+    probes = probe_vecs(pos, neg) if method == "probe" else {}  # every layer's probe in one stacked fit
     for k in pos:
-        vecs[k], m = vector_for(method, pos[k], neg[k])
+        vecs[k], m = probes[k] if probes else vector_for(method, pos[k], neg[k])
         if m:
             metrics[k] = m
     meta = {"site": site, "positions": repr(positions), "n_pos": len(positive), "n_neg": len(negative), "chat": chat}

@@ -124,7 +124,7 @@ def self_control(lm, cfg: Config, sets: dict) -> dict:
         return _stopped(lm, out, sets, f"{lm.name} refused {len(v.positive)} of {len(h_tr)} harmful train prompts "
                                        "(need 2 to extract a vetted direction)")
     dirs, acts = _directions(lm, v.positive, v.negative, chat=True)
-    ids = refusal.refusal_start_tokens(lm, v.positive, phrases)
+    ids = refusal.refusal_start_tokens(lm, v.positive, phrases, generations=v.responses_of(v.positive))
     h_va, hl_va = sets["val"]
     cands = [l for l in range(1, int(0.8 * lm.n_layers)) if l % cfg.layer_step == 0 or cfg.layer_step == 1]
     induce = {}

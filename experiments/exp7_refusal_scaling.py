@@ -117,7 +117,7 @@ def run(lm, sets, quick: bool) -> dict:
                               f"train and {len(vv.positive)} of {len(h_va)} harmful val prompts (need 2 of each to extract "
                               "and select a direction)", {"vetting": {"train": v.report(), "val": vv.report()}})
     progress(1, 6, "refusal-start tokens")
-    ids = refusal_start_tokens(lm, v.positive, phrases)
+    ids = refusal_start_tokens(lm, v.positive, phrases, generations=v.responses_of(v.positive))
     h_va_k, hl_va_k = vv.positive, vv.negative
     m_h = refusal.refusal_metric(lm, h_va, ids)
     m_hl = refusal.refusal_metric(lm, hl_va, ids)

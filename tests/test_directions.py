@@ -233,6 +233,11 @@ def test_refusal_start_tokens_from_the_models_own_refusals(lm):
         with pytest.raises(MlxInterpError):
             refusal_start_tokens(lm, harmful[:4], refusal_substrings(), max_tokens=12)
         return
-    toks = refusal_start_tokens(lm, harmful[:8], refusal_substrings())
+    gens = mi.generate(lm, harmful[:8], max_tokens=24, chat=True)
+    toks = refusal_start_tokens(lm, harmful[:8], refusal_substrings(), generations=gens)  # responses at hand: reused
     assert toks and all(isinstance(t, int) for t in toks)
     assert lm.tokenizer.decode(toks[:1]).strip()[:1] in ("I", "A", "S", "U", "M")  # "I'm sorry", "As an AI", "Sorry", ...
+    if lm.family == "llama":  # generating them itself gives the same tokens
+        assert refusal_start_tokens(lm, harmful[:8], refusal_substrings()) == toks
+    with pytest.raises(MlxInterpError, match="one per prompt"):
+        refusal_start_tokens(lm, harmful[:8], refusal_substrings(), generations=gens[:3])

@@ -118,6 +118,11 @@ def test_vetting_keeps_only_examples_that_show_the_trait(smol):
     else:
         v = vet(smol, harmful, hl[:4], refuses, chat=True)
     assert v.positive == expected
+    # the responses it judged are kept (one per prompt), so later steps reuse them instead of generating again
+    assert all(refuses(g.text) for g in v.responses_of(v.positive))
+    assert not any(refuses(g.text) for g in v.responses_of(v.dropped_positive))
+    with pytest.raises(MlxInterpError, match="not vetted here"):
+        v.responses_of(["a prompt nobody vetted"])
     rep = v.report()
     assert rep["positive_kept"] + rep["positive_dropped"] == 6 and rep["positive_dropped"] == 6 - len(expected)
     with pytest.raises(MlxInterpError, match="both classes"):

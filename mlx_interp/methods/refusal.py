@@ -78,11 +78,17 @@ def refusal_metric(lm, prompts: Sequence[str], refusal_ids: Sequence[int], inter
     return refusal_logodds(mx.array(_logits(lm, prompts, interventions, batch_size)), refusal_ids)
 
 
-def refusal_start_tokens(lm, harmful: Sequence[str], phrases: Sequence[str], *, top: int = 2, max_tokens: int = 24) -> list[int]:
-    """The model's own refusal-start tokens: first tokens of its responses that are refusals, most common first."""
+def refusal_start_tokens(lm, harmful: Sequence[str], phrases: Sequence[str], *, top: int = 2, max_tokens: int = 24,
+                         generations: Sequence | None = None) -> list[int]:
+    """The model's own refusal-start tokens: first tokens of its responses that are refusals, most common first.
+
+    ``generations``: the prompts' greedy responses when already at hand (``Vetted.responses_of(v.positive)``), so they
+    are not generated again; ``max_tokens`` then does not apply (vetting's responses have its own length)."""
     from collections import Counter
 
-    gens = generate(lm, list(harmful), max_tokens=max_tokens, chat=True)
+    if generations is not None and len(generations) != len(harmful):
+        raise MlxInterpError(f"generations has {len(generations)} responses for {len(harmful)} prompts; give one per prompt")
+    gens = list(generations) if generations is not None else generate(lm, list(harmful), max_tokens=max_tokens, chat=True)
     firsts = Counter(g.tokens[0] for g in gens if g.tokens and refusal_score(g.text, phrases))
     if not firsts:
         raise MlxInterpError(f"{lm.name} refused none of {len(gens)} harmful prompts; no refusal-start tokens to derive")

@@ -24,6 +24,14 @@ class Vetted:
     negative: list[str]
     dropped_positive: list[str] = field(default_factory=list)
     dropped_negative: list[str] = field(default_factory=list)
+    responses: dict = field(default_factory=dict, repr=False)  # prompt -> the Generation it was judged by
+
+    def responses_of(self, prompts: Sequence[str]) -> list:
+        """The greedy responses vetting judged, for ``prompts`` (e.g. ``v.positive``): reuse them, do not regenerate."""
+        missing = [p for p in prompts if p not in self.responses]
+        if missing:
+            raise MlxInterpError(f"{len(missing)} prompt(s) were not vetted here, e.g. {missing[0][:60]!r}")
+        return [self.responses[p] for p in prompts]
 
     def report(self) -> dict:
         """Counts for a results file."""
@@ -48,10 +56,12 @@ def vet(lm, positive: Sequence[str], negative: Sequence[str], trait: Callable[[s
     """
     if not positive or not negative:
         raise MlxInterpError(f"vetting needs both classes; got {len(positive)} positive and {len(negative)} negative prompts")
-    sp = shows(lm, positive, trait, max_tokens=max_tokens, batch_size=batch_size, chat=chat)
-    sn = shows(lm, negative, trait, max_tokens=max_tokens, batch_size=batch_size, chat=chat)
+    prompts = list(positive) + list(negative)  # one generation call for both classes: they share every decode step
+    gens = generate(lm, prompts, max_tokens=max_tokens, chat=chat, batch_size=batch_size)
+    flags = [bool(trait(g.text)) for g in gens]
+    sp, sn = flags[:len(positive)], flags[len(positive):]
     v = Vetted([p for p, s in zip(positive, sp) if s], [p for p, s in zip(negative, sn) if not s],
-               [p for p, s in zip(positive, sp) if not s], [p for p, s in zip(negative, sn) if s])
+               [p for p, s in zip(positive, sp) if not s], [p for p, s in zip(negative, sn) if s], dict(zip(prompts, gens)))
     for name, kept, total in (("positive", v.positive, len(positive)), ("negative", v.negative, len(negative))):
         if len(kept) < min_kept:
             raise MlxInterpError(f"vetting kept {len(kept)} of {total} {name} prompts (need {min_kept}); "

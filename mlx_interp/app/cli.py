@@ -139,7 +139,7 @@ def _int(text: str, what: str) -> int:
 @click.argument("prompt")
 def generate(model, steer_file, layer, alpha, max_tokens, positions, chat, as_json, prompt) -> None:
     """Greedy generation; with --steer, baseline and steered text side by side."""
-    from ..core.generate import generate as gen
+    from ..core.generate import generate_conditions
     from ..core.interventions import Add
     from ..readouts.vectors import load_vector
     from ..store.models import load
@@ -147,14 +147,15 @@ def generate(model, steer_file, layer, alpha, max_tokens, positions, chat, as_js
 
     lm = load(model)
     chat = lm.instruct if chat is None else chat
-    base = gen(lm, prompt, max_tokens=max_tokens, chat=chat)[0]
-    out = {"model": lm.name, "prompt": prompt, "baseline": base.text}
-    if steer_file:
+    conditions = {"baseline": ([prompt], [])}
+    if steer_file:  # checked against the model before anything is generated
         vs = load_vector(steer_file, lm)
         layer = layer if layer is not None else sorted(vs.vectors)[0]
-        iv = Add(vs[layer], site=vs.site, layers=layer, alpha=alpha, positions=positions)
-        out.update(steered=gen(lm, prompt, max_tokens=max_tokens, chat=chat, interventions=[iv])[0].text,
-                   layer=layer, alpha=alpha, vector=str(steer_file))
+        conditions["steered"] = ([prompt], [Add(vs[layer], site=vs.site, layers=layer, alpha=alpha, positions=positions)])
+    gens = generate_conditions(lm, conditions, max_tokens=max_tokens, chat=chat)  # both decode together
+    out = {"model": lm.name, "prompt": prompt, "baseline": gens["baseline"][0].text}
+    if steer_file:
+        out.update(steered=gens["steered"][0].text, layer=layer, alpha=alpha, vector=str(steer_file))
     if as_json:
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return

@@ -117,20 +117,28 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return np.asarray(v, dtype=np.float64) / max(float(np.linalg.norm(v)), 1e-12)
 
 
-def steer_eval(lm, ps: list[str], vec: np.ndarray, layer: int, scale: float, cfg: Config, base: list[str] | None = None) -> dict:
-    """+/-(scale * unit vec) at resid_pre[layer] on the neutral summary prompts, against the unsteered summaries."""
+def steer_evals(lm, ps: list[str], specs: dict, cfg: Config, base: list[str] | None = None) -> dict:
+    """``{name: (vec, layer, scale)}`` -> ``{name: result}``: +/-(scale * unit vec) at resid_pre[layer] on the neutral
+    summary prompts, against the unsteered summaries. Every spec's two signs (and the unsteered summaries, unless
+    ``base`` is given) decode in one ``generate_conditions`` call and are judged in one coherence pass."""
     prompts = [NEUTRAL.format(p=p) for p in ps]
-    u = _unit(vec) * scale
-    conds = {"plus": (prompts, [mi.Add(u, site="resid_pre", layers=layer)]),
-             "minus": (prompts, [mi.Add(-u, site="resid_pre", layers=layer)])}
+    conds = {}
+    for name, (vec, layer, scale) in specs.items():
+        u = _unit(vec) * scale
+        conds[(name, "plus")] = (prompts, [mi.Add(u, site="resid_pre", layers=layer)])
+        conds[(name, "minus")] = (prompts, [mi.Add(-u, site="resid_pre", layers=layer)])
     if base is None:
         conds["base"] = (prompts, [])
     gens = generate_conditions(lm, conds, max_tokens=cfg.verbose_tokens, chat=True)  # one call: shared decode steps
     if base is None:
         base = [g.text for g in gens["base"]]
-    judged = coherence_by_condition(lm, {k: gens[k] for k in ("plus", "minus")})  # one pass: shared prompts
-    plus, cp = [g.text for g in gens["plus"]], judged["plus"]
-    minus, cm = [g.text for g in gens["minus"]], judged["minus"]
+    judged = coherence_by_condition(lm, {k: v for k, v in gens.items() if k != "base"})  # one pass: shared prompts
+    return {name: _scored(base, gens[(name, "plus")], gens[(name, "minus")], judged[(name, "plus")],
+                          judged[(name, "minus")], cfg) for name in specs}
+
+
+def _scored(base: list[str], plus_gens, minus_gens, cp: dict, cm: dict, cfg: Config) -> dict:
+    plus, minus = [g.text for g in plus_gens], [g.text for g in minus_gens]
     score = sm.length_direction(base, plus, minus)
     lo, hi = bootstrap_ci(score, seed=cfg.seed) if len(score) > 1 else (float("nan"), float("nan"))
     ent_p = [x for x in sm.entity_retention(base, plus) if x is not None]
@@ -161,10 +169,11 @@ def choose(lm, vecs: dict, cfg: Config, val: list[str]) -> dict:
     norms = residual_norms(lm, [NEUTRAL.format(p=p) for p in val], layers, site="resid_pre", chat=True)
     base, _ = _texts(lm, [NEUTRAL.format(p=p) for p in val], [], cfg.verbose_tokens)
     grid, best = [], None
-    for i, l in enumerate(layers):
+    for i, l in enumerate(layers):  # one call per layer: its multipliers decode together
+        progress(i + 1, len(layers), f"{lm.name}: val layer {l}, c in {list(cfg.coefs)}")
+        rs = steer_evals(lm, val, {c: (vecs[l], l, c * norms[l]) for c in cfg.coefs}, cfg, base)
         for c in cfg.coefs:
-            progress(i + 1, len(layers), f"{lm.name}: val layer {l}, c {c}")
-            r = steer_eval(lm, val, vecs[l], l, c * norms[l], cfg, base)
+            r = rs[c]
             ok = min(r["coherent_plus"]["p"], r["coherent_minus"]["p"]) >= cfg.min_coherent
             grid.append({"layer": l, "c": c, "score": r["score"], "coherent": ok,
                          "coherent_plus": r["coherent_plus"]["p"], "coherent_minus": r["coherent_minus"]["p"]})
@@ -257,10 +266,9 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> P
     else:
         l, c = sel["best"]["layer"], sel["best"]["c"]
         scale = c * residual_norms(src, [NEUTRAL.format(p=p) for p in val], [l], site="resid_pre", chat=True)[l]
-        steered = steer_eval(src, test, vecs[l], l, scale, cfg)
         rnd = random_direction(src.width, 1.0, seed=cfg.seed + l)
-        source["test"] = {"layer": l, "c": c, "steered": steered,
-                          "random": steer_eval(src, test, rnd, l, scale, cfg, steered["_base"])}
+        own = steer_evals(src, test, {"steered": (vecs[l], l, scale), "random": (rnd, l, scale)}, cfg)
+        source["test"] = {"layer": l, "c": c, **own}
         for tgt in targets:
             t = {"model": tgt.name}
             res["targets"][tgt.name] = t
@@ -272,12 +280,12 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> P
             carriers, scores = _carriers(src, tgt, l, tl, cfg)
             tscale = c * residual_norms(tgt, [NEUTRAL.format(p=p) for p in val], [tl], site="resid_pre", chat=True)[tl]
             t.update(layer=tl, scale=tscale, map_scores_held_out=scores, carried={}, carried_random={})
-            base = None
+            specs = {}  # every carrier and its carried random control, decoded together
             for name, carry in carriers.items():
-                r = steer_eval(tgt, test, carry(vecs[l]), tl, tscale, cfg, base)
-                base = r["_base"]
-                t["carried"][name] = r
-                t["carried_random"][name] = steer_eval(tgt, test, carry(rnd * np.linalg.norm(vecs[l])), tl, tscale, cfg, base)
+                specs[("carried", name)] = (carry(vecs[l]), tl, tscale)
+                specs[("carried_random", name)] = (carry(rnd * np.linalg.norm(vecs[l])), tl, tscale)
+            for (kind, name), r in steer_evals(tgt, test, specs, cfg).items():
+                t[kind][name] = r
         res["hypotheses"] = hypotheses(source, res["targets"])
     res["wall_s"] = time.time() - t0
     return write(res, src, models, pairs, vecs, out_dir)

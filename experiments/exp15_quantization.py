@@ -330,7 +330,8 @@ def choose_layers(ref, d: dict, vecs: dict, cfg: Config) -> dict:
             out[trait] = {"layer": None, "why": vecs.get(trait, {}).get("skipped", "no vector")}
             continue
         val = _prompts(ref, trait, d["steer"][trait][0])
-        base = [g.text for g in generate(ref, val, max_tokens=_tokens(trait, cfg), chat=ref.instruct)]
+        # only persona is scored against the unsteered text ("longer than unsteered")
+        base = [g.text for g in generate(ref, val, max_tokens=_tokens(trait, cfg), chat=ref.instruct)] if trait == "persona" else None
         rows = []
         for k in cands:
             s = search_multiplier(ref, vecs[key]["diff_of_means"][k], k, val, _scorer(trait, base), steps=cfg.search_steps,
@@ -387,7 +388,7 @@ def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
         v = vecs[key]["diff_of_means"][k]
         val, test = (_prompts(lm, trait, p) for p in d["steer"][trait])
         n_tok = _tokens(trait, cfg)
-        base_val = [g.text for g in generate(lm, val, max_tokens=n_tok, chat=lm.instruct)]
+        base_val = [g.text for g in generate(lm, val, max_tokens=n_tok, chat=lm.instruct)] if trait == "persona" else None
         s = search_multiplier(lm, v, k, val, _scorer(trait, base_val), steps=cfg.search_steps, min_coherent=cfg.min_coherent,
                               max_tokens=n_tok, chat=lm.instruct, control=False, judge=judge)
         row = {"layer": k, "search": {"steps": [{"multiplier": x.multiplier, "score": x.score, "coherent_rate": x.coherent_rate}

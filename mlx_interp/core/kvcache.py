@@ -195,6 +195,7 @@ class PromptCache:
             raise MlxInterpError(f"stacking needs caches that start at position 0; got starts {starts} (a position "
                                  "slice cannot be continued: cache_ops.place moves it first)")
         T = max(c.columns for c in caches)
+        pads = [p + T - c.columns for c in caches for p in c.pads]
         layers = []
         for i in range(first.n_layers):
             ks, vs = [], []
@@ -205,10 +206,8 @@ class PromptCache:
                     v = mx.concatenate([mx.zeros(v.shape[:2] + (T - v.shape[2],) + v.shape[3:], v.dtype), v], axis=2)
                 ks.append(k)
                 vs.append(v)
-            pads = [p + T - c.columns for c in caches for p in c.pads]
             layers.append(_build(first.layers[i], mx.concatenate(ks, axis=0), mx.concatenate(vs, axis=0), pads))
-        return cls(layers, first.model, [list(t) for c in caches for t in c.tokens],
-                   [p + T - c.columns for c in caches for p in c.pads], 0)
+        return cls(layers, first.model, [list(t) for c in caches for t in c.tokens], pads, 0)
 
     # ---- files ----
 

@@ -41,13 +41,6 @@ class Vetted:
                 "dropped_positive_prompts": self.dropped_positive, "dropped_negative_prompts": self.dropped_negative}
 
 
-def shows(lm, prompts: Sequence[str], trait: Callable[[str], bool], *, max_tokens: int = 32,
-          batch_size: int | None = DEFAULT_BATCH_SIZE, chat: bool = DEFAULT_CHAT) -> list[bool]:
-    """Whether each prompt's greedy response shows the trait."""
-    gens = generate(lm, list(prompts), max_tokens=max_tokens, chat=chat, batch_size=batch_size)
-    return [bool(trait(g.text)) for g in gens]
-
-
 def vet(lm, positive: Sequence[str], negative: Sequence[str], trait: Callable[[str], bool], *, max_tokens: int = 32,
         batch_size: int | None = DEFAULT_BATCH_SIZE, chat: bool = DEFAULT_CHAT, min_kept: int = 2) -> Vetted:
     """Drop positives whose response lacks the trait and negatives whose response shows it.

@@ -119,6 +119,9 @@ def test_blas_threads_are_chosen_deliberately_and_recorded(monkeypatch):
     assert n == 1 and f"{cores + 5} busy" in why
     prov = results.provenance()
     assert prov["blas_threads"] == _blas.STATE["threads"] and prov["blas_threads_reason"] == _blas.STATE["threads_reason"]
+    from mlx_interp.runtime import jit
+
+    assert "jit_flags" in prov and prov["jit_flags"] == jit.STATE["flags"]
 
 
 def test_results_diff_lists_what_moved(tmp_path):

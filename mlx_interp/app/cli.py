@@ -13,6 +13,7 @@ import click
 
 from ..errors import MlxInterpError
 from ..runtime import blas as _blas
+from ..runtime import jit as _jit
 
 
 @click.group()
@@ -207,6 +208,7 @@ def info() -> None:
     click.echo(f"mlx device: {mx.default_device()}")
     click.echo(f"BLAS preloaded: {_blas.STATE['loaded'] or 'no'} ({_blas.STATE['reason']})")
     click.echo(f"BLAS threads: {_blas.STATE['threads'] or '-'} ({_blas.STATE['threads_reason']}; set MLX_INTERP_THREADS to override)")
+    click.echo(f"CPU JIT flags: {_jit.STATE['flags'] or '-'} ({_jit.STATE['reason']}; set MLX_INTERP_JIT_FLAGS=none to turn off)")
     click.echo(f"model cache: {cache_dir()}")
     w = world()
     click.echo(f"world: rank {w.rank} of {w.size} ({w.backend}; mlx.launch -n N --backend ring runs N ranks)")

@@ -60,6 +60,7 @@ def provenance(lm=None, *, config: dict | None = None, seed: int | None = None, 
     import mlx.core as mx
 
     from ..runtime import blas as _blas
+    from ..runtime import jit as _jit
     from ..runtime.parallel import world
 
     prov = {
@@ -73,6 +74,7 @@ def provenance(lm=None, *, config: dict | None = None, seed: int | None = None, 
         "blas": _blas.STATE.get("loaded"),
         "blas_threads": _blas.STATE.get("threads"),
         "blas_threads_reason": _blas.STATE.get("threads_reason"),
+        "jit_flags": _jit.STATE.get("flags"),
         "world": world().describe(),
         "argv": sys.argv,
         "seed": seed,

@@ -39,6 +39,7 @@ import mlx_interp  # noqa: F401  (first: fast BLAS)
 import mlx.core as mx
 import numpy as np
 
+from bench_breakdown import median_s  # this folder's scripts run with it on sys.path
 from mlx_interp.runtime import jit
 
 N = 1024 * 1536  # the elements of one bench_breakdown activation slice
@@ -68,17 +69,6 @@ int main(int argc, char** argv) {
   printf("%%.9f %%.9g\n", t[t.size() / 2], y[12345]);
 }
 """
-
-
-def median_s(fn, reps: int) -> float:
-    """Median wall seconds of ``fn()`` (which returns arrays to evaluate), after one warm-up."""
-    mx.eval(fn())
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        mx.eval(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def wheel_code() -> dict:

@@ -93,3 +93,11 @@ def test_a_configured_process_pins_pythons_tempfile_and_its_children_reuse_the_f
     assert child["kernels"] == jit.STATE["kernels"]
     real = jit._real_compiler(os.path.join(child["kernels"], "bin", "g++"))
     assert os.path.isfile(real) and jit._PREFIX not in real  # not a wrapper calling itself
+
+
+def test_flags_the_compiler_rejects_stop_the_import_in_one_line():
+    env = dict(os.environ, MLX_INTERP_JIT_FLAGS="-mno-such-flag")
+    p = subprocess.run([sys.executable, "-c", "import mlx_interp"], env=env, capture_output=True, text=True)
+    assert p.returncode != 0
+    last = p.stderr.strip().splitlines()[-1]
+    assert "MLX_INTERP_JIT_FLAGS='-mno-such-flag'" in last and "none" in last

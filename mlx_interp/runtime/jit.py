@@ -53,7 +53,8 @@ def wrapper_script(compiler: str, flags: str, folder: str) -> str:
 
 
 def configure() -> None:
-    """Point MLX's CPU JIT at a ``g++`` with this CPU's flags and a kernel folder of its own. Never raises."""
+    """Point MLX's CPU JIT at a ``g++`` with this CPU's flags and a kernel folder of its own. Raises only on flags
+    ``$MLX_INTERP_JIT_FLAGS`` names that g++ rejects."""
     if STATE["reason"] != "not attempted":
         return
     env = os.environ.get("MLX_INTERP_JIT_FLAGS")
@@ -69,12 +70,13 @@ def configure() -> None:
         return
     if env is not None:
         flags = env.split()
+        _check_flags(compiler if not _is_wrapper(compiler) else _real_compiler(compiler), flags)
     elif _cpu_has(MLX_AVX2_FLAGS):
         flags = [*MLX_AVX2_FLAGS, NO_CONTRACTION]
     else:
         STATE["reason"] = "this CPU lacks avx2/fma/f16c"
         return
-    if os.path.basename(compiler) == "g++" and os.path.basename(os.path.dirname(os.path.dirname(compiler))).startswith(_PREFIX):
+    if _is_wrapper(compiler):
         compiler = _real_compiler(compiler)  # a child of a configured process: wrap the real one, not our wrapper
     flag_text = " ".join(flags)
     tag = hashlib.sha1(f"{compiler} {flag_text}".encode()).hexdigest()[:10]
@@ -98,6 +100,23 @@ def configure() -> None:
     os.environ["TMPDIR"] = folder
     os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     STATE.update(flags=flag_text, reason="ok", kernels=folder)
+
+
+def _is_wrapper(compiler: str) -> bool:
+    return os.path.basename(os.path.dirname(os.path.dirname(compiler))).startswith(_PREFIX)
+
+
+def _check_flags(compiler: str, flags: list[str]) -> None:
+    """Bad ``$MLX_INTERP_JIT_FLAGS`` stops the import in one line, not later inside MLX's first compiled call."""
+    import subprocess
+
+    from ..errors import MlxInterpError
+
+    p = subprocess.run([compiler, *flags, "-x", "c++", "-fsyntax-only", "-"], input="int main(){}\n",
+                       capture_output=True, text=True)
+    if p.returncode:
+        raise MlxInterpError(f"MLX_INTERP_JIT_FLAGS={' '.join(flags)!r} is rejected by {compiler} "
+                             f"(want g++ flags, e.g. '-mavx2 -mfma', or 'none')")
 
 
 def _real_compiler(wrapper: str) -> str:

@@ -39,9 +39,9 @@ import numpy as np
 import mlx_interp as mi
 from experiments.common import progress
 from mlx_interp.core.batching import format_prompt
-from mlx_interp.core.generate import generate
+from mlx_interp.core.generate import generate, generate_conditions
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.measures.generations import score_generations
+from mlx_interp.measures.generations import score_conditions
 from mlx_interp.measures.text import refusal_rate, refusal_score
 from mlx_interp.methods import refusal
 from mlx_interp.methods.refusal import refusal_start_tokens
@@ -73,12 +73,23 @@ def load_sets(path: str | None) -> dict:
     return {"train": (h_tr, hl_tr), "val": (h_va, hl_va), "test": (h_te, hl_te)}
 
 
-def _gen_eval(lm, prompts, interventions, max_tokens, phrases, batch: int = 32) -> dict:
-    """Greedy chat generations scored for refusal and coherence (length-sorted chunks of ``batch``, see
-    core.batching; bench/bench_generate_batch.py measures the per-prompt cost of 16/32/64)."""
-    gens = generate(lm, prompts, max_tokens=max_tokens, interventions=interventions, chat=True, batch_size=batch)
-    out = score_generations(lm, gens, {"refusal": lambda t: bool(refusal_score(t, phrases))})
-    return {"refusal_score": refusal_rate([g.text for g in gens], phrases), **out}
+def held_out(lm, conditions: dict, max_tokens: int, phrases, batch: int = 32) -> dict:
+    """Greedy chat generations of the held-out conditions (``{name: (prompts, interventions)}``), scored for refusal
+    and judged for coherence. The conditions on one prompt set decode in one ``generate_conditions`` call
+    (length-sorted chunks of ``batch``, see core.batching; bench/bench_generate_batch.py measures the per-prompt cost of
+    16/32/64) and are judged in one pass that reads each prompt once; one call per prompt set, so a resumed run keeps
+    each set's generations. Separate calls per condition left a 4-row chunk per 100 prompts and judged every prompt
+    once per condition."""
+    refuses = lambda t: bool(refusal_score(t, phrases))  # noqa: E731
+    by_set: dict[tuple, dict] = {}
+    for name, (prompts, ivs) in conditions.items():
+        by_set.setdefault(tuple(prompts), {})[name] = (prompts, ivs)
+    out = {}
+    for conds in by_set.values():
+        gens = generate_conditions(lm, conds, max_tokens=max_tokens, chat=True, batch_size=batch)
+        scored = score_conditions(lm, gens, {"refusal": refuses})
+        out.update({k: {"refusal_score": refusal_rate([g.text for g in gens[k]], phrases), **scored[k]} for k in conds})
+    return {k: out[k] for k in conditions}
 
 
 def not_applicable(lm, sets, quick, reason: str, extra: dict | None = None) -> dict:
@@ -155,25 +166,30 @@ def run(lm, sets, quick: bool) -> dict:
                                with_baseline=False)
     alpha_s = search.best.alpha if search.best else None  # coefficient on r itself
     progress(5, 6, "held-out generations")
-    effect = {
-        "harmful_baseline": _gen_eval(lm, h_te, [], max_tok, phrases),
-        "harmful_ablation": _gen_eval(lm, h_te, [refusal.ablation(r)], max_tok, phrases),
-        "harmful_minus_r": _gen_eval(lm, h_te, [refusal.addition(r, sel.layer, -1.0)], max_tok, phrases),
-        "harmless_baseline": _gen_eval(lm, hl_te, [], max_tok, phrases),
-        "harmless_plus_r": _gen_eval(lm, hl_te, [refusal.addition(r, sel.layer, 1.0)], max_tok, phrases),
+    conds = {
+        "harmful_baseline": (h_te, []),
+        "harmful_ablation": (h_te, [refusal.ablation(r)]),
+        "harmful_minus_r": (h_te, [refusal.addition(r, sel.layer, -1.0)]),
+        "harmless_baseline": (hl_te, []),
+        "harmless_plus_r": (hl_te, [refusal.addition(r, sel.layer, 1.0)]),
         # controls: a random direction of the same norm, ablated / added / subtracted the same way
-        "harmful_ablation_random": _gen_eval(lm, h_te, [refusal.ablation(rnd)], max_tok, phrases),
-        "harmful_minus_random": _gen_eval(lm, h_te, [refusal.addition(rnd, sel.layer, -1.0)], max_tok, phrases),
-        "harmless_plus_random": _gen_eval(lm, hl_te, [refusal.addition(rnd, sel.layer, 1.0)], max_tok, phrases),
+        "harmful_ablation_random": (h_te, [refusal.ablation(rnd)]),
+        "harmful_minus_random": (h_te, [refusal.addition(rnd, sel.layer, -1.0)]),
+        "harmless_plus_random": (hl_te, [refusal.addition(rnd, sel.layer, 1.0)]),
     }
-    if (free.layer, free.position) != (sel.layer, sel.position):
-        effect["harmful_ablation_unconstrained"] = _gen_eval(lm, h_te, [refusal.ablation(free.direction)], max_tok, phrases)
+    unconstrained = (free.layer, free.position) != (sel.layer, sel.position)
+    if unconstrained:
+        conds["harmful_ablation_unconstrained"] = (h_te, [refusal.ablation(free.direction)])
+        conds["harmless_ablation_unconstrained"] = (hl_te, [refusal.ablation(free.direction)])
+    searched = alpha_s is not None and abs(alpha_s - 1.0) > 1e-6
+    if searched:
+        conds["harmless_plus_searched"] = (hl_te, [refusal.addition(r, sel.layer, alpha_s)])
+        conds["harmless_plus_searched_random"] = (hl_te, [refusal.addition(rnd, sel.layer, alpha_s)])
+    effect = held_out(lm, conds, max_tok, phrases)
+    if unconstrained:
         effect["harmful_ablation_unconstrained"].update(layer=free.layer, position=free.position)
-        effect["harmless_ablation_unconstrained"] = _gen_eval(lm, hl_te, [refusal.ablation(free.direction)], max_tok, phrases)
-    if alpha_s is not None and abs(alpha_s - 1.0) > 1e-6:
-        effect["harmless_plus_searched"] = _gen_eval(lm, hl_te, [refusal.addition(r, sel.layer, alpha_s)], max_tok, phrases)
+    if searched:
         effect["harmless_plus_searched"]["alpha"] = alpha_s
-        effect["harmless_plus_searched_random"] = _gen_eval(lm, hl_te, [refusal.addition(rnd, sel.layer, alpha_s)], max_tok, phrases)
         effect["harmless_plus_searched_random"]["alpha"] = alpha_s
     progress(6, 6, "done")
     best = next(s for s in sel.scores if (s.layer, s.position) == (sel.layer, sel.position))

@@ -91,6 +91,34 @@ def test_t1_position_is_last_token_of_e1(smol):
     assert smol.tokenizer.decode(ids[: pos + 1]).endswith(q.e1)
 
 
+def test_exp7_held_out_conditions_equal_one_call_and_one_judging_per_condition(smol):
+    """exp7's held-out conditions decode in one call per prompt set and are judged in one pass that reads each prompt
+    once; every condition's texts, refusal rate and coherence equal generating and judging it alone (its steered
+    rows are its own: the baseline stays the baseline)."""
+    from experiments.exp7_refusal_scaling import held_out
+    from mlx_interp.core.generate import generate
+    from mlx_interp.measures.generations import score_generations
+    from mlx_interp.measures.text import refusal_rate, refusal_score
+    from mlx_interp.methods import refusal
+    from mlx_interp.tasks.datasets import refusal_eval_prompts, refusal_substrings
+
+    h, hl = (s[:3] for s in refusal_eval_prompts())
+    phrases = refusal_substrings()
+    v = np.random.default_rng(5).normal(size=smol.width) * 6
+    conds = {"harmful_baseline": (h, []), "harmful_ablation": (h, [refusal.ablation(v)]),
+             "harmless_baseline": (hl, []), "harmless_plus_r": (hl, [refusal.addition(v, 10, 1.0)])}
+    got = held_out(smol, conds, 8, phrases)
+    assert list(got) == list(conds)
+    for name, (ps, ivs) in conds.items():
+        alone = generate(smol, ps, max_tokens=8, interventions=ivs, chat=True)
+        want = score_generations(smol, alone, {"refusal": lambda t: bool(refusal_score(t, phrases))})
+        assert got[name]["examples"] == [g.text for g in alone], name
+        assert got[name]["refusal_score"] == refusal_rate([g.text for g in alone], phrases)
+        assert got[name]["coherent"] == want["coherent"] and got[name]["refusal"] == want["refusal"], name
+        assert got[name]["median_perplexity"] == pytest.approx(want["median_perplexity"], rel=1e-4), name
+    assert got["harmless_plus_r"]["examples"] != got["harmless_baseline"]["examples"]
+
+
 def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
     """exp7 / exp10 / exp12 on the default model through the scripts' own entry point, on a few prompts each (the
     quick rules with smaller sets: the suite's budget), then their figures. SmolLM2 barely refuses, so exp7 and
@@ -212,12 +240,12 @@ def test_exp12_split_cosine_is_of_the_steered_vector_and_pca_is_checked_against_
 
 
 def test_exp7_held_out_generations_keep_prompt_order_across_sorted_batches(smol):
-    """_gen_eval sorts prompts by length into batches; the examples and scores must stay in prompt order."""
-    from experiments.exp7_refusal_scaling import _gen_eval
+    """held_out sorts prompts by length into batches; the examples and scores must stay in prompt order."""
+    from experiments.exp7_refusal_scaling import held_out
     from mlx_interp.tasks.datasets import refusal_substrings
     from mlx_interp.core.generate import generate
 
     ps = ["Tell me a long story about a dragon who lives in a cave", "Hi", "How do I bake bread?"]
-    e = _gen_eval(smol, ps, [], 6, refusal_substrings(), batch=2)
+    e = held_out(smol, {"x": (ps, [])}, 6, refusal_substrings(), batch=2)["x"]
     assert e["examples"] == [g.text for g in generate(smol, ps, max_tokens=6, chat=True)]
     assert e["n"] == 3

@@ -3,7 +3,9 @@
 Every result file records its wall time and how it ran (quick or full, the BLAS thread count, the world size). This
 prints one row per kept result under ``results/published/`` (or ``--results DIR``), so the table can never drift from
 what was measured. Runs that shared the machine with other work say so in their thread reason; compare rows measured
-alone.
+alone. Results written since runs/work.py also say how much model work they did: token positions through the model
+(padding included) and decode steps, so a slow row can be read as "much work" or "slow machine" (positions per
+second; a decode step reads every weight, so it costs about the same for 1 row as for 16).
 
     python bench/wall_times.py [--results DIR] [--markdown]
 """
@@ -28,8 +30,15 @@ def rows(results: Path) -> list[dict]:
         out.append({"experiment": doc.get("experiment", p.parent.name), "model": prov.get("model", {}).get("name", "?"),
                     "run": "quick" if cfg.get("quick") else "full", "minutes": prov["wall_s"] / 60,
                     "threads": prov.get("blas_threads"), "ranks": prov.get("world", {}).get("size", 1),
-                    "date": prov.get("timestamp_utc", "")[:10], "file": str(p.relative_to(results))})
+                    "date": prov.get("timestamp_utc", "")[:10], "file": str(p.relative_to(results)),
+                    "mpos": None if "work" not in prov else prov["work"]["positions"] / 1e6,
+                    "steps": None if "work" not in prov else prov["work"]["decode_steps"],
+                    "pos_per_s": None if "work" not in prov else prov["work"]["positions"] / max(prov["wall_s"], 1e-9)})
     return sorted(out, key=lambda r: (r["experiment"], r["model"], r["run"], r["date"]))
+
+
+def _f(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
 
 
 def main(argv=None) -> list[dict]:
@@ -39,15 +48,18 @@ def main(argv=None) -> list[dict]:
     a = ap.parse_args(argv)
     rs = rows(Path(a.results))
     if a.markdown:
-        print("| study | model | run | minutes | BLAS threads | ranks | date |\n|---|---|---|---|---|---|---|")
+        print("| study | model | run | minutes | BLAS threads | ranks | M positions | decode steps | positions/s | date |\n"
+              "|---|---|---|---|---|---|---|---|---|---|")
         for r in rs:
             print(f"| {r['experiment']} | {r['model']} | {r['run']} | {r['minutes']:.1f} | {r['threads']} | {r['ranks']} | "
-                  f"{r['date']} |")
+                  f"{_f(r['mpos'], '.2f')} | {_f(r['steps'], 'd')} | {_f(r['pos_per_s'], '.0f')} | {r['date']} |")
     else:
-        print(f"{'study':<30} {'model':<36} {'run':<6} {'min':>7} {'thr':>4} {'ranks':>5}  date")
+        print(f"{'study':<30} {'model':<36} {'run':<6} {'min':>7} {'thr':>4} {'ranks':>5} {'Mpos':>7} {'steps':>6} "
+              f"{'pos/s':>6}  date")
         for r in rs:
             print(f"{r['experiment']:<30} {r['model']:<36} {r['run']:<6} {r['minutes']:>7.1f} {str(r['threads']):>4} "
-                  f"{r['ranks']:>5}  {r['date']}")
+                  f"{r['ranks']:>5} {_f(r['mpos'], '.2f'):>7} {_f(r['steps'], 'd'):>6} {_f(r['pos_per_s'], '.0f'):>6}  "
+                  f"{r['date']}")
     return rs
 
 

@@ -27,7 +27,7 @@ from .batching import (DEFAULT_BATCH_SIZE, DEFAULT_CHAT, MAX_PADDING, Prompts, d
                        make_caches, plan, shared_errors)
 from .capture import BoundCapture, bind_captures
 from .hooks import Context, hooked
-from ..runs import journal
+from ..runs import journal, work
 from .interventions import bind_all, flatten
 from .kvcache import PromptCache, _build, _kv
 from .parts import parts
@@ -76,6 +76,7 @@ def forward(lm, ids, caches, ctx: Context | None, logits: str = "last"):
     p = parts(lm.model)
     x = ids if isinstance(ids, mx.array) else mx.array(ids)
     h = p.inner(x, cache=caches)
+    work.count(x.shape[0], x.shape[1], step=ctx is not None and ctx.start > 0 and x.shape[1] == 1)
     if ctx is not None:
         ctx.start += x.shape[1]
     if logits == "none":

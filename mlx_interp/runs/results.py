@@ -62,7 +62,9 @@ def provenance(lm=None, *, config: dict | None = None, seed: int | None = None, 
     from ..runtime import blas as _blas
     from ..runtime import jit as _jit
     from ..runtime.parallel import world
+    from . import work
 
+    w = world()
     prov = {
         "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mlx_version": _version("mlx"),
@@ -75,11 +77,12 @@ def provenance(lm=None, *, config: dict | None = None, seed: int | None = None, 
         "blas_threads": _blas.STATE.get("threads"),
         "blas_threads_reason": _blas.STATE.get("threads_reason"),
         "jit_flags": _jit.STATE.get("flags"),
-        "world": world().describe(),
+        "world": w.describe(),
         "argv": sys.argv,
         "seed": seed,
         "config": config or {},
         "wall_s": None if wall_s is None else round(wall_s, 3),
+        "work": {**work.take(), "counted_on": "this process" if w.size == 1 else f"rank {w.rank} of {w.size} (its own share)"},
     }
     now = git_commit()
     if now != prov["git_commit"]:  # the tree changed during the run: record both, the first is what ran

@@ -212,8 +212,8 @@ def test_ab_activations_share_the_prompt_and_equal_reading_the_full_answers(lm):
         for off in sorted(set(items.letter_offsets)):  # one general pass per letter offset
             rows = [i for i, o in enumerate(items.letter_offsets) if o == off]
             want = collect(lm, [full[i] for i in rows], layers=[1, lm.n_layers - 1], positions=off, chat=False)
-            for l in want:
-                np.testing.assert_allclose(got[l][rows], want[l], atol=2e-3, rtol=1e-3)
+            for l in want:  # float32 noise scales with the residual stream (Gemma's reaches ~450): tolerance to match
+                np.testing.assert_allclose(got[l][rows], want[l], atol=2e-5 * np.abs(want[l]).max() + 1e-4, rtol=1e-3)
     assert not np.allclose(a[lm.n_layers - 1], b[lm.n_layers - 1])  # the letters differ, so do the activations
     if lm.family != "llama":  # which rows go where is plain numpy: checked on one model
         return

@@ -28,6 +28,7 @@ from ..core.positions import DEFAULT_READ_POSITION, Positions
 from ..core.sites import SiteArg
 from ..core.trace import run
 from ..errors import MlxInterpError
+from ..runs import journal
 from .vectors import VectorSet
 
 METHODS = ("diff_of_means", "probe", "pca")
@@ -75,9 +76,8 @@ def collect_ab(
 
     The prompt both answers share runs once and its cache is continued by each answer's letter token: the
     activation at the letter does not depend on what follows it, so this reads what a pass over each full answer
-    reads at its letter (tested equal) for one pass over the prompts instead of two."""
-    from ..core.kvcache import PromptCache
-
+    reads at its letter (tested equal) for one pass over the prompts instead of two. Journaled as its activations
+    (``runs.journal.memo``): its cache-continued passes cannot be."""
     if not isinstance(site, str):
         raise MlxInterpError(f"collect_ab reads one site kind at a time; got {site!r}")
     n = len(items.prompts)
@@ -85,6 +85,18 @@ def collect_ab(
         raise MlxInterpError("no A/B items given; direction extraction needs prompts")
     if matching is not None and (len(matching) != n or set(matching) - {"A", "B"}):
         raise MlxInterpError(f"matching needs one letter 'A' or 'B' per item ({n} items); got {list(matching)[:5]!r}")
+    a, b = journal.memo("collect_ab", (lm.name, items.prompts, items.a_ids, items.b_ids, site, layers, batch_size),
+                        lambda: _collect_ab(lm, items, site, layers, batch_size))
+    if matching is None:
+        return a, b
+    is_a = np.array([m == "A" for m in matching])[:, None]
+    return {l: np.where(is_a, a[l], b[l]) for l in a}, {l: np.where(is_a, b[l], a[l]) for l in a}
+
+
+def _collect_ab(lm, items, site, layers, batch_size) -> tuple[dict, dict]:
+    from ..core.kvcache import PromptCache
+
+    n = len(items.prompts)
     step = n if batch_size is None else batch_size
     a_parts, b_parts = [], []
     for at in range(0, n, step):
@@ -97,12 +109,8 @@ def collect_ab(
         acts = {l: np.array(a.astype(mx.float32), dtype=np.float64) for l, a in tr[site].items()}
         a_parts.append({l: x[:k] for l, x in acts.items()})
         b_parts.append({l: x[k:] for l, x in acts.items()})
-    a = {l: np.concatenate([p[l] for p in a_parts]) for l in a_parts[0]}
-    b = {l: np.concatenate([p[l] for p in b_parts]) for l in b_parts[0]}
-    if matching is None:
-        return a, b
-    is_a = np.array([m == "A" for m in matching])[:, None]
-    return {l: np.where(is_a, a[l], b[l]) for l in a}, {l: np.where(is_a, b[l], a[l]) for l in a}
+    return ({l: np.concatenate([p[l] for p in a_parts]) for l in a_parts[0]},
+            {l: np.concatenate([p[l] for p in b_parts]) for l in b_parts[0]})
 
 
 def collect_responses(
@@ -120,13 +128,19 @@ def collect_responses(
 
     The prompt is formatted as everywhere (``chat``); the response is tokenized on its own, without special tokens,
     and appended (an empty response reads the end-of-sequence token). Used where a trait lives in what a model
-    writes rather than in what it is asked (exp15's response vectors, exp17's preference vector)."""
+    writes rather than in what it is asked (exp15's response vectors, exp17's preference vector). Journaled as the
+    reduced activations (``runs.journal.memo``), not the all-position pass, which can exceed what a journal keeps."""
     from ..core.batching import encode
 
     if len(prompts) != len(responses) or not prompts:
         raise MlxInterpError(f"need one response per prompt; got {len(prompts)} prompts and {len(responses)} responses")
     heads = encode(lm, list(prompts), chat)
     tails = [lm.tokenizer.encode(r, add_special_tokens=False) or [lm.tokenizer.eos_token_id] for r in responses]
+    return journal.memo("collect_responses", (lm.name, heads, tails, site, layers, batch_size),
+                        lambda: _collect_responses(lm, heads, tails, site, layers, batch_size))
+
+
+def _collect_responses(lm, heads, tails, site, layers, batch_size) -> dict:
     tr = run(lm, [h + t for h, t in zip(heads, tails)], capture=Capture(site, layers, "all"), logits="none",
              batch_size=batch_size)
     out = {"mean": {}, "last": {}}

@@ -11,7 +11,9 @@ result has been written.
 
 Calls whose result would not be reproducible from their key are not journaled: an ``Edit`` with an arbitrary function,
 a continued ``cache=``, ``resume=`` from a base trace, a pass keeping its KV cache, sampling at ``temperature > 0``, or
-a result above ``MAX_BYTES``.
+a result above ``MAX_BYTES``. A readout that reduces large passes to a small value (``collect_responses``' means
+over all-position captures, ``collect_ab``'s cache-continued passes) journals that value instead (``memo``), so a
+resumed run replays it rather than recomputing passes that were too large, or not keyable, to journal.
 """
 
 from __future__ import annotations
@@ -147,6 +149,27 @@ class Journal:
 
 def active() -> Journal | None:
     return _ACTIVE
+
+
+def memo(name: str, parts: tuple, compute):
+    """``compute()``, journaled as one call keyed by ``name`` and ``parts`` (everything its value depends on: the
+    model's name, token lists, sites...): replayed on ``--resume``; the passes inside it are not journaled themselves
+    (its value is what is kept). Without an open journal, or with unkeyable parts, it just computes."""
+    global _ACTIVE
+    j = _ACTIVE
+    key = fingerprint("memo", name, *parts) if j is not None else None
+    if key is None:
+        return compute()
+    hit = j.get(key)
+    if hit is not None:
+        return hit
+    _ACTIVE = None
+    try:
+        out = compute()
+    finally:
+        _ACTIVE = j
+    j.put(key, out)
+    return out
 
 
 class opened:

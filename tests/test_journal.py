@@ -1,0 +1,42 @@
+"""The journal's memoized readouts (runs/journal.memo) on the real default model: a resumed run replays what
+collect_responses and collect_ab computed, whose passes are too large or not keyable to journal themselves."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mlx_interp.measures.ab import ab_items
+from mlx_interp.readouts.directions import collect_ab, collect_responses
+from mlx_interp.runs import journal, work
+
+
+def test_reduced_readouts_replay_from_the_journal_and_keep_only_their_value(smol, tmp_path):
+    prompts, responses = ["Name a colour.", "Name a fruit."], ["Blue, like the sky.", "An apple."]
+    items = ab_items(smol, ["Is the sky blue?\n\nChoices:\n (A) Yes\n (B) No"] * 2, True)
+    folder = tmp_path / "j"
+    with journal.opened(folder, resume=False) as j:
+        r1 = collect_responses(smol, prompts, responses, layers=[3, 7], chat=True)
+        a1 = collect_ab(smol, items, layers=[5], matching=["A", "B"])
+        assert j.writes == 2 and len(list(folder.glob("*.pkl"))) == 2  # the two values, not the passes inside
+    with journal.opened(folder, resume=True) as j:  # a clean exit deleted it: recompute, then replay within the run
+        work.take()
+        r2 = collect_responses(smol, prompts, responses, layers=[3, 7], chat=True)
+        a2 = collect_ab(smol, items, layers=[5], matching=["A", "B"])
+        assert work.take()["forward_calls"] > 0
+        r3 = collect_responses(smol, prompts, responses, layers=[3, 7], chat=True)
+        a3 = collect_ab(smol, items, layers=[5], matching=["A", "B"])
+        assert j.hits == 2 and work.take()["forward_calls"] == 0
+        # a different request is a different key: another layer is computed, not replayed
+        collect_responses(smol, prompts, responses, layers=[4], chat=True)
+        assert j.hits == 2 and work.take()["forward_calls"] > 0
+    for x, y in ((r1, r3), (r2, r3)):
+        for kind in ("mean", "last"):
+            for l in (3, 7):
+                np.testing.assert_array_equal(x[kind][l], y[kind][l])
+    for x, y in ((a1, a3), (a2, a3)):
+        for side in (0, 1):
+            np.testing.assert_array_equal(x[side][5], y[side][5])
+    # matching flips each item's pair: item 0 matches A, item 1 matches B, and both items are the same question
+    # (float noise between two rows of one batch)
+    np.testing.assert_allclose(a1[0][5][0], a1[1][5][1], atol=1e-4)
+    np.testing.assert_allclose(a1[1][5][0], a1[0][5][1], atol=1e-4)

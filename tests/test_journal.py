@@ -1,5 +1,6 @@
 """The journal's memoized readouts (runs/journal.memo) on the real default model: a resumed run replays what
-collect_responses and collect_ab computed, whose passes are too large or not keyable to journal themselves."""
+collect_responses, collect_ab and the coherence judge computed, whose passes are too large or not keyable to journal
+themselves."""
 
 from __future__ import annotations
 
@@ -40,3 +41,18 @@ def test_reduced_readouts_replay_from_the_journal_and_keep_only_their_value(smol
     # (float noise between two rows of one batch)
     np.testing.assert_allclose(a1[0][5][0], a1[1][5][1], atol=1e-4)
     np.testing.assert_allclose(a1[1][5][0], a1[0][5][1], atol=1e-4)
+
+
+def test_coherence_scores_replay_from_the_journal(smol, tmp_path):
+    """continuation_nll reads shared prompts from a KV cache (not keyable), so its values are what is journaled."""
+    from mlx_interp.core.generate import generate
+    from mlx_interp.measures.coherence import coherence_by_condition
+
+    gens = {"a": generate(smol, ["Tell me about the sea.", "Hi"], max_tokens=5, chat=True),
+            "b": generate(smol, ["Tell me about the sea.", "Hi"], max_tokens=3, chat=True)}
+    with journal.opened(tmp_path / "j", resume=False) as j:
+        first = coherence_by_condition(smol, gens)
+        work.take()
+        again = coherence_by_condition(smol, gens)
+        assert j.hits == 1 and work.take()["forward_calls"] == 0
+    assert first == again

@@ -30,7 +30,16 @@ def continuation_nll(lm, prompt_tokens: Sequence[Sequence[int]], cont_tokens: Se
     the prompt runs once, its continuations run as rows continuing that cache (right-padded; causal attention keeps
     padding out of every real token), and only their tokens are unembedded. A prompt with one continuation runs
     with it in a plain batched pass. ``batch_size`` stays small: every scored position's logits are computed
-    (Gemma 3: 262k per token)."""
+    (Gemma 3: 262k per token). Journaled as the values (``runs.journal.memo``): the cached passes cannot be."""
+    from ..runs import journal
+
+    prompt_tokens = [list(map(int, t)) for t in prompt_tokens]
+    cont_tokens = [list(map(int, t)) for t in cont_tokens]
+    return journal.memo("continuation_nll", (lm.name, prompt_tokens, cont_tokens, batch_size),
+                        lambda: _continuation_nll(lm, prompt_tokens, cont_tokens, batch_size))
+
+
+def _continuation_nll(lm, prompt_tokens, cont_tokens, batch_size: int) -> list[np.ndarray]:
     from ..core.batching import PAD_ID
     from ..core.trace import run
 

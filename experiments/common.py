@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import mlx_interp as mi
-from mlx_interp.runs.journal import active, fingerprint, opened
+from mlx_interp.runs.journal import active, fingerprint, opened, others
 from mlx_interp.runs.results import code_version
 from mlx_interp.store.registry import DEFAULT_MODEL
 
@@ -49,7 +49,19 @@ def journal(name: str, a: argparse.Namespace, argv=None) -> opened:
     (``--resume`` aside), beside the results; kept when a run is interrupted, deleted when it completes."""
     args = [x for x in (sys.argv[1:] if argv is None else list(argv)) if x != "--resume"]
     # the commit is part of the key: a resume after the code changed starts afresh instead of replaying old results
-    return opened(Path(a.out) / name / f".journal-{fingerprint(name, args, code_version())[:16]}", a.resume)
+    folder = Path(a.out) / name / f".journal-{fingerprint(name, args, code_version())[:16]}"
+    command = [name, *args]
+    if a.resume and not folder.is_dir():
+        found = others(folder, command)
+        if found:
+            f, meta = found[-1]
+            c = str(meta.get("code_version") or "?")
+            raise mi.MlxInterpError(
+                f"--resume found no journal of this command for the running code ({str(code_version())[:12]}); {f} holds "
+                f"one made by commit {c[:12]}: run that commit's code to continue it (git worktree add DIR "
+                f"{c.split('+')[0][:12]}, then the same command from DIR with the journal under its --out), or drop "
+                "--resume to start afresh")
+    return opened(folder, a.resume, meta={"command": command, "code_version": code_version()})
 
 
 def main(name: str, run: Callable, load_queries: Callable, doc: str, argv=None) -> list:

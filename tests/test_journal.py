@@ -56,3 +56,41 @@ def test_coherence_scores_replay_from_the_journal(smol, tmp_path):
         again = coherence_by_condition(smol, gens)
         assert j.hits == 1 and work.take()["forward_calls"] == 0
     assert first == again
+
+
+def test_resume_under_other_code_names_the_journal_and_the_commit_that_made_it(tmp_path, monkeypatch):
+    """The commit is part of a journal's key, so a resume after a commit starts afresh; when a journal of the same
+    command exists from other code, --resume says so in one line instead of silently recomputing everything."""
+    import argparse
+
+    import pytest
+
+    from experiments import common
+    from mlx_interp.errors import MlxInterpError
+
+    a = argparse.Namespace(out=str(tmp_path), resume=False)
+    argv = ["--model", "smollm2-135m", "--quick"]
+    monkeypatch.setattr(common, "code_version", lambda: "a" * 40)
+    with pytest.raises(RuntimeError):
+        with common.journal("expX", a, argv) as j:
+            j.put("k" * 64, 1)
+            raise RuntimeError("interrupted")
+    made = list((tmp_path / "expX").glob(".journal-*"))
+    assert len(made) == 1 and (made[0] / "meta.json").is_file()
+    a.resume = True
+    with common.journal("expX", a, argv) as j:  # same code: the journal is found and replayed
+        assert j.get("k" * 64) == 1
+    assert not made[0].exists()  # a clean exit deletes it
+    with pytest.raises(RuntimeError):  # interrupted again under commit a...
+        with common.journal("expX", argparse.Namespace(out=str(tmp_path), resume=False), argv):
+            raise RuntimeError("interrupted")
+    monkeypatch.setattr(common, "code_version", lambda: "b" * 40)  # ...then resumed under commit b
+    with pytest.raises(MlxInterpError, match=f"no journal of this command for the running code \\(b{{12}}\\); .* made by "
+                                             f"commit a{{12}}: run that commit's code"):
+        common.journal("expX", a, argv)
+    # another command's journal is not this one's: resuming it finds nothing to name, and starts afresh
+    with common.journal("expX", argparse.Namespace(out=str(tmp_path), resume=True), ["--model", "gemma-3-270m"]) as j:
+        assert j.get("k" * 64) is None
+    a.resume = False  # without --resume it starts afresh, as before
+    with common.journal("expX", a, argv):
+        pass

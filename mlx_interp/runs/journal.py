@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -147,6 +148,21 @@ class Journal:
             os._exit(75)
 
 
+def others(folder: Path, command) -> list[tuple[Path, dict]]:
+    """Journals beside ``folder`` whose ``meta.json`` names the same ``command`` (made by other code)."""
+    out = []
+    for f in sorted(Path(folder).parent.glob(".journal-*")):
+        if f == Path(folder) or not (f / "meta.json").is_file():
+            continue
+        try:
+            meta = json.loads((f / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("command") == command:
+            out.append((f, meta))
+    return out
+
+
 def active() -> Journal | None:
     return _ACTIVE
 
@@ -174,10 +190,12 @@ def memo(name: str, parts: tuple, compute):
 
 class opened:
     """``with opened(folder, resume):`` journal the calls inside; ``resume=False`` starts from an empty journal. The
-    folder is deleted on a clean exit (the study's result has been written), kept when the study was interrupted."""
+    folder is deleted on a clean exit (the study's result has been written), kept when the study was interrupted.
+    ``meta`` (e.g. the command and the code version) is written beside the calls as ``meta.json``, so a later
+    ``--resume`` of the same command under other code can say which journal exists and what made it."""
 
-    def __init__(self, folder: Path, resume: bool):
-        self.folder, self.resume = Path(folder), resume
+    def __init__(self, folder: Path, resume: bool, meta: dict | None = None):
+        self.folder, self.resume, self.meta = Path(folder), resume, meta
 
     def __enter__(self) -> Journal:
         global _ACTIVE
@@ -185,6 +203,11 @@ class opened:
 
         if not self.resume and world().main:
             shutil.rmtree(self.folder, ignore_errors=True)
+        if self.meta is not None and world().main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".tmp-meta-{os.getpid()}"
+            tmp.write_text(json.dumps(self.meta))
+            os.replace(tmp, self.folder / "meta.json")
         _ACTIVE = Journal(self.folder)
         if self.resume and self.folder.is_dir():
             n = len(list(self.folder.glob("*.pkl")))

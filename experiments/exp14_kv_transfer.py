@@ -23,7 +23,7 @@ the noise control with a bootstrap interval. Nothing is chosen, so there is no s
 positions and heads are reported as a sweep.
 --quick: 6 persistence items, 8 retrieval (4 + 4), 12 signature pairs, 4 cross-topic items, 16 tokens.
 --prompts: your own retrieval items (JSONL of {"source", "question", "answer"[, "kind"]}) in place of 14b's.
-Not yet here (issue 16): 14e, the cross-model projector.
+14e, the cross-model projector, is experiments/exp14e_kv_projector.py (it needs a pair of models).
 """
 
 from __future__ import annotations

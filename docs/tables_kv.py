@@ -89,3 +89,44 @@ def t_cross(newest, root: Path, md_table) -> str:
             rows.append([name, _label(cond), _rate(k["broken"]), _rate(k["transferred"]), _rate(k["unaffected"]),
                          _rate(c["answer_correct"][cond])])
     return md_table(["model", "context before the question", "broken", "transferred", "unaffected", "factual answer named"], rows)
+
+
+EXP_E = "exp14e_kv_projector"
+CONDITIONS_E = {"none": "question alone", "text": "source as text (receiver reads it)", "projected": "source's cache, projected",
+                "projected_other": "another item's source, projected", "noise": "matched-norm noise (projected's norms)"}
+
+
+def _mean_r2(val: dict, kv: str) -> str:
+    r2 = [v["r2"] for k, v in val.items() if k.startswith(kv)]
+    cos = [v["cosine_mean"] for k, v in val.items() if k.startswith(kv)]
+    return "—" if not r2 else f"{sum(r2) / len(r2):.2f} ({min(r2):.2f}–{max(r2):.2f}); cos {sum(cos) / len(cos):.2f}"
+
+
+def t_projector_fit(newest, root: Path, md_table) -> str:
+    """exp14e: how well each direction's per-layer maps predict the receiver's own cache on held-out passages."""
+    rows = []
+    for name, (f, d) in newest(EXP_E, root).items():
+        r, p = d["results"], d["results"]["projector"]
+        rows.append([f"{r['source']['name']} → {name}", _run(d), f"{p['n_fit_texts']} / {p['n_val_texts']}",
+                     f"{p['fit_rows']} / {p['val_rows']}", _mean_r2(p["val"], "k"), _mean_r2(p["val"], "v"),
+                     f"{p['fit_wall_s']:.0f} s ({p['aligned_tokens_per_s']:.0f} aligned tokens/s)", f"`{f}`"])
+    return md_table(["source → receiver", "run", "fit / val passages", "aligned tokens fit / val",
+                     "keys: held-out R² mean (min–max over layers)", "values: held-out R²", "fit wall time", "result file"], rows)
+
+
+def t_projector(newest, root: Path, md_table) -> str:
+    """exp14e: what the receiver answers from each context; differences paired over items."""
+    rows = []
+    for name, (f, d) in newest(EXP_E, root).items():
+        r = d["results"]
+        p, q = r["persistence"], r["retrieval"]
+        bk = q.get("by_kind", {})
+        for c in CONDITIONS_E:
+            rows.append([f"{r['source']['name']} → {name}", CONDITIONS_E[c], _rate(p["rates"].get(c)),
+                         _rate(q["rates"].get(c)), _rate(bk.get("known", {}).get(c)), _rate(bk.get("counterfactual", {}).get(c))])
+        rows.append([f"{r['source']['name']} → {name}", "projected − noise [95% CI]", _diff(p["projected_minus_noise"]),
+                     _diff(q["projected_minus_noise"]), "", ""])
+        rows.append([f"{r['source']['name']} → {name}", "projected − question alone", _diff(p["projected_minus_none"]),
+                     _diff(q["projected_minus_none"]), "", f"`{f}` ({_run(d)})"])
+    return md_table(["source → receiver", "context before the question", "14a: names both facts", "14b: answer named (all)",
+                     "14b known", "14b counterfactual"], rows)

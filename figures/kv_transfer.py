@@ -3,7 +3,8 @@
 Signature effect sizes per layer (K and V, with intervals) per model; the rate at which the answer names the
 source's facts under each condition and control (14a, 14b); the layer-window and head splices as a heatmap over
 models; the injection-position plot (cache moved with and without re-rotation, beside the same tokens as text);
-and the cross-topic outcome classes.
+and the cross-topic outcome classes. exp14e (the cross-model projector): each direction's training loss per layer
+and held-out R^2, and what the receiver answers from each context.
 """
 
 from __future__ import annotations
@@ -122,3 +123,42 @@ def all_figures(docs: dict, out: Path) -> list[Path]:
         return []
     return [fig_signatures(docs, out), fig_conditions(docs, out), fig_windows(docs, out), fig_position(docs, out),
             fig_cross(docs, out)]
+
+
+E_CONDITIONS = ("none", "text", "projected", "projected_other", "noise")
+
+
+def fig_projector(docs: dict, out: Path) -> Path:
+    """exp14e, one row per direction: loss curves of the key and value maps (every layer), held-out R^2 by depth,
+    and the 14a/14b rates under each context with 95% intervals."""
+    names = sorted(docs)
+    fig, axes = plt.subplots(len(names), 3, figsize=(13, 3.2 * len(names)), squeeze=False)
+    for row, name in zip(axes, names):
+        r = docs[name]["results"]
+        p, title = r["projector"], f"{r['source']['name']} → {name} ({_tag(docs[name])})"
+        for key, curve in p.get("loss_curves", {}).items():
+            c = np.array(curve)
+            row[0].plot(c[:, 0], c[:, 1], color="C0" if key[0] == "k" else "C1", lw=0.6, alpha=0.5)
+        row[0].set_title(f"map training loss per layer (blue K, orange V)\n{title}", fontsize=8)
+        row[0].set_xlabel("AdamW step")
+        for kv, color in (("k", "C0"), ("v", "C1")):
+            layers = sorted(int(k[1:]) for k in p["val"] if k[0] == kv)
+            row[1].plot(np.array(layers) / max(1, len(layers)), [p["val"][f"{kv}{l}"]["r2"] for l in layers], "o-", ms=2,
+                        color=color, label=kv.upper())
+        row[1].axhline(0, color="k", lw=0.5)
+        row[1].set_xlabel("receiver layer / L")
+        row[1].set_ylabel("held-out R²")
+        row[1].legend(fontsize=7)
+        w = 0.4
+        for i, part in enumerate(("persistence", "retrieval")):
+            rates = r[part]["rates"]
+            xs = np.arange(len(E_CONDITIONS)) + (i - 0.5) * w
+            err = np.array([[rates[c]["p"] - rates[c]["lo"], rates[c]["hi"] - rates[c]["p"]] for c in E_CONDITIONS]).T
+            row[2].bar(xs, [rates[c]["p"] for c in E_CONDITIONS], w, yerr=err, capsize=2,
+                       label=f"{'14a' if part == 'persistence' else '14b'} (n={r[part]['n']})")
+        row[2].set_xticks(np.arange(len(E_CONDITIONS)), E_CONDITIONS, fontsize=7, rotation=20)
+        row[2].set_ylim(0, 1.05)
+        row[2].legend(fontsize=7)
+        row[2].set_title("answer names the source's facts", fontsize=8)
+    fig.suptitle("exp14e: a KV cache projected from one model into another (95% Wilson intervals)", fontsize=9)
+    return _save(fig, out / "exp14e_projector.png")

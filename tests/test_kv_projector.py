@@ -89,5 +89,18 @@ def test_exp14e_tiny_run_writes_its_result_with_controls(smol, qwen, tmp_path, m
             assert r[part]["n"] == n and set(r[part]["rates"]) == set(e.CONDITIONS)
             assert all(len(v) == n for v in r[part]["flags"].values())
             assert {"diff", "lo", "hi", "n"} <= set(r[part]["projected_minus_noise"])
+    # the note's tables and the figure read the file
+    import sys
+    from pathlib import Path
+
+    sys.path[:0] = [str(Path(__file__).resolve().parent.parent / "docs")]
+    import make_tables
+    from figures import kv_transfer
+
+    fit_t, res_t = (make_tables.TABLES[k](tmp_path) for k in ("exp14e_fit", "exp14e"))
+    assert fit_t.count("\n") == 3 and f"{smol.name} → {qwen.name}" in fit_t
+    assert res_t.count("\n") == 2 + len(e.CONDITIONS) + 2 and "projected − noise" in res_t
+    png = kv_transfer.fig_projector({qwen.name: json.loads(open(paths[0]).read())}, tmp_path)
+    assert png.stat().st_size > 5000
     with pytest.raises(MlxInterpError, match="exactly two models; got 1"):
         e.run([smol], True, str(tmp_path))

@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import mlx_interp as mi
 from mlx_interp.runs.journal import active, fingerprint, opened, others
@@ -64,19 +64,23 @@ def journal(name: str, a: argparse.Namespace, argv=None) -> opened:
     return opened(folder, a.resume, meta={"command": command, "code_version": code_version()})
 
 
+def journaled(name: str, a: argparse.Namespace, argv, body: Callable[[], Any]) -> Any:
+    """``body()`` inside this command's journal, after reading the commit it starts from (before HEAD can move,
+    BUGFIX.md #11); a bad input's one-line error exits with status 2. Every script's entry point goes through it."""
+    code_version()
+    try:
+        with journal(name, a, argv):
+            return body()
+    except mi.MlxInterpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(name: str, run: Callable, load_queries: Callable, doc: str, argv=None) -> list:
     """Run experiment ``name`` on every requested model; returns the written paths."""
     global ARGS
     a = ARGS = parse(doc.strip().splitlines()[0], argv)
-    code_version()  # the commit this run starts from, before HEAD can move (BUGFIX.md #11)
-    paths = []
-    try:
-        with journal(name, a, argv):
-            paths = _models(name, run, load_queries, a)
-    except mi.MlxInterpError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    return paths
+    return journaled(name, a, argv, lambda: _models(name, run, load_queries, a))
 
 
 def _models(name: str, run: Callable, load_queries: Callable, a: argparse.Namespace) -> list:

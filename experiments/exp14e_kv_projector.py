@@ -31,13 +31,12 @@ import sys
 import time
 
 import mlx_interp as mi
-from experiments.common import journal, parse, progress
+from experiments.common import journaled, parse, progress
 from experiments.exp14_kv_transfer import answers, load_items
 from mlx_interp.core.cache_ops import noise_like
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.stats import paired_diff, rate
 from mlx_interp.methods import kv_transfer as kt
-from mlx_interp.runs.results import code_version
 from mlx_interp.tasks.datasets import passages
 from mlx_interp.tasks.twohop import mentions
 from mlx_interp.transfer.kv_projector import fit_projector
@@ -124,13 +123,8 @@ def run(models: list, quick: bool, out_dir: str, both_ways: bool = True) -> list
 def main(argv=None) -> list[str]:
     a = parse(__doc__.strip().splitlines()[0], argv, extra=lambda ap: ap.add_argument(
         "--one-way", action="store_true", help="project from the first model to the second only"))
-    code_version()
-    try:
-        with journal(NAME, a, argv):
-            paths = run([mi.load(m) for m in (a.model or DEFAULT_PAIR)], a.quick, a.out, both_ways=not a.one_way)
-    except MlxInterpError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    paths = journaled(NAME, a, argv, lambda: run([mi.load(m) for m in (a.model or DEFAULT_PAIR)], a.quick, a.out,
+                                                 both_ways=not a.one_way))
     for p in paths:
         print(f"  -> {p}")
     return paths

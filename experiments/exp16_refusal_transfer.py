@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 import mlx_interp as mi
-from experiments.common import journal, parse, progress
+from experiments.common import journaled, parse, progress
 from mlx_interp.core.generate import generate_conditions
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.generations import score_conditions
@@ -48,7 +48,6 @@ from mlx_interp.measures.text import refusal_score
 from mlx_interp.methods import refusal
 from mlx_interp.methods.vetting import vet
 from mlx_interp.readouts.directions import collect, random_direction
-from mlx_interp.runs.results import code_version
 from mlx_interp.tasks.datasets import refusal_eval_prompts, refusal_prompts, refusal_substrings
 from mlx_interp.transfer import maps
 from mlx_interp.transfer.pairs import matched_layer, paired_activations
@@ -296,14 +295,7 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> l
 
 def main(argv=None) -> list:
     a = parse(__doc__.strip().splitlines()[0], argv)
-    code_version()
-    try:
-        with journal(NAME, a, argv):
-            models = [mi.load(m) for m in (a.model or [])]
-            paths = run(models, a.quick, a.out)
-    except MlxInterpError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    paths = journaled(NAME, a, argv, lambda: run([mi.load(m) for m in (a.model or [])], a.quick, a.out))
     for p in paths:
         print(f"  -> {p}")
     return paths

@@ -46,7 +46,7 @@ from pathlib import Path
 import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/blas.py)
 import numpy as np
 
-from experiments.common import journal, parse, progress
+from experiments.common import journaled, parse, progress
 from mlx_interp.core.generate import generate, generate_conditions
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures import summaries as sm
@@ -55,7 +55,7 @@ from mlx_interp.measures.stats import bootstrap_ci, paired_diff, rate
 from mlx_interp.methods.steering import residual_norms
 from mlx_interp.readouts.directions import collect_responses, random_direction
 from mlx_interp.readouts.vectors import VectorSet, save_vector
-from mlx_interp.runs.results import atomic_write_new, code_version, provenance
+from mlx_interp.runs.results import atomic_write_new, provenance
 from mlx_interp.runtime.parallel import world
 from mlx_interp.tasks.datasets import passages
 from mlx_interp.transfer import adapters, maps
@@ -320,15 +320,10 @@ def write(res: dict, src, models, pairs, vecs, out_dir) -> Path:
 
 def main(argv=None) -> Path:
     a = parse(__doc__.strip().splitlines()[0], argv)
-    code_version()
-    try:
-        if not a.model or len(a.model) < 2:
-            raise MlxInterpError("exp17 carries a vector between models: give a source and at least one target --model")
-        with journal(NAME, a, argv):
-            folder = run([mi.load(m) for m in a.model], a.quick, a.out)
-    except MlxInterpError as e:
-        print(f"error: {e}", file=sys.stderr)
+    if not a.model or len(a.model) < 2:
+        print("error: exp17 carries a vector between models: give a source and at least one target --model", file=sys.stderr)
         sys.exit(2)
+    folder = journaled(NAME, a, argv, lambda: run([mi.load(m) for m in a.model], a.quick, a.out))
     print(f"  -> {folder}")
     return folder
 

@@ -41,6 +41,32 @@ def test_provenance_names_the_commit_that_ran_not_the_one_at_save(monkeypatch):
     assert prov["git_commit"] == "0" * 40 and prov["git_commit_at_save"] == head
 
 
+def test_code_version_tells_uncommitted_states_apart(tmp_path):
+    """Two different sets of uncommitted edits never share a code version (journals are keyed by it)."""
+    import subprocess
+
+    from mlx_interp.runs.results import git_commit
+
+    def git(*a):
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "-m", "c")
+    clean = git_commit(tmp_path)
+    assert len(clean) == 40 and "+" not in clean
+    (tmp_path / "a.py").write_text("x = 2\n")
+    one = git_commit(tmp_path)
+    (tmp_path / "a.py").write_text("x = 3\n")
+    two = git_commit(tmp_path)
+    assert one.startswith(clean + "+dirty.") and two.startswith(clean + "+dirty.") and one != two
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == one  # the same edits, the same version
+    (tmp_path / "a.py").write_text("x = 1\n")
+    assert git_commit(tmp_path) == clean
+
+
 def test_vector_roundtrip_and_width_check(tmp_path, smol, gemma):
     vs = VectorSet({3: np.arange(576, dtype=float), 5: np.ones(576)}, "smollm2-135m", "diff_of_means", {"note": "t"})
     p = mi.save_vector(tmp_path / "v.safetensors", vs)

@@ -8,6 +8,7 @@ and an earlier run is never overwritten.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -32,12 +33,20 @@ def _version(pkg: str) -> str | None:
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
-    """HEAD of the checkout this package lives in, with "+dirty" for uncommitted changes; None outside git."""
+    """HEAD of the checkout this package lives in; with uncommitted changes, "+dirty." and a hash of them (the
+    changed paths and the diff against HEAD), so two different uncommitted states never share a version (a journal
+    keyed by it is not replayed under other edits); None outside git."""
+    where = cwd or Path(__file__).parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=cwd or Path(__file__).parent)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=where)
         commit = out.stdout.strip() or None
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=cwd or Path(__file__).parent)
-        return f"{commit}{'+dirty' if dirty.stdout.strip() else ''}" if commit else None
+        if not commit:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=where).stdout
+        if not dirty.strip():
+            return commit
+        diff = subprocess.run(["git", "diff", "HEAD", "--binary"], capture_output=True, cwd=where).stdout
+        return f"{commit}+dirty.{hashlib.sha256(dirty.encode() + diff).hexdigest()[:12]}"
     except OSError:
         return None
 

@@ -41,7 +41,7 @@ from ..errors import MlxInterpError
 from ..runs.files import read_safetensors, write_safetensors
 from .adapters import train_adapter
 from .maps import LinearMap, evaluate, fit
-from .pairs import Pairs, matched_layer, tokens_with_offsets
+from .pairs import Pairs, last_token_ending_at, matched_layer, tokens_with_offsets
 
 FORMAT = "mlx-interp-kv-projector-1"
 KINDS = ("adapter", "ridge")
@@ -79,14 +79,6 @@ def kv_states(lm, ids: Sequence[Sequence[int]], layers: Sequence[int]) -> list[d
             ku = unrotate(lm, l, k)
             out[i][l] = tuple(np.array(a.astype(mx.float32), dtype=np.float64).reshape(a.shape[0], -1) for a in (ku, v))
     return out
-
-
-def _last_ending_at(ends: Sequence[int]) -> dict[int, int]:
-    at = {}
-    for j, e in enumerate(ends):
-        if e > 0:
-            at[e] = j  # the last token ending at e (a later one has read more)
-    return at
 
 
 def _cover(src_ends: Sequence[int], tgt_ends: Sequence[int]) -> list[int]:
@@ -187,7 +179,7 @@ def _pairs(source_lm, target_lm, texts: Sequence[str], source_layers: Sequence[i
     st_t = kv_states(target_lm, [i for i, _ in enc_t], range(target_lm.n_layers))
     rows: dict = {}
     for n, ((_, es), (_, et)) in enumerate(zip(enc_s, enc_t)):
-        a_at, b_at = _last_ending_at(es), _last_ending_at(et)
+        a_at, b_at = last_token_ending_at(es), last_token_ending_at(et)
         common = sorted(set(a_at) & set(b_at))
         ia, ib = [a_at[e] for e in common], [b_at[e] for e in common]
         for l, ls in enumerate(source_layers):

@@ -36,6 +36,11 @@ def tokens_with_offsets(lm, text: str) -> tuple[list[int], list[int]]:
     return list(enc["input_ids"]), [int(b) for _, b in enc["offset_mapping"]]
 
 
+def last_token_ending_at(ends: Sequence[int]) -> dict[int, int]:
+    """End character -> the last token ending there (a later one has read more); special tokens (end 0) skipped."""
+    return {e: j for j, e in enumerate(ends) if e > 0}
+
+
 def matched_layer(source_lm, layer: int, target_lm) -> int:
     """The target layer at the same relative depth as ``layer`` of the source (layer / L, rounded)."""
     if not 0 <= layer < source_lm.n_layers:
@@ -90,13 +95,7 @@ def paired_activations(source_lm, target_lm, texts: Sequence[str], layer: int, t
             B.append(sb[kb].mean(axis=0, keepdims=True))
             idx.append(i)
             continue
-        at_a, at_b = {}, {}
-        for j, e in enumerate(ea):
-            if e > 0:
-                at_a[e] = j  # the last token ending at e (a later one overwrites: it has read more)
-        for j, e in enumerate(eb):
-            if e > 0:
-                at_b[e] = j
+        at_a, at_b = last_token_ending_at(ea), last_token_ending_at(eb)
         common = sorted(set(at_a) & set(at_b))
         A.append(sa[[at_a[e] for e in common]])
         B.append(sb[[at_b[e] for e in common]])

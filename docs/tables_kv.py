@@ -73,7 +73,9 @@ def t_transfer(newest, root: Path, md_table) -> str:
                          _diff(p["rates"]["minus_noise"].get(c)),
                          _rate(r["rates"].get(c)), _rate(bk.get("known", {}).get(c)), _rate(bk.get("counterfactual", {}).get(c)),
                          _diff(r["rates"]["minus_noise"].get(c))])
-        rows.append([name, f"identity mismatches (own cache vs text): {p['identity_mismatches']} / {r['identity_mismatches']}",
+        fill = d["results"]["config"].get("filler_tokens", 24)
+        rows.append([name, f"identity mismatches (own cache vs text): {p['identity_mismatches']} / {r['identity_mismatches']}; "
+                           f"filler {fill} tokens each side",
                      "", "", "", "", "", "", f"`{f}` ({_run(d)})"])
     return md_table(["model", "context before the question", "14a: names both facts", "14a: facts named (per fact; — in runs before it)",
                      "14a − noise [95% CI]",

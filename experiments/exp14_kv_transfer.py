@@ -21,7 +21,8 @@ spliced into the neutral cache in one window of layers; keys only; values only; 
 Greedy decoding; every rate has its n and a Wilson interval, and each transplant has a paired difference to
 the noise control with a bootstrap interval. Nothing is chosen, so there is no selection split: the windows,
 positions and heads are reported as a sweep.
---quick: 6 persistence items, 8 retrieval (4 + 4), 12 signature pairs, 4 cross-topic items, 16 tokens.
+--quick: 6 persistence items, 8 retrieval (4 + 4), 12 signature pairs, 4 cross-topic items, 16 tokens. Both runs
+use a 200-token filler on each side of the moved cache (runs before 2026-12-02 used 24: see FILLER_TOKENS).
 --prompts: your own retrieval items (JSONL of {"source", "question", "answer"[, "kind"]}) in place of 14b's.
 14e, the cross-model projector, is experiments/exp14e_kv_projector.py (it needs a pair of models).
 """
@@ -93,13 +94,14 @@ def _rates(flags: dict) -> dict:
     return out
 
 
-def _qa(lm, items: list[dict], facts_of, max_tokens: int, label: str, parts=("controls", "position", "splice")) -> dict:
+def _qa(lm, items: list[dict], facts_of, max_tokens: int, label: str, filler: int,
+        parts=("controls", "position", "splice")) -> dict:
     """Generate every condition for every item; flags[condition] = [all facts named?] per item, and per fact
     (``fact_flags``: each item's every fact, so a model that names one fact of two still counts half)."""
     flags, fact_flags, examples, mismatches = {}, {}, {}, 0
     for i, it in enumerate(items):
         other = items[(i + 1) % len(items)]["source"]
-        gens = answers(lm, kt.conditions(lm, it["source"], other, it["question"], parts=parts), max_tokens)
+        gens = answers(lm, kt.conditions(lm, it["source"], other, it["question"], filler=filler, parts=parts), max_tokens)
         mismatches += int(gens["same_cache"].tokens != gens["text"].tokens)
         for name, g in gens.items():
             named = [mentions(g.text, [f]) for f in facts_of(it)]
@@ -144,13 +146,17 @@ def cross_topic(lm, items: list[dict], max_tokens: int) -> dict:
                           "transferred: coherent and a source marker named; unaffected: otherwise"}
 
 
-QUICK = {"persistence": 6, "retrieval": 8, "signatures": 12, "cross_topic": 4, "max_tokens": 16}
-FULL = {"max_tokens": 24}
+#: neutral filler tokens on each side of the moved cache: the end position shifts the keys by twice this, 400
+#: positions, so the unrotated control is a real test of re-rotation (a 24-token filler, the runs of 2026-11-24,
+#: changed nothing), while the longest context (~470 tokens) stays inside Gemma 3's 512-token sliding window
+FILLER_TOKENS = 200
+QUICK = {"persistence": 6, "retrieval": 8, "signatures": 12, "cross_topic": 4, "max_tokens": 16, "filler": FILLER_TOKENS}
+FULL = {"max_tokens": 24, "filler": FILLER_TOKENS}
 
 
 def run_study(lm, items: dict, sizes: dict) -> dict:
     """The whole study; ``sizes`` caps each item set (missing: all) and sets ``max_tokens``."""
-    n, max_tokens = sizes, sizes["max_tokens"]
+    n, max_tokens, filler = sizes, sizes["max_tokens"], sizes.get("filler", FILLER_TOKENS)
     ret = items["retrieval"]
     if "retrieval" in n and any(r.get("kind") == "counterfactual" for r in ret):  # half known, half counterfactual
         h = n["retrieval"] // 2
@@ -159,14 +165,14 @@ def run_study(lm, items: dict, sizes: dict) -> dict:
     sig = items["signatures"][: n.get("signatures")]
     cross = items["cross_topic"][: n.get("cross_topic")]
     print("  14-0 signatures", flush=True)
-    out = {"config": {"sizes": dict(n), "max_tokens": max_tokens, "decoding": "greedy", "filler_tokens": 24, "n_windows": 4,
+    out = {"config": {"sizes": dict(n), "max_tokens": max_tokens, "decoding": "greedy", "filler_tokens": filler, "n_windows": 4,
                       "question_format": "chat template" if lm.instruct else "\\nQuestion: ...\\nAnswer:",
                       "selection": "none: every window, position and head is reported (a sweep, not a choice)"},
            "signatures": signatures(lm, sig)}
     print("  14a persistence", flush=True)
-    out["persistence"] = _qa(lm, per, lambda it: it["facts"], max_tokens, "14a")
+    out["persistence"] = _qa(lm, per, lambda it: it["facts"], max_tokens, "14a", filler)
     print("  14b retrieval", flush=True)
-    out["retrieval"] = _qa(lm, ret, lambda it: [it["answer"]], max_tokens, "14b")
+    out["retrieval"] = _qa(lm, ret, lambda it: [it["answer"]], max_tokens, "14b", filler)
     kinds = sorted({r.get("kind", "user") for r in ret})
     out["retrieval"]["by_kind"] = {k: {name: rate([f for f, r in zip(v, ret) if r.get("kind", "user") == k]).as_dict()
                                        for name, v in out["retrieval"]["flags"].items()} for k in kinds}

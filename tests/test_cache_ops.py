@@ -175,7 +175,9 @@ def test_exp14_end_to_end_on_a_tiny_configuration(smol, tmp_path):
     from experiments import exp14_kv_transfer as e
 
     items = e.load_items(None)
-    res = e.run_study(smol, items, {"persistence": 2, "retrieval": 2, "signatures": 3, "cross_topic": 2, "max_tokens": 6})
+    res = e.run_study(smol, items, {"persistence": 2, "retrieval": 2, "signatures": 3, "cross_topic": 2, "max_tokens": 6,
+                                    "filler": 8})
+    assert res["config"]["filler_tokens"] == 8
     assert res["signatures"]["n_a"] == 3 and len(res["signatures"]["k"]) == smol.n_layers
     for part in ("persistence", "retrieval"):
         r = res[part]

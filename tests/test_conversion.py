@@ -167,3 +167,26 @@ def test_each_precision_is_its_own_folder_and_name():
     assert cfg["quantization"]["group_size"] == 64 and g64.path != g32.path
     ids = g32.tokenizer.encode("The capital of France is")
     assert not np.array_equal(np.array(run(g64, [ids]).logits), np.array(run(g32, [ids]).logits))
+
+
+def test_two_processes_preparing_one_variant_convert_it_once(tmp_path, monkeypatch):
+    """Two processes (two ranks on one host, two test workers) asking for the same unprepared variant at once:
+    one converts, the other waits and reuses the folder; neither deletes the other's partial files."""
+    import subprocess
+    import sys
+
+    spec = REGISTRY["smollm2-135m"].offline
+    (tmp_path / "gguf").mkdir()
+    (tmp_path / "gguf" / spec.gguf_name).symlink_to(assemble_gguf(spec, cache_dir(), lambda m: None))
+    code = "from mlx_interp.store.models import prepare; print(prepare('smollm2-135m', '8bit'))"
+    env = {**os.environ, "MLX_INTERP_CACHE": str(tmp_path), "MLX_INTERP_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sum("done in" in err for _, err in outs) == 1, [err for _, err in outs]  # converted once
+    assert outs[0][0] == outs[1][0] and not list((tmp_path / "models").glob(".tmp-*"))
+    from mlx_interp.store.models import load
+
+    monkeypatch.setenv("MLX_INTERP_CACHE", str(tmp_path))
+    assert run(load("smollm2-135m@8bit"), ["Hi"], logits="last").logits.shape[-1] > 0

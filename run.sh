@@ -39,7 +39,8 @@ case "$job" in
       fi
     fi
     mlx-interp models prepare all
-    python -m pytest -q "$@"
+    # two workers (pytest-xdist); the multi-rank tests share one (--dist loadgroup); MLX_INTERP_TEST_WORKERS=0 runs serially
+    python -m pytest -q -n "${MLX_INTERP_TEST_WORKERS:-2}" --dist loadgroup "$@"
     ;;
   *)
     echo "usage: bash run.sh [main|test] [args...]" >&2; exit 2 ;;

@@ -188,7 +188,9 @@ def main(argv=None) -> int:
 try:
     import pytest
 
-    @pytest.mark.parametrize("name", TEST_MODELS)
+    # the default tier validates the default model; the others are the round's own `--model` runs (and --extended)
+    @pytest.mark.parametrize("name", [n if n == TEST_MODELS[0] else pytest.param(n, marks=pytest.mark.extended)
+                                      for n in TEST_MODELS])
     def test_validation(name):
         if not is_prepared(name):
             pytest.fail(f"{name} is not prepared; run `mlx-interp models prepare all`")

@@ -166,8 +166,7 @@ def test_a_broken_world_stops_with_one_line(tmp_path, mode, message):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("alias, ranks", [pytest.param("qwen2.5-coder-0.5b", 2, marks=pytest.mark.extended),
-                                          ("smollm2-135m", 3)])
+@pytest.mark.parametrize("alias, ranks", [("qwen2.5-coder-0.5b", 2), ("smollm2-135m", 3)])
 def test_tensor_parallel_model_equals_one_process(tmp_path, alias, ranks):
     """load(shard=True) over N ranks (Qwen: 14 heads on 2 ranks; SmolLM2, Llama family: 9 heads on 3): residual sites
     are replicated, per-head sites (head, k, v) show every head in the model's order, a patch of heads owned by

@@ -84,18 +84,34 @@ def fig_windows(docs: dict, out: Path) -> Path:
 
 
 def fig_position(docs: dict, out: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), sharey=True)
-    for ax, part in zip(axes, ("persistence", "retrieval")):
-        for name, doc in sorted(docs.items()):
+    """One row per model, one column per part: the moved cache, the same tokens as text and the moved cache with
+    its keys left unrotated, at each placement, with 95% Wilson intervals."""
+    names = sorted(docs)
+    fig, axes = plt.subplots(len(names), 2, figsize=(10, 2.6 * len(names)), sharey=True, squeeze=False)
+    styles = (("", "moved cache (keys re-rotated)", "o", "C0"), ("_text", "same tokens as text", "s", "C1"),
+              ("_unrotated", "moved, keys not re-rotated", "x", "C2"))
+    for row, name in zip(axes, names):
+        doc = docs[name]
+        fill = doc["results"]["config"].get("filler_tokens", 24)
+        for ax, part in zip(row, ("persistence", "retrieval")):
             r = doc["results"][part]["rates"]
-            for suffix, style in (("", "o-"), ("_text", "s--"), ("_unrotated", "x:")):
-                ys = [r.get(f"pos_{p}{suffix}", {}).get("p", np.nan) for p in POSITIONS]
-                ax.plot(range(3), ys, style, label=f"{name} {suffix.strip('_') or 'moved cache'}", ms=4)
-        ax.set_xticks(range(3), POSITIONS)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{part}: source cache placed in a neutral filler", fontsize=8)
-    axes[0].set_ylabel("rate")
-    axes[1].legend(fontsize=6)
+            for k, (suffix, label, marker, color) in enumerate(styles):
+                xs, ys, lo, hi = [], [], [], []
+                for i, p in enumerate(POSITIONS):
+                    x = r.get(f"pos_{p}{suffix}")
+                    if x:
+                        xs.append(i + (k - 1) * 0.12)
+                        ys.append(x["p"])
+                        lo.append(x["p"] - x["lo"])
+                        hi.append(x["hi"] - x["p"])
+                ax.errorbar(xs, ys, yerr=[lo, hi], fmt=marker, color=color, label=label, ms=5, capsize=2, lw=1)
+            n = doc["results"][part]["n"]
+            ax.set_xticks(range(3), [f"{p}\n(shift {s})" for p, s in zip(POSITIONS, (0, fill, 2 * fill))], fontsize=7)
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_title(f"{name} ({_tag(doc)})\n{part}, n = {n}; filler {fill} tokens each side", fontsize=7)
+        row[0].set_ylabel("rate")
+    axes[0][1].legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
     return _save(fig, out / "exp14_position.png")
 
 

@@ -1,7 +1,8 @@
 """Run under ``mlx.launch -n 2`` by tests/test_parallel.py: what a broken world does. ``models``: the ranks load
 different models (one-line error on every rank); ``dies``: rank 1 leaves before a collective (rank 0 stops with one
 line instead of hanging); ``shard_gemma`` / ``shard_smollm2``: tensor parallelism where mlx-lm has none for the model
-type, or where 2 ranks do not divide the heads; ``error``: an error raised in rank 1's share of a pass reaches rank 0 too."""
+type, or where 2 ranks do not divide the heads; ``error``: an error raised in rank 1's share of a pass reaches rank 0 too; ``stalls``: rank 1 arrives at a gather
+after rank 0's arrival limit (rank 0 stops with the watchdog's line)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ if __name__ == "__main__":
             if world().rank == 1:
                 sys.exit(0)
             gather_objects(world().rank, "a test gather")
+        elif sys.argv[1] == "stalls":  # rank 1 does not arrive in time (still computing, or hung without an error)
+            gather_objects(world().rank, "a first gather")
+            if world().rank == 1:
+                import time
+
+                time.sleep(20)
+            gather_objects(world().rank, "a stalled gather")
     except mi.MlxInterpError as e:
         sys.stderr.write(f"error: {e}\n")  # one write: the launcher merges both ranks' lines
         sys.exit(2)

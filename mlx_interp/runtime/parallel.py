@@ -14,9 +14,10 @@ its own. Results are written by rank 0 only (``runs.results``). We use MLX's eng
 scheduler: collectives are ``all_sum`` and ``all_gather`` of byte buffers.
 
 A rank that dies closes its ring connections: the others' next collective fails, which ``gather_objects`` detects and
-turns into one line. Each gather first waits, without a time limit, until every rank has arrived (a rank may still be
-computing its share); the transfer itself then runs under a watchdog that stops the process with one line after
-``MLX_INTERP_DIST_TIMEOUT`` seconds (default 900) instead of hanging. An error on one rank inside the batching path is
+turns into one line. Each gather first waits until every rank has arrived (a rank may still be computing its share,
+so this wait is long: ``MLX_INTERP_DIST_ARRIVAL_TIMEOUT`` seconds, default 4 hours; MLX's ring has twice left a rank
+waiting here with no error after its peer exited); the transfer itself then runs under a watchdog of
+``MLX_INTERP_DIST_TIMEOUT`` seconds (default 900). Either watchdog stops the process with one line instead of hanging. An error on one rank inside the batching path is
 shared with every rank (``core.batching.gather_chunks``), so all stop together and the collectives keep pairing up.
 """
 
@@ -35,6 +36,8 @@ import numpy as np
 from ..errors import MlxInterpError
 
 DEFAULT_TIMEOUT_S = 900.0
+#: how long a gather waits for the other ranks to arrive (they may still be computing their share)
+DEFAULT_ARRIVAL_TIMEOUT_S = 4 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -99,21 +102,23 @@ def assign(costs: Sequence[float], size: int) -> list[list[int]]:
     return [sorted(x) for x in out]
 
 
-def _timeout() -> float:
+def _timeout(var: str = "MLX_INTERP_DIST_TIMEOUT", default: float = DEFAULT_TIMEOUT_S) -> float:
     try:
-        return float(os.environ.get("MLX_INTERP_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        t = float(os.environ.get(var, default))
     except ValueError:
-        raise MlxInterpError(f"MLX_INTERP_DIST_TIMEOUT={os.environ['MLX_INTERP_DIST_TIMEOUT']!r} is not a number of "
-                             "seconds") from None
+        t = -1.0
+    if not t > 0:
+        raise MlxInterpError(f"{var}={os.environ[var]!r} is not a positive number of seconds")
+    return t
 
 
-def _collective(fn, what: str):
+def _collective(fn, what: str, timeout: float | None = None, waiting: str = "during"):
     """Run one collective under a watchdog: if the other ranks do not answer in time, say so and stop."""
     w = world()
-    t = _timeout()
+    t = _timeout() if timeout is None else timeout
 
     def stop():
-        print(f"mlx-interp rank {w.rank}/{w.size}: no answer from the other ranks for {t:.0f} s during {what} "
+        print(f"mlx-interp rank {w.rank}/{w.size}: no answer from the other ranks for {t:.0f} s {waiting} {what} "
               "(a rank died or hangs?); stopping", file=sys.stderr, flush=True)
         os._exit(3)
 
@@ -136,13 +141,18 @@ def gather_objects(local: Any, what: str = "a gather") -> list[Any]:
     g = _group()
     blob = np.frombuffer(pickle.dumps(local, protocol=pickle.HIGHEST_PROTOCOL), dtype=np.uint8)
 
-    # arrive: every rank posts its size (no time limit: the others may still be computing their share)
+    # arrive: every rank posts its size (a long limit: the others may still be computing their share)
     sizes = np.zeros(w.size, dtype=np.int64)
     sizes[w.rank] = blob.size
     lo, hi = (sizes & 0x7FFFFFFF).astype(np.int32), (sizes >> 31).astype(np.int32)  # int32 words: no overflow at 2 GiB
-    lo = np.array(mx.distributed.all_sum(mx.array(lo), group=g, stream=mx.cpu)).astype(np.int64)
-    hi = np.array(mx.distributed.all_sum(mx.array(hi), group=g, stream=mx.cpu)).astype(np.int64)
-    sizes = lo + (hi << 31)
+
+    def arrive():
+        a = np.array(mx.distributed.all_sum(mx.array(lo), group=g, stream=mx.cpu)).astype(np.int64)
+        b = np.array(mx.distributed.all_sum(mx.array(hi), group=g, stream=mx.cpu)).astype(np.int64)
+        return a + (b << 31)
+
+    sizes = _collective(arrive, what, _timeout("MLX_INTERP_DIST_ARRIVAL_TIMEOUT", DEFAULT_ARRIVAL_TIMEOUT_S),
+                        "waiting for every rank to arrive at")
     if sizes[w.rank] != blob.size or (sizes <= 0).any():  # MLX fails a broken ring's pending tasks silently
         _lost(w, what)
 

@@ -65,6 +65,20 @@ def test_code_version_tells_uncommitted_states_apart(tmp_path):
     assert git_commit(tmp_path) == one  # the same edits, the same version
     (tmp_path / "a.py").write_text("x = 1\n")
     assert git_commit(tmp_path) == clean
+    # data a run writes (an untracked result file, a symlinked venv) is not code: the version stays clean, so a
+    # multi-model run resumed after its first result file appeared keeps its journal
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "r.json").write_text("{}")
+    (tmp_path / ".venv").symlink_to(tmp_path / "results")
+    assert git_commit(tmp_path) == clean
+    # a new, untracked module is code: its content counts
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "b.py").write_text("y = 1\n")
+    three = git_commit(tmp_path)
+    (tmp_path / "pkg" / "b.py").write_text("y = 2\n")
+    four = git_commit(tmp_path)
+    assert three.startswith(clean + "+dirty.") and four.startswith(clean + "+dirty.") and three != four
+    assert git_commit(tmp_path / "pkg") == four  # the same from a subfolder
 
 
 def test_vector_roundtrip_and_width_check(tmp_path, smol, gemma):

@@ -33,20 +33,30 @@ def _version(pkg: str) -> str | None:
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
-    """HEAD of the checkout this package lives in; with uncommitted changes, "+dirty." and a hash of them (the
-    changed paths and the diff against HEAD), so two different uncommitted states never share a version (a journal
-    keyed by it is not replayed under other edits); None outside git."""
+    """HEAD of the checkout this package lives in; with uncommitted code, "+dirty." and a hash of it (edits to
+    tracked files, as paths and the diff against HEAD, and the paths and contents of untracked ``.py`` files), so two
+    different uncommitted states never share a version (a journal keyed by it is not replayed under other edits).
+    Untracked data (result files a run has just written, a symlinked venv) is not code and does not count: a run
+    resumed after its first model's result appeared keeps its version. None outside git."""
     where = cwd or Path(__file__).parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=where)
         commit = out.stdout.strip() or None
         if not commit:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=where).stdout
-        if not dirty.strip():
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                               cwd=where).stdout
+        top = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                                  cwd=where).stdout.strip())
+        new_code = sorted(subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--full-name", "--", ":/*.py"],
+                                         capture_output=True, text=True, cwd=where).stdout.split())
+        if not dirty.strip() and not new_code:
             return commit
-        diff = subprocess.run(["git", "diff", "HEAD", "--binary"], capture_output=True, cwd=where).stdout
-        return f"{commit}+dirty.{hashlib.sha256(dirty.encode() + diff).hexdigest()[:12]}"
+        h = hashlib.sha256(dirty.encode())
+        h.update(subprocess.run(["git", "diff", "HEAD", "--binary"], capture_output=True, cwd=where).stdout)
+        for f in new_code:
+            h.update(f.encode() + b"\0" + (top / f).read_bytes())
+        return f"{commit}+dirty.{h.hexdigest()[:12]}"
     except OSError:
         return None
 

@@ -7,7 +7,14 @@ alone. Results written since runs/work.py also say how much model work they did:
 (padding included) and decode steps, so a slow row can be read as "much work" or "slow machine" (positions per
 second; a decode step reads every weight, so it costs about the same for 1 row as for 16).
 
-    python bench/wall_times.py [--results DIR] [--markdown]
+With ``--roofline GFLOPS`` (the sgemm roofline ``bench/bench_breakdown.py`` prints for this machine) each row with work
+counts also gets a lower bound: the minutes its matmul FLOPs alone would take at that rate. The count is 2 x (the
+model's parameters less its embedding and unembedding) per position, plus 2 x vocab x width per decode row for the
+unembedding (prompt blocks' last-position logits and all attention FLOPs are left out, so the bound stays a lower
+bound). It reads vocab and tied embeddings from the model's ``config.json`` (the provenance's ``source`` folder); a row
+whose model folder is not on this machine gets "-". A run near its bound can only get faster by doing less work.
+
+    python bench/wall_times.py [--results DIR] [--markdown] [--roofline GFLOPS]
 """
 
 from __future__ import annotations
@@ -17,6 +24,18 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def matmul_gflop(model: dict, work: dict) -> float | None:
+    """Matmul GFLOP of a run's counted work (see the module docstring), or None without the model's config."""
+    cfg_path = Path(model.get("source", "")) / "config.json"
+    if not model.get("params") or not cfg_path.is_file():
+        return None
+    cfg = json.loads(cfg_path.read_text())
+    cfg = cfg.get("text_config", cfg) if "vocab_size" not in cfg else cfg
+    vd = cfg["vocab_size"] * cfg["hidden_size"]
+    blocks = model["params"] - vd * (1 if cfg.get("tie_word_embeddings", True) else 2)
+    return (2 * blocks * work["positions"] + 2 * vd * work.get("decode_positions", 0)) / 1e9
 
 
 def rows(results: Path) -> list[dict]:
@@ -33,7 +52,8 @@ def rows(results: Path) -> list[dict]:
                     "date": prov.get("timestamp_utc", "")[:10], "file": str(p.relative_to(results)),
                     "mpos": None if "work" not in prov else prov["work"]["positions"] / 1e6,
                     "steps": None if "work" not in prov else prov["work"]["decode_steps"],
-                    "pos_per_s": None if "work" not in prov else prov["work"]["positions"] / max(prov["wall_s"], 1e-9)})
+                    "pos_per_s": None if "work" not in prov else prov["work"]["positions"] / max(prov["wall_s"], 1e-9),
+                    "gflop": None if "work" not in prov else matmul_gflop(prov.get("model", {}), prov["work"])})
     return sorted(out, key=lambda r: (r["experiment"], r["model"], r["run"], r["date"]))
 
 
@@ -45,21 +65,28 @@ def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default=str(ROOT / "results" / "published"))
     ap.add_argument("--markdown", action="store_true", help="a markdown table instead of aligned text")
+    ap.add_argument("--roofline", type=float, default=None, metavar="GFLOPS",
+                    help="this machine's sgemm roofline (bench/bench_breakdown.py prints it): adds each run's lower bound")
     a = ap.parse_args(argv)
+    if a.roofline is not None and not a.roofline > 0:
+        raise SystemExit(f"--roofline {a.roofline} is not valid; give the machine's sgemm rate in GFLOP/s (> 0)")
     rs = rows(Path(a.results))
+    for r in rs:
+        r["bound_min"] = None if a.roofline is None or r["gflop"] is None else r["gflop"] / a.roofline / 60
     if a.markdown:
-        print("| study | model | run | minutes | BLAS threads | ranks | M positions | decode steps | positions/s | date |\n"
-              "|---|---|---|---|---|---|---|---|---|---|")
+        print("| study | model | run | minutes | BLAS threads | ranks | M positions | decode steps | positions/s | "
+              "matmul bound (min) | date |\n|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rs:
             print(f"| {r['experiment']} | {r['model']} | {r['run']} | {r['minutes']:.1f} | {r['threads']} | {r['ranks']} | "
-                  f"{_f(r['mpos'], '.2f')} | {_f(r['steps'], 'd')} | {_f(r['pos_per_s'], '.0f')} | {r['date']} |")
+                  f"{_f(r['mpos'], '.2f')} | {_f(r['steps'], 'd')} | {_f(r['pos_per_s'], '.0f')} | "
+                  f"{_f(r['bound_min'], '.1f')} | {r['date']} |")
     else:
         print(f"{'study':<30} {'model':<36} {'run':<6} {'min':>7} {'thr':>4} {'ranks':>5} {'Mpos':>7} {'steps':>6} "
-              f"{'pos/s':>6}  date")
+              f"{'pos/s':>6} {'bound':>6}  date")
         for r in rs:
             print(f"{r['experiment']:<30} {r['model']:<36} {r['run']:<6} {r['minutes']:>7.1f} {str(r['threads']):>4} "
-                  f"{r['ranks']:>5} {_f(r['mpos'], '.2f'):>7} {_f(r['steps'], 'd'):>6} {_f(r['pos_per_s'], '.0f'):>6}  "
-                  f"{r['date']}")
+                  f"{r['ranks']:>5} {_f(r['mpos'], '.2f'):>7} {_f(r['steps'], 'd'):>6} {_f(r['pos_per_s'], '.0f'):>6} "
+                  f"{_f(r['bound_min'], '.1f'):>6}  {r['date']}")
     return rs
 
 

@@ -1,0 +1,50 @@
+"""bench/wall_times.py: the matmul lower bound of a kept run, from its work counts and its model's config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.wall_times import main, matmul_gflop  # noqa: E402
+
+
+def _model(tmp_path: Path, tied: bool) -> dict:
+    folder = tmp_path / ("tied" if tied else "untied")
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"vocab_size": 10, "hidden_size": 5, "tie_word_embeddings": tied}))
+    return {"params": 1000, "source": str(folder), "name": "m"}
+
+
+def test_the_bound_counts_block_weights_per_position_and_the_unembedding_per_decode_row(tmp_path):
+    work = {"positions": 100, "decode_positions": 10}
+    # tied: 1000 - 50 block params; 2 * 950 * 100 + 2 * 50 * 10 = 191000 FLOP
+    assert matmul_gflop(_model(tmp_path, True), work) == pytest.approx(191000 / 1e9)
+    # untied: the head is counted once more in params: 1000 - 100 = 900; 2 * 900 * 100 + 1000 = 181000
+    assert matmul_gflop(_model(tmp_path, False), work) == pytest.approx(181000 / 1e9)
+    assert matmul_gflop({"params": 1000, "source": str(tmp_path / "absent")}, work) is None
+
+
+def test_wall_times_prints_the_bound_at_the_given_roofline(tmp_path, capsys):
+    results = tmp_path / "results" / "expX"
+    results.mkdir(parents=True)
+    prov = {"wall_s": 120.0, "config": {"quick": False}, "blas_threads": 2, "timestamp_utc": "2026-12-02T00:00:00",
+            "model": _model(tmp_path, True), "work": {"positions": 10**9, "decode_positions": 0, "decode_steps": 0}}
+    (results / "r.json").write_text(json.dumps({"experiment": "expX", "provenance": prov}))
+    rs = main(["--results", str(tmp_path / "results"), "--roofline", "100"])
+    # 2 * 950 * 1e9 FLOP = 1900 GFLOP at 100 GFLOP/s = 19 s
+    assert rs[0]["bound_min"] == pytest.approx(19 / 60)
+    assert " 0.3  2026-12-02" in capsys.readouterr().out
+
+
+def test_a_bad_roofline_is_one_line():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "wall_times.py"), "--roofline", "-5"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == ["--roofline -5.0 is not valid; give the machine's sgemm rate in GFLOP/s (> 0)"]

@@ -9,7 +9,9 @@ second; a decode step reads every weight, so it costs about the same for 1 row a
 
 With ``--roofline GFLOPS`` (the sgemm roofline ``bench/bench_breakdown.py`` prints for this machine) each row with work
 counts also gets a lower bound: the minutes its matmul FLOPs alone would take at that rate. The count is 2 x (the
-model's parameters less its embedding and unembedding) per position, plus 2 x vocab x width per decode row for the
+model's parameters less its embedding and unembedding) per position (weighed by the share of blocks it ran, where
+the file records it: files written before 2026-12-02 13:00 count a resumed pass in full, which overstates their
+bound), plus 2 x vocab x width per decode row for the
 unembedding (prompt blocks' last-position logits and all attention FLOPs are left out, so the bound stays a lower
 bound). It reads vocab and tied embeddings from the model's ``config.json`` (the provenance's ``source`` folder); a row
 whose model folder is not on this machine gets "-". A run near its bound can only get faster by doing less work.
@@ -35,7 +37,8 @@ def matmul_gflop(model: dict, work: dict) -> float | None:
     cfg = cfg.get("text_config", cfg) if "vocab_size" not in cfg else cfg
     vd = cfg["vocab_size"] * cfg["hidden_size"]
     blocks = model["params"] - vd * (1 if cfg.get("tie_word_embeddings", True) else 2)
-    return (2 * blocks * work["positions"] + 2 * vd * work.get("decode_positions", 0)) / 1e9
+    per_block = work.get("block_positions", work["positions"])  # older files: resumed passes counted in full
+    return (2 * blocks * per_block + 2 * vd * work.get("decode_positions", 0)) / 1e9
 
 
 def rows(results: Path) -> list[dict]:

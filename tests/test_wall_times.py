@@ -25,9 +25,12 @@ def _model(tmp_path: Path, tied: bool) -> dict:
 def test_the_bound_counts_block_weights_per_position_and_the_unembedding_per_decode_row(tmp_path):
     work = {"positions": 100, "decode_positions": 10}
     # tied: 1000 - 50 block params; 2 * 950 * 100 + 2 * 50 * 10 = 191000 FLOP
-    assert matmul_gflop(_model(tmp_path, True), work) == pytest.approx(191000 / 1e9)
+    tied = _model(tmp_path, True)
+    assert matmul_gflop(tied, work) == pytest.approx(191000 / 1e9)
     # untied: the head is counted once more in params: 1000 - 100 = 900; 2 * 900 * 100 + 1000 = 181000
     assert matmul_gflop(_model(tmp_path, False), work) == pytest.approx(181000 / 1e9)
+    # a resumed pass ran a share of the blocks: block_positions (where recorded) weighs the block term
+    assert matmul_gflop(tied, {**work, "block_positions": 50}) == pytest.approx((2 * 950 * 50 + 2 * 50 * 10) / 1e9)
     assert matmul_gflop({"params": 1000, "source": str(tmp_path / "absent")}, work) is None
 
 

@@ -71,12 +71,14 @@ class Trace:
         return [a[b, max(0, p - self.start):] for b, p in enumerate(self.pads)]
 
 
-def forward(lm, ids, caches, ctx: Context | None, logits: str = "last"):
-    """One forward call of the token block ``ids`` (already padded) through the (hooked) model."""
+def forward(lm, ids, caches, ctx: Context | None, logits: str = "last", first_block: int = 0):
+    """One forward call of the token block ``ids`` (already padded) through the (hooked) model; ``first_block``: the
+    block a resumed pass starts at (the hooks skip the ones below it), for the work count."""
     p = parts(lm.model)
     x = ids if isinstance(ids, mx.array) else mx.array(ids)
     h = p.inner(x, cache=caches)
-    work.count(x.shape[0], x.shape[1], step=ctx is not None and ctx.start > 0 and x.shape[1] == 1)
+    work.count(x.shape[0], x.shape[1], step=ctx is not None and ctx.start > 0 and x.shape[1] == 1,
+               blocks=(lm.n_layers - first_block) / lm.n_layers)
     if ctx is not None:
         ctx.start += x.shape[1]
     if logits == "none":
@@ -230,7 +232,7 @@ def _chunk(lm, toks, ivs, caps: list[BoundCapture], logits: str, prefix: PromptC
     """One forward pass of one chunk; returns (logits, {site: array}, caches, pads)."""
     padded, pads, caches, ctx = start_chunk(lm, toks, prefix)
     with hooked(lm.model, ivs, caps, ctx, skip, caches):
-        out = forward(lm, padded, caches, ctx, logits)
+        out = forward(lm, padded, caches, ctx, logits, skip[0] if skip is not None else 0)
     captured = {}
     for c in caps:
         captured.update(c.result())

@@ -211,44 +211,64 @@ def fig_norms(exp7: dict, exp12: dict, out: Path) -> list[Path]:
     return [_save(fig, out / "directions_norms.png")]
 
 
+def _rate(e: dict, key: str) -> tuple | None:
+    """(p, lo, hi) of a held-out condition's refusal rate (Wilson interval), or None where it was not run."""
+    x = e.get(key)
+    if not x:
+        return None
+    r = x.get("refusal") or {}
+    return (x["refusal_score"], r.get("lo"), r.get("hi"))
+
+
 def fig_refusal_effect(exp7: dict, out: Path) -> list[Path]:
-    rows = []  # (label, harmful base, harmful ablation, harmless base, harmless +r)
+    """Held-out refusal before/after ablation and addition, each beside a random direction of the same norm (95%
+    Wilson intervals), and the paper's small-model rows (no interval: the paper gives none)."""
+    rows = []  # (label, (harmful baseline, ablation, random), (harmless baseline, +r, random)); each (p, lo, hi) or None
     paper = {}
     for n, d in sorted(exp7.items()):
         paper = d["results"].get("paper") or paper
         r = d["results"]
         if r.get("applies"):
             e = r["effect"]
-            rows.append((f"{n} ({_date(d)})", e["harmful_baseline"]["refusal_score"], e["harmful_ablation"]["refusal_score"],
-                         e["harmless_baseline"]["refusal_score"], e["harmless_plus_r"]["refusal_score"]))
+            hb, lb = _rate(e, "harmful_baseline"), _rate(e, "harmless_baseline")
+            rows.append((f"{n} ({_date(d)})", (hb, _rate(e, "harmful_ablation"), _rate(e, "harmful_ablation_random")),
+                         (lb, _rate(e, "harmless_plus_r"), _rate(e, "harmless_plus_random"))))
             if "harmful_ablation_unconstrained" in e:
-                rows.append((f"{n}, lowest-bypass dir.", e["harmful_baseline"]["refusal_score"],
-                             e["harmful_ablation_unconstrained"]["refusal_score"], e["harmless_baseline"]["refusal_score"], None))
+                rows.append((f"{n}, lowest-bypass dir. (KL > 0.1)", (hb, _rate(e, "harmful_ablation_unconstrained"), None),
+                             (None, None, None)))
             if "harmless_plus_searched" in e:
-                rows.append((f"{n}, searched alpha {e['harmless_plus_searched']['alpha']:.1f}", None, None,
-                             e["harmless_baseline"]["refusal_score"], e["harmless_plus_searched"]["refusal_score"]))
+                rows.append((f"{n}, searched alpha {e['harmless_plus_searched']['alpha']:.1f}", (None, None, None),
+                             (lb, _rate(e, "harmless_plus_searched"), _rate(e, "harmless_plus_searched_random"))))
         else:
             s = r.get("summary", {})
-            rows.append((f"{n}: n/a", s.get("harmful_baseline"), None, s.get("harmless_baseline"), None))
-    for k, p in paper.items():
-        rows.append((f"paper: {k}", p["jbb_baseline"], p["jbb_ablation"], p["alpaca_baseline"], p["alpaca_plus_r"]))
+            one = (lambda v: None if v is None else (v, None, None))
+            rows.append((f"{n}: n/a", (one(s.get("harmful_baseline")), None, None), (one(s.get("harmless_baseline")), None, None)))
+    for k, q in paper.items():
+        rows.append((f"paper: {k}", ((q["jbb_baseline"], None, None), (q["jbb_ablation"], None, None), None),
+                     ((q["alpaca_baseline"], None, None), (q["alpaca_plus_r"], None, None), None)))
     if not rows:
         return []
-    fig, ax = plt.subplots(1, 2, figsize=(13, 0.5 * len(rows) + 2), sharey=True)
+    fig, ax = plt.subplots(1, 2, figsize=(14, 0.6 * len(rows) + 2), sharey=True)
     y = np.arange(len(rows))
-    for a, (i, j), t in zip(ax, ((1, 2), (3, 4)), ("harmful: baseline vs directional ablation", "harmless: baseline vs +r at l*")):
-        for off, idx, lab in ((-0.2, i, "baseline"), (0.2, j, "ablation" if i == 1 else "+r")):
-            vals = [r[idx] for r in rows]
-            a.barh(y + off, [v if v is not None else 0 for v in vals], 0.4, label=lab)
-            for yy, v in zip(y + off, vals):
-                a.text((v or 0) + 0.01, yy, "n/a" if v is None else f"{v:.2f}", va="center", fontsize=7)
+    panels = ((1, "harmful (JailbreakBench): baseline / directional ablation", "ablation"),
+              (2, "harmless (Alpaca): baseline / +r at l*", "+r"))
+    for a, (col, title, lab) in zip(ax, panels):
+        for i, (off, name) in enumerate(((-0.27, "baseline"), (0.0, lab), (0.27, "random direction, same norm"))):
+            cells = [r[col][i] for r in rows]
+            vals = [c[0] if c else 0 for c in cells]
+            lo = [c[0] - c[1] if c and c[1] is not None else 0 for c in cells]
+            hi = [c[2] - c[0] if c and c[2] is not None else 0 for c in cells]
+            a.barh(y + off, vals, 0.26, xerr=[lo, hi], error_kw={"elinewidth": 0.8, "capsize": 2}, label=name)
+            for yy, c in zip(y + off, cells):
+                if c:
+                    a.text((c[2] if c[2] is not None else c[0]) + 0.01, yy, f"{c[0]:.2f}", va="center", fontsize=6)
         a.set_xlim(0, 1.15)
-        a.set_xlabel("refusal score (any refusal phrase)")
-        a.set_title(t, fontsize=9)
+        a.set_xlabel("refusal rate (any refusal phrase), 95% Wilson interval")
+        a.set_title(title, fontsize=9)
         a.legend(fontsize=7)
     ax[0].set_yticks(y, [r[0] for r in rows], fontsize=8)
     ax[0].invert_yaxis()
-    fig.suptitle("exp7 refusal score before/after (held-out JailbreakBench / Alpaca prompts)")
+    fig.suptitle("exp7 held-out refusal, each intervention beside a random direction of the same norm")
     return [_save(fig, out / "exp7_refusal_effect.png")]
 
 

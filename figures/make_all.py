@@ -277,7 +277,8 @@ def fig_crosslingual(exp10: dict, out: Path) -> list[Path]:
     for n, d in sorted(exp10.items()):
         r = d["results"]
         langs = list(r["langs"])
-        keys = ["harmful_baseline", "harmful_ablation", "harmless_baseline", "harmless_plus_r", "harmless_ablation_same_start"]
+        keys = ["harmful_baseline", "harmful_ablation", "harmful_ablation_random", "harmless_baseline", "harmless_plus_r",
+                "harmless_plus_random", "harmless_ablation_same_start"]  # each intervention beside its random control
         keys = [k for k in keys if k in r["langs"][langs[0]]]
         fig, ax = plt.subplots(figsize=(10, 4))
         w = 0.8 / len(keys)
@@ -288,7 +289,8 @@ def fig_crosslingual(exp10: dict, out: Path) -> list[Path]:
         ax.set_ylabel("rate")
         ax.legend(fontsize=7, ncol=2)
         sub = "" if r.get("applies") else " (no refusal direction: baseline only)"
-        ax.set_title(f"exp10 English refusal direction across languages, {n} ({_date(d)}){sub}", fontsize=10)
+        ns = f", n = {r['n_harmful']} + {r['n_harmless']} per language" if "n_harmful" in r else ""
+        ax.set_title(f"exp10 English refusal direction across languages, {n} ({_date(d)}){ns}{sub}", fontsize=10)
         paths.append(_save(fig, out / f"exp10_crosslingual_{n}.png"))
     return paths
 

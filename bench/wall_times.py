@@ -9,10 +9,9 @@ second; a decode step reads every weight, so it costs about the same for 1 row a
 
 With ``--roofline GFLOPS`` (the sgemm roofline ``bench/bench_breakdown.py`` prints for this machine) each row with work
 counts also gets a lower bound: the minutes its matmul FLOPs alone would take at that rate. The count is 2 x (the
-model's parameters less its embedding and unembedding) per position (weighed by the share of blocks it ran, where
-the file records it: files written before 2026-12-02 13:00 count a resumed pass in full, which overstates their
-bound), plus 2 x vocab x width per decode row for the
-unembedding (prompt blocks' last-position logits and all attention FLOPs are left out, so the bound stays a lower
+model's parameters less its embedding and unembedding) per position, weighed by the share of blocks it ran where
+the file records ``block_positions`` (older files count a resumed pass in full, which overstates their bound), plus
+2 x vocab x width per decode row for the unembedding (prompt blocks' last-position logits and all attention FLOPs are left out, so the bound stays a lower
 bound). It reads vocab and tied embeddings from the model's ``config.json`` (the provenance's ``source`` folder); a row
 whose model folder is not on this machine gets "-". A run near its bound can only get faster by doing less work.
 

@@ -241,8 +241,8 @@ def fig_refusal_effect(exp7: dict, out: Path) -> list[Path]:
                              (lb, _rate(e, "harmless_plus_searched"), _rate(e, "harmless_plus_searched_random"))))
         else:
             s = r.get("summary", {})
-            one = (lambda v: None if v is None else (v, None, None))
-            rows.append((f"{n}: n/a", (one(s.get("harmful_baseline")), None, None), (one(s.get("harmless_baseline")), None, None)))
+            hb, lb = (None if s.get(k) is None else (s[k], None, None) for k in ("harmful_baseline", "harmless_baseline"))
+            rows.append((f"{n}: n/a", (hb, None, None), (lb, None, None)))
     for k, q in paper.items():
         rows.append((f"paper: {k}", ((q["jbb_baseline"], None, None), (q["jbb_ablation"], None, None), None),
                      ((q["alpaca_baseline"], None, None), (q["alpaca_plus_r"], None, None), None)))

@@ -17,7 +17,7 @@ Late uses): the last-position state of layer s is written over the "x" of an ent
 s, 10 tokens are decoded greedily, and the entity counts as resolved at the first s whose description names it
 (the reference's patterns). Deviations from the reference: greedy, not 3 sampled seeds; target layer t = s, not
 the full s x t grid. Third, the tuned lens (readouts.tuned_lens) with the same whole-name rule, when one has been
-trained for the model (``mlx-interp lens train --model M``; its held-out KL per layer is recorded); otherwise
+trained for the model (``mlx-interp train-lens --model M``; its held-out KL per layer is recorded); otherwise
 the result says it was not trained.
 Depth = layer / L (``core.sites.depth``), the same convention as every experiment and figure.
 Prompts are plain text (no chat template), as the paper's base models saw them.
@@ -79,6 +79,10 @@ def run(lm, queries, quick: bool) -> dict:
         queries = queries[:QUICK_N]
     L = lm.n_layers
     tuned = TunedLens.load(default_path(lm), lm) if default_path(lm).is_file() else None
+    if tuned is not None and not tuned.complete:
+        print(f"  the tuned lens {default_path(lm)} is partial ({len(tuned.translators)} of {L - 1} layers): not used; "
+              f"finish it with mlx-interp train-lens --model {lm.name} --resume", flush=True)
+        tuned = None
     conts = [g.text for g in mi.generate(lm, [q.two_hop for q in queries], max_tokens=10)]
     rows = []
     for i, (q, cont) in enumerate(zip(queries, conts), 1):
@@ -119,7 +123,7 @@ def run(lm, queries, quick: bool) -> dict:
         summary["tuned_lens"] = {"all": _stats(tl_rows, L), "correct": _stats([r for r in tl_rows if r["correct"]], L),
                                  "incorrect": _stats([r for r in tl_rows if not r["correct"]], L), "training": tuned.meta}
     else:
-        summary["tuned_lens"] = {"trained": False, "note": f"no tuned lens for {lm.name}: mlx-interp lens train --model {lm.name}"}
+        summary["tuned_lens"] = {"trained": False, "note": f"no complete tuned lens for {lm.name}: mlx-interp train-lens --model {lm.name}"}
     for fam in sorted({r["family"] for r in rows}):
         fr = [r for r in rows if r["family"] == fam]
         summary["per_family"][fam] = {"accuracy": rate([r["correct"] for r in fr]).as_dict(), **_stats(fr, L)}

@@ -30,3 +30,24 @@ def test_readme_transfer_example_runs(tmp_path, monkeypatch, capsys):
     exec(compile(block, "README.md", "exec"), ns)
     assert ns["qwen_vs"].model == "qwen2.5-coder-0.5b@4bit-g32-mirror" and list(ns["qwen_vs"].vectors) == [12]
     assert (tmp_path / "refusal_qwen.gguf").exists() and "r2" in capsys.readouterr().out
+
+
+def test_every_suggested_command_exists():
+    """Each ``mlx-interp CMD [SUB] --option`` that a message, docstring or note tells a user to run names a real command
+    (an exp6 note once said ``mlx-interp lens train``, which runs the logit lens on the prompt "train")."""
+    import click
+
+    from mlx_interp.app.cli import cli
+
+    root = Path(__file__).resolve().parents[1]
+    files = [p for d in ("mlx_interp", "experiments", "docs", "bench", "figures", "validation") for p in (root / d).rglob("*")
+             if p.suffix in (".py", ".md")] + [root / "README.md"]
+    bad, seen = [], 0
+    for p in files:
+        for m in re.finditer(r"mlx-interp ([a-z][a-z-]*)(?: ([a-z][a-z-]*))? --", p.read_text()):
+            seen += 1
+            cmd = cli.commands.get(m[1])
+            sub_ok = (m[2] in cmd.commands) if isinstance(cmd, click.Group) else m[2] is None
+            if cmd is None or not sub_ok:
+                bad.append(f"{p.relative_to(root)}: {m[0]}")
+    assert seen >= 10 and not bad, bad

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -103,17 +104,31 @@ def lens(model, targets, position, top_k, chat, as_json, html_path, png_path, pr
 @click.option("--batch-tokens", default=256, show_default=True)
 @click.option("--max-len", default=128, show_default=True, help="tokens kept per text")
 @click.option("--out", type=click.Path(dir_okay=False), help="default: $MLX_INTERP_CACHE/lenses/<model>.safetensors")
-def train_lens(model, steps, batch_tokens, max_len, out) -> None:
-    """Train a tuned lens (one affine translator per layer) on the packaged text; print held-out KL per layer."""
-    from ..readouts.tuned_lens import default_path, train_tuned_lens
+@click.option("--resume", is_flag=True, help="finish a partial lens file (written after every layer) with the same settings")
+def train_lens(model, steps, batch_tokens, max_len, out, resume) -> None:
+    """Train a tuned lens (one affine translator per layer) on the packaged text; print held-out KL per layer.
+
+    The file is written after every finished layer, so an interrupted training continues with --resume."""
+    from ..readouts.tuned_lens import TunedLens, default_path, train_tuned_lens
     from ..store.models import load
     from ..tasks.datasets import lens_texts
 
     lm = load(model)
+    path = Path(out) if out else default_path(lm)
+    partial = None
+    if path.exists():
+        old = TunedLens.load(path, lm)
+        if not resume:
+            what = "a complete lens" if old.complete else f"a partial lens ({len(old.translators)} of {lm.n_layers - 1} layers)"
+            hint = "delete it or pass --out" if old.complete else "pass --resume to finish it, or delete it"
+            raise MlxInterpError(f"{path} is {what}; {hint}")
+        partial = old
+    elif resume:
+        raise MlxInterpError(f"--resume: {path} does not exist; train without --resume")
     train, val = lens_texts()
-    lens = train_tuned_lens(lm, train, val, steps=steps, batch_tokens=batch_tokens, max_len=max_len,
-                            progress=lambda m: click.echo(m, err=True))
-    path = lens.save(out or default_path(lm))
+    lens = train_tuned_lens(lm, train, val, steps=steps, batch_tokens=batch_tokens, max_len=max_len, resume=partial,
+                            on_layer=lambda ln: ln.save(path), progress=lambda m: click.echo(m, err=True))
+    lens.save(path)
     click.echo(f"held-out KL(final || lens), nats/token, {lens.meta['val_tokens']} tokens:")
     click.echo(f"{'layer':>5} {'logit lens':>11} {'tuned lens':>11}")
     for l, kl in lens.meta["held_out_kl"].items():

@@ -16,11 +16,15 @@ when the top tokens carry the mass (their mean mass is reported). ``held_out`` r
 separate text for the logit lens and the tuned lens.
 
 A lens is saved as ``.safetensors`` (``A.<layer>``, ``b.<layer>``) with its model name, training settings and
-held-out KL; it loads only for the model it was trained on (``load(path, lm)``).
+held-out KL; it loads only for the model it was trained on (``load(path, lm)``). Training can stop and resume layer
+by layer: ``on_layer`` receives the lens after each finished layer (the CLI writes it, marked incomplete), and
+``resume=`` a partial lens with the same settings skips its finished layers. Each layer draws its minibatches from
+its own generator (``seed, layer``), so a resumed lens is the lens an uninterrupted run trains.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -55,6 +59,11 @@ class TunedLens:
         A, b = self.translators[layer]
         return p.logits(h + h @ A.T + b).astype(mx.float32)
 
+    @property
+    def complete(self) -> bool:
+        """False for a lens whose training stopped part-way (files from before resumable training are complete)."""
+        return bool(self.meta.get("complete", True))
+
     def save(self, path: str | Path) -> Path:
         arrays = {f"{k}.{l}": v for l, (A, b) in self.translators.items() for k, v in (("A", A), ("b", b))}
         return write_safetensors(path, arrays, {"model": self.model, "meta": json.dumps(self.meta)}, "tuned-lens")
@@ -71,7 +80,7 @@ class TunedLens:
 
 
 def default_path(lm) -> Path:
-    """Where ``mlx-interp lens train`` keeps a model's lens: ``$MLX_INTERP_CACHE/lenses/<name>.safetensors``."""
+    """Where ``mlx-interp train-lens`` keeps a model's lens: ``$MLX_INTERP_CACHE/lenses/<name>.safetensors``."""
     from ..store.models import cache_dir
 
     return cache_dir() / "lenses" / f"{lm.name.replace('/', '_')}.safetensors"
@@ -114,10 +123,19 @@ def _kl(lm, A, b, h, ids, tlp, rest):
     return (p * (tlp - ql)).sum(-1) + mx.exp(rest) * (rest - q_rest)
 
 
+def _fingerprint(texts: Sequence[str]) -> str:
+    return hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+
+
 def train_tuned_lens(lm, texts: Sequence[str], val_texts: Sequence[str], *, layers=None, steps: int = 200,
                      batch_tokens: int = 256, lr: float = 1e-3, weight_decay: float = 1e-3, max_len: int = 128,
-                     seed: int = 0, progress: Callable[[str], None] | None = None) -> TunedLens:
-    """Train one translator per layer (default: every layer but the last) and report held-out KL per layer."""
+                     seed: int = 0, resume: TunedLens | None = None,
+                     on_layer: Callable[[TunedLens], None] | None = None,
+                     progress: Callable[[str], None] | None = None) -> TunedLens:
+    """Train one translator per layer (default: every layer but the last) and report held-out KL per layer.
+
+    ``resume``: a partial lens from an interrupted run with the same settings; its finished layers are kept.
+    ``on_layer``: called with the lens after each finished layer (``meta["complete"]`` says whether all are done)."""
     import mlx.optimizers as optim
 
     if not texts or not val_texts:
@@ -129,39 +147,62 @@ def train_tuned_lens(lm, texts: Sequence[str], val_texts: Sequence[str], *, laye
     bad = [l for l in layers if l not in all_layers]
     if bad:
         raise MlxInterpError(f"tuned-lens layer {bad[0]} is not valid; valid: 0..{lm.n_layers - 2} (the last layer is the model)")
+    settings = {"layers": layers, "steps": steps, "batch_tokens": batch_tokens, "optimizer": f"AdamW lr {lr} weight decay {weight_decay}",
+                "top_k_target": TOP_K, "max_len": max_len, "seed": seed, "sampling": "numpy default_rng((seed, layer)) per layer",
+                "train_texts": _fingerprint(texts), "val_texts": _fingerprint(val_texts)}
+    lens, held, wall_before = TunedLens(lm.name), {}, 0.0
+    if resume is not None:
+        if resume.model != lm.name:
+            raise MlxInterpError(f"cannot resume a tuned lens for {resume.model} on {lm.name}")
+        old = resume.meta
+        if "sampling" not in old:
+            raise MlxInterpError("this lens file predates resumable training (its metadata has no 'sampling'); train it again without --resume")
+        diff = next((k for k in settings if old.get(k) != settings[k]), None)
+        if diff is not None:
+            raise MlxInterpError(f"cannot resume: this lens was trained with {diff}={old.get(diff)!r}, this run has {settings[diff]!r}")
+        lens.translators = dict(resume.translators)
+        held = {int(k): v for k, v in resume.meta.get("held_out_kl", {}).items()}
+        wall_before = float(resume.meta.get("wall_s", 0.0))
+    todo = [l for l in layers if l not in lens.translators]
     t0 = time.time()
     tr_h, tr_ids, tr_lp, tr_rest = _residuals(lm, texts, max_len)
     va_h, va_ids, va_lp, va_rest = _residuals(lm, val_texts, max_len)
     D, n = lm.width, len(tr_ids)
-    rng = np.random.default_rng(seed)
-    lens = TunedLens(lm.name)
-    held = {}
-    for j, l in enumerate(layers):
+
+    def loss_fn(prm, h, ids, tlp, rest):
+        return _kl(lm, prm["A"], prm["b"], h, ids, tlp, rest).mean()
+
+    grad = mx.value_and_grad(loss_fn)
+
+    def finish(complete: bool) -> None:
+        lens.meta = {"train_tokens": int(n), "val_tokens": int(len(va_ids)), **settings,
+                     "target_top_k_mass_val": float(np.exp(va_lp).sum(-1).mean()),
+                     "held_out_kl": {str(k): held[k] for k in sorted(held)}, "wall_s": round(wall_before + time.time() - t0, 1),
+                     "objective": "bucketed KL(final || lens), nats per token",
+                     "complete": complete, "layers_done": sorted(lens.translators)}
+
+    for j, l in enumerate(todo):
         params = {"A": mx.zeros((D, D)), "b": mx.zeros((D,))}
         opt = optim.AdamW(learning_rate=lr, weight_decay=weight_decay)
-
-        def loss_fn(prm, h, ids, tlp, rest):
-            return _kl(lm, prm["A"], prm["b"], h, ids, tlp, rest).mean()
-
-        grad = mx.value_and_grad(loss_fn)
+        rng = np.random.default_rng((seed, l))
         for step in range(steps):
             idx = rng.integers(0, n, size=min(batch_tokens, n))
             loss, g = grad(params, mx.array(tr_h[l][idx]), mx.array(tr_ids[idx]), mx.array(tr_lp[idx]), mx.array(tr_rest[idx]))
             params = opt.apply_gradients(g, params)
             mx.eval(params, opt.state, loss)
             if progress and (step + 1) % max(1, steps // 5) == 0:
-                progress(f"layer {l} ({j + 1}/{len(layers)}) step {step + 1}/{steps}: train KL {float(loss):.3f}")
+                progress(f"layer {l} ({j + 1}/{len(todo)} this run, {len(layers)} in all) step {step + 1}/{steps}: train KL {float(loss):.3f}")
         lens.translators[l] = (params["A"], params["b"])
         zero = mx.zeros((D, D)), mx.zeros((D,))
         kls = {}
         for name, (A, b) in (("logit_lens", zero), ("tuned_lens", (params["A"], params["b"]))):
             vals = [_kl(lm, A, b, mx.array(va_h[l][i:i + 512]), mx.array(va_ids[i:i + 512]), mx.array(va_lp[i:i + 512]),
-                        mx.array(va_rest[i:i + 512])) for i in range(0, len(va_ids), 512)]
+                       mx.array(va_rest[i:i + 512])) for i in range(0, len(va_ids), 512)]
             kls[name] = float(mx.concatenate(vals).mean().item())
         held[l] = kls
-    lens.meta = {"train_tokens": int(n), "val_tokens": int(len(va_ids)), "steps": steps, "batch_tokens": batch_tokens,
-                 "optimizer": f"AdamW lr {lr} weight decay {weight_decay}", "top_k_target": TOP_K, "max_len": max_len,
-                 "target_top_k_mass_val": float(np.exp(va_lp).sum(-1).mean()), "seed": seed,
-                 "held_out_kl": {str(k): v for k, v in held.items()}, "wall_s": round(time.time() - t0, 1),
-                 "objective": "bucketed KL(final || lens), nats per token"}
+        finish(complete=len(lens.translators) == len(layers))
+        if on_layer is not None:
+            on_layer(lens)
+    if not todo:
+        finish(complete=True)
     return lens

@@ -182,9 +182,9 @@ def confidence(lm, data, quick: bool, layers) -> dict:
                 for name, g in gens.items()}
 
     progress(3, 4, "confidence steering sweep (validation questions)")
-    val = steer("val", {f"{k}:{sign:+d}": (k, sign * M_CONF, None) for k in sorted(stats) for sign in (-1, 1)})
+    swept = steer("val", {f"{k}:{sign:+d}": (k, sign * M_CONF, None) for k in sorted(stats) for sign in (-1, 1)})
     for k in sorted(stats):
-        lo, hi = val[f"{k}:-1"], val[f"{k}:+1"]
+        lo, hi = swept[f"{k}:-1"], swept[f"{k}:+1"]
         ok = min(lo["coherent"]["p"], hi["coherent"]["p"]) >= 0.5
         stats[k].update(val_minus=lo, val_plus=hi, val_effect=(lo["hedge"]["p"] - hi["hedge"]["p"]) if ok else None)
     scored = [k for k in stats if stats[k]["val_effect"] is not None and stats[k]["val_effect"] > 0]  # no effect: no layer

@@ -153,10 +153,10 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
     assert "exp7" in r10["direction"]["why_not"]
     data = e12.load_data(None)
     data["generate"], data["test"] = data["generate"][:8], data["test"][:4]
-    r12 = e12.run(smol, data, True, layers=[8, 20])
+    r12 = e12.run(smol, data, True, layers=[8, 14, 20])  # 3 layers: 6 sweep conditions, not 4 (BUGFIX #45)
     sy, co = r12["sycophancy"], r12["confidence"]
     assert (sy["n_train"], sy["n_val"], sy["n_test"]) == (4, 4, 4) and sy["scored_tokens"] == [["A", "B"]]
-    assert [r["layer"] for r in sy["layers"]] == [8, 20]
+    assert [r["layer"] for r in sy["layers"]] == [8, 14, 20]
     # the layer is the validation argmax, and the test rows are scored on the test items: recompute the unsteered
     # test score from the model's own logits at the tokens "A"/"B"
     assert sy["best_steering_layer"] == max(sy["layers"], key=lambda r: (r["val_effect"], -r["layer"]))["layer"]
@@ -172,6 +172,7 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
     assert {"-1", "+1", "random_-1", "random_+1"} <= set(sy["test_at_best"])
     assert co["best_readout_auroc"] >= 0.9  # confident vs hedged answers differ in their last tokens
     assert (co["n_train"], co["n_val"], co["n_test"]) == (16, 4, 4) and co["test_at_best"]["0"]["hedge"]["n"] == 4
+    assert all(r["val_minus"]["hedge"]["n"] == co["n_val"] for r in co["layers"])
     mi.save_result("exp12_multimodel_directions", r12, lm=smol, out_dir=out)
     names = {p.name for p in make_all.main(["--results", str(out), "--out", str(tmp_path / "figs")])}
     assert {"directions_best_layers.png", "directions_norms.png", "exp7_refusal_effect.png",

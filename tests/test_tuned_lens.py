@@ -77,3 +77,6 @@ def test_cli_refuses_to_overwrite_or_resume_the_wrong_file(tmp_path, smol):
     assert isinstance(res.exception, MlxInterpError) and "partial lens (1 of 29 layers); pass --resume" in str(res.exception)
     res = CliRunner().invoke(cli, ["train-lens", "--model", "smollm2-135m", "--out", str(tmp_path / "none.safetensors"), "--resume"])
     assert isinstance(res.exception, MlxInterpError) and "does not exist; train without --resume" in str(res.exception)
+    TunedLens(smol.name, {}, {"complete": True}).save(path)
+    res = CliRunner().invoke(cli, ["train-lens", "--model", "smollm2-135m", "--out", str(path), "--resume"])
+    assert isinstance(res.exception, MlxInterpError) and "already a complete lens" in str(res.exception)

@@ -122,6 +122,8 @@ def train_lens(model, steps, batch_tokens, max_len, out, resume) -> None:
             what = "a complete lens" if old.complete else f"a partial lens ({len(old.translators)} of {lm.n_layers - 1} layers)"
             hint = "delete it or pass --out" if old.complete else "pass --resume to finish it, or delete it"
             raise MlxInterpError(f"{path} is {what}; {hint}")
+        if old.complete:
+            raise MlxInterpError(f"{path} is already a complete lens ({len(old.translators)} layers); nothing to resume")
         partial = old
     elif resume:
         raise MlxInterpError(f"--resume: {path} does not exist; train without --resume")

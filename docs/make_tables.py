@@ -24,7 +24,7 @@ import tables_fv  # noqa: E402
 import tables_kv  # noqa: E402
 import tables_quant  # noqa: E402
 import tables_transfer  # noqa: E402
-from figures.make_all import layer_depths  # noqa: E402
+from figures.make_all import layer_depths, null_layers  # noqa: E402
 PUBLISHED = ROOT / "results" / "published"
 DOCS = ROOT / "docs"
 MARK = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- /table -->)", re.S)
@@ -187,9 +187,14 @@ def t_layer_depths(root: Path) -> str:
     docs = {e: {n: d for n, (_, d) in newest(e, root).items()} for e in
             ("exp7_refusal_scaling", "exp12_multimodel_directions", "exp6_twohop_scaling", "exp13_function_vectors")}
     cols = layer_depths(*docs.values())
+    null = null_layers(docs["exp12_multimodel_directions"])
     names = sorted({n for c in cols.values() for n in c})
-    rows = [[n] + [_f(cols[c].get(n), 0) + ("%" if cols[c].get(n) is not None else "") for c in cols] for n in names]
-    return _table(["model"] + list(cols), rows)
+
+    def cell(c, n):
+        v = cols[c].get(n)
+        return "—" if v is None else f"{_f(v, 0)}%" + (" (n.s.)" if (c, n) in null else "")
+
+    return _table(["model"] + list(cols), [[n] + [cell(c, n) for c in cols] for n in names])
 
 
 def _module_table(fn):  # a table module's function, given this module's file reader and table writer

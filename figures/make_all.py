@@ -160,26 +160,64 @@ def layer_depths(exp7: dict, exp12: dict, exp6: dict, exp13: dict | None = None)
     return cols
 
 
+READOUT_AUROC_MIN = 0.6  # below it a probe's best layer reads nothing (a 25% holdout of 200 items: AUROC 0.5 +- ~0.13)
+
+
+def _overlap(a: dict, b: dict, score: str, lo: str, hi: str) -> bool:
+    """Whether two conditions' 95% intervals overlap."""
+    a, b = sorted((a, b), key=lambda x: x[score])
+    return a[hi] >= b[lo]
+
+
+def null_layers(exp12: dict) -> set[tuple[str, str]]:
+    """(column, model) cells of ``layer_depths`` whose layer shows no significant effect on test, so it is an argmax
+    over noise: steering whose test rates at -m and +m have overlapping 95% intervals (sycophancy: A/B score at -1
+    and +1; confidence: hedge rate at -m and +m), a sycophancy readout below ``READOUT_AUROC_MIN``."""
+    out = set()
+    for n, d in exp12.items():
+        sy, co = d["results"]["sycophancy"], d["results"]["confidence"]
+        t = sy.get("test_at_best") or {}
+        if sy.get("applies", True) and "-1" in t and "+1" in t:
+            if _overlap(t["-1"], t["+1"], "score", "score_lo", "score_hi"):
+                out.add(("sycophancy steering", n))
+            if (sy.get("best_readout_auroc") or 0) < READOUT_AUROC_MIN:
+                out.add(("sycophancy readout", n))
+        t = co.get("test_at_best") or {}
+        m = co.get("multiplier")
+        if m is not None and f"{-m:+g}" in t and f"{m:+g}" in t:
+            if _overlap(t[f"{-m:+g}"]["hedge"], t[f"{m:+g}"]["hedge"], "p", "lo", "hi"):
+                out.add(("confidence steering", n))
+    return out
+
+
 def fig_best_layers(exp7: dict, exp12: dict, exp6: dict, out: Path, exp13: dict | None = None) -> list[Path]:
     """The study's "layer-specific effects" table as a figure: best layer as % of depth."""
     cols = layer_depths(exp7, exp12, exp6, exp13)
     names = sorted({n for c in cols.values() for n in c})
     if not names:
         return []
-    fig, ax = plt.subplots(figsize=(12, 4.5))
+    null = null_layers(exp12)
+    fig, ax = plt.subplots(figsize=(15, 4.5))
     w = 0.8 / len(names)
     for i, n in enumerate(names):
         xs = np.arange(len(cols)) + (i - (len(names) - 1) / 2) * w
         ys = [cols[c].get(n) for c in cols]
-        ax.bar(xs, [y if y is not None else 0 for y in ys], w, label=n)
+        bars = ax.bar(xs, [y if y is not None else 0 for y in ys], w, label=n)
+        for b, c in zip(bars, cols):
+            if (c, n) in null:  # an argmax over no significant effect: drawn faint and hatched
+                b.set_alpha(0.3)
+                b.set_hatch("//")
         for x, y in zip(xs, ys):
             if y is None:
                 ax.text(x, 2, "n/a", ha="center", fontsize=7, rotation=90)
+    if null:
+        ax.bar([0], [0], 0, color="white", edgecolor="gray", hatch="//",
+               label=f"n.s. on test (steering: 95% intervals at -m and +m overlap; readout: AUROC < {READOUT_AUROC_MIN})")
     ax.axhspan(40, 60, color="gray", alpha=0.1, label="seed's prediction for FV heads (40–60%)")
     ax.set_xticks(np.arange(len(cols)), list(cols), fontsize=8, rotation=15, ha="right")
     ax.set_ylabel("best layer (% of depth)")
     ax.set_ylim(0, 105)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     dates = sorted({_date(d) for e in (exp7, exp12, exp6, exp13 or {}) for d in e.values()})
     ax.set_title(f"Where each phenomenon lives (exp7, exp12, exp6, exp13; results {dates[0]}..{dates[-1]})", fontsize=10)
     return [_save(fig, out / "directions_best_layers.png")]

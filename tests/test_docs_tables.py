@@ -40,3 +40,20 @@ def test_every_figure_draws_from_the_kept_results(tmp_path):
     names = {p.name for p in pngs}
     assert len(pngs) >= 30 and all(p.stat().st_size > 5000 for p in pngs)
     assert {"exp15_cosines_smollm2-135m.png", "exp15_text_model_smollm2-135m.png"} <= names
+
+
+def test_null_layers_marks_only_layers_without_a_significant_test_effect():
+    """A sycophancy vector whose -1 / +1 test intervals are disjoint and a readout at AUROC 0.8 are kept; overlapping
+    intervals and AUROC 0.55 are marked; confidence 3/9 vs 0/9 (overlapping Wilson intervals) is marked, 9/9 vs 0/9 not."""
+    from figures.make_all import null_layers
+    from mlx_interp.measures.stats import rate
+
+    def res(sy_minus, sy_plus, auroc, hedge_minus):
+        sc = lambda p, h: {"score": p, "score_lo": p - h, "score_hi": p + h}  # noqa: E731
+        w = lambda k: rate(k, 9).as_dict()  # noqa: E731
+        return {"results": {
+            "sycophancy": {"test_at_best": {"-1": sc(*sy_minus), "+1": sc(*sy_plus)}, "best_readout_auroc": auroc},
+            "confidence": {"multiplier": 0.5, "test_at_best": {"-0.5": {"hedge": w(hedge_minus)}, "+0.5": {"hedge": w(0)}}}}}
+
+    got = null_layers({"effect": res((0.3, 0.05), (0.7, 0.05), 0.8, 9), "none": res((0.49, 0.05), (0.5, 0.05), 0.55, 3)})
+    assert got == {("sycophancy steering", "none"), ("sycophancy readout", "none"), ("confidence steering", "none")}

@@ -163,6 +163,19 @@ def t_exp12_sycophancy(root: Path) -> str:
                    "result file"], rows)
 
 
+def t_exp12_caa_paper(root: Path) -> str:
+    """CAA's own A/B numbers (nrimsky/CAA analysis files), as the newest exp12 file records them."""
+    docs = [d for _, d in newest("exp12_multimodel_directions", root).values() if "paper" in d["results"]["sycophancy"]]
+    paper = docs[-1]["results"]["sycophancy"]["paper"]
+    rows = []
+    for key in sorted(k for k in paper if not k.startswith("_") and k != "metric"):
+        v = paper[key]["Sycophancy"]
+        model, layer = key.rsplit("_layer", 1)
+        rows.append([model, layer] + [" / ".join(f"{v[f'{s}_m{m}']:.2f}" for m in ("-1", "0", "+1"))
+                                      for s in ("nosys", "possys", "negsys")])
+    return _table(["model (CAA)", "layer", "no system prompt −1 / 0 / +1", "positive system prompt", "negative system prompt"], rows)
+
+
 def t_exp12_confidence(root: Path) -> str:
     rows = []
     for name, (f, d) in newest("exp12_multimodel_directions", root).items():
@@ -202,7 +215,7 @@ def _module_table(fn):  # a table module's function, given this module's file re
 
 
 TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp7": t_exp7, "exp10": t_exp10, "exp12_sycophancy": t_exp12_sycophancy,
-          "exp12_confidence": t_exp12_confidence, "layer_depths": t_layer_depths,
+          "exp12_caa_paper": t_exp12_caa_paper, "exp12_confidence": t_exp12_confidence, "layer_depths": t_layer_depths,
           "exp13_survivors": _module_table(tables_fv.t_survivors), "exp13_summary": _module_table(tables_fv.t_summary),
           "exp13_accuracy": _module_table(tables_fv.t_accuracy), "exp13_chosen": _module_table(tables_fv.t_chosen),
           "exp13_heads": _module_table(tables_fv.t_heads), "exp13_natural": _module_table(tables_fv.t_natural),

@@ -166,6 +166,8 @@ def t_exp12_sycophancy(root: Path) -> str:
 def t_exp12_caa_paper(root: Path) -> str:
     """CAA's own A/B numbers (nrimsky/CAA analysis files), as the newest exp12 file records them."""
     docs = [d for _, d in newest("exp12_multimodel_directions", root).values() if "paper" in d["results"]["sycophancy"]]
+    if not docs:
+        raise SystemExit(f"no exp12 result under {root} records CAA's reference scores (results.sycophancy.paper)")
     paper = docs[-1]["results"]["sycophancy"]["paper"]
     rows = []
     for key in sorted(k for k in paper if not k.startswith("_") and k != "metric"):

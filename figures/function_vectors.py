@@ -38,7 +38,7 @@ def fig_aie(name: str, doc: dict, out: Path) -> Path:
         ax.set_xlabel("head", fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.05)
     axes[0][0].set_ylabel("layer")
-    fig.suptitle(f"Average indirect effect of each head on p(answer), shuffled-label prompts: {_title(name, doc)}", fontsize=9)
+    fig.suptitle(f"Average indirect effect of each head on p(answer), shuffled-label prompts:\n{_title(name, doc)}", fontsize=9)
     return _save(fig, out / f"exp13_aie_{name}.png")
 
 
@@ -60,7 +60,7 @@ def fig_accuracy(name: str, doc: dict, out: Path) -> Path:
         ax.set_ylabel(f"{label} top-1 accuracy")
     axes[0, 0].legend(fontsize=7, ncol=3)
     fig.suptitle(f"Test survivors, vector added at layer {r['config']['edit_layer_a_priori']} of {r['layers']} "
-                 f"(* < 20 survivors; 95% Wilson intervals): {_title(name, doc)}", fontsize=9)
+                 f"(* < 20 survivors; 95% Wilson intervals):\n{_title(name, doc)}", fontsize=9)
     return _save(fig, out / f"exp13_accuracy_{name}.png")
 
 
@@ -79,7 +79,7 @@ def fig_sweep(name: str, doc: dict, out: Path) -> Path:
         ax.set_ylim(-0.02, 1.02)
     axes[0][0].set_ylabel("valid zero-shot accuracy")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"Layer sweep on valid survivors (the layer each method is then tested at; dotted: L//3): {_title(name, doc)}", fontsize=9)
+    fig.suptitle(f"Layer sweep on valid survivors (the layer each method is then tested at; dotted: L//3):\n{_title(name, doc)}", fontsize=9)
     return _save(fig, out / f"exp13_sweep_{name}.png")
 
 

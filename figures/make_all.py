@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 
 from experiments import fv_study  # noqa: E402
 from figures import function_vectors, kv_transfer, preference_transfer, quantization, refusal_transfer  # noqa: E402
+from mlx_interp.measures.stats import wilson  # noqa: E402
 from mlx_interp.runs.results import load_results  # noqa: E402
 from figures.common import save as _save  # noqa: E402
 
@@ -310,6 +311,17 @@ def fig_refusal_effect(exp7: dict, out: Path) -> list[Path]:
     return [_save(fig, out / "exp7_refusal_effect.png")]
 
 
+def _lang_interval(r: dict, lang: str, key: str) -> tuple[float, float] | None:
+    """95% Wilson interval of one exp10 rate: from the file's ``rates`` where it has them, else from the rate and its n."""
+    c = r["langs"][lang].get("rates", {}).get(key)
+    if c is not None:
+        return c["lo"], c["hi"]
+    n = r.get("n_harmful" if key.startswith("harmful") else "n_harmless")
+    if not n:
+        return None
+    return wilson(round(r["langs"][lang][key] * n), n)
+
+
 def fig_crosslingual(exp10: dict, out: Path) -> list[Path]:
     paths = []
     for n, d in sorted(exp10.items()):
@@ -321,14 +333,19 @@ def fig_crosslingual(exp10: dict, out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(10, 4))
         w = 0.8 / len(keys)
         for i, k in enumerate(keys):
-            ax.bar(np.arange(len(langs)) + (i - (len(keys) - 1) / 2) * w, [r["langs"][lg][k] for lg in langs], w, label=k.replace("_", " "))
+            vals = [r["langs"][lg][k] for lg in langs]
+            ci = [_lang_interval(r, lg, k) for lg in langs]
+            err = None if any(c is None for c in ci) else np.array([[v - lo for v, (lo, _) in zip(vals, ci)],
+                                                                     [hi - v for v, (_, hi) in zip(vals, ci)]])
+            ax.bar(np.arange(len(langs)) + (i - (len(keys) - 1) / 2) * w, vals, w, yerr=err, capsize=2,
+                   error_kw={"lw": 0.8}, label=k.replace("_", " "))
         ax.set_xticks(np.arange(len(langs)), langs)
         ax.set_ylim(0, 1.05)
-        ax.set_ylabel("rate")
-        ax.legend(fontsize=7, ncol=2)
+        ax.set_ylabel("rate (95% Wilson interval)")
+        ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         sub = "" if r.get("applies") else " (no refusal direction: baseline only)"
         ns = f", n = {r['n_harmful']} + {r['n_harmless']} per language" if "n_harmful" in r else ""
-        ax.set_title(f"exp10 English refusal direction across languages, {n} ({_date(d)}){ns}{sub}", fontsize=10)
+        ax.set_title(f"exp10 English refusal direction across languages ({_date(d)})\n{n}{ns}{sub}", fontsize=10)
         paths.append(_save(fig, out / f"exp10_crosslingual_{n}.png"))
     return paths
 

@@ -57,3 +57,16 @@ def test_null_layers_marks_only_layers_without_a_significant_test_effect():
 
     got = null_layers({"effect": res((0.3, 0.05), (0.7, 0.05), 0.8, 9), "none": res((0.49, 0.05), (0.5, 0.05), 0.55, 3)})
     assert got == {("sycophancy steering", "none"), ("sycophancy readout", "none"), ("confidence steering", "none")}
+
+
+def test_exp10_figure_intervals_come_from_the_file_or_from_the_rate_and_its_n():
+    """Every exp10 bar carries a Wilson interval: the file's own where it has one, else from the rate times its n."""
+    from figures.make_all import _lang_interval
+    from mlx_interp.measures.stats import wilson
+
+    r = {"n_harmful": 12, "n_harmless": 10,
+         "langs": {"en": {"harmful_baseline": 0.75, "harmless_ablation_same_start": 0.4,
+                          "rates": {"harmful_baseline": {"lo": 0.11, "hi": 0.22}}}}}
+    assert _lang_interval(r, "en", "harmful_baseline") == (0.11, 0.22)
+    assert _lang_interval(r, "en", "harmless_ablation_same_start") == wilson(4, 10)
+    assert _lang_interval({"langs": {"en": {"harmless_baseline": 0.1}}}, "en", "harmless_baseline") is None

@@ -197,6 +197,30 @@ def t_exp12_confidence(root: Path) -> str:
                    "random direction −m / +m", "coherent −m / +m", "result file"], rows)
 
 
+def t_exp12_readout(root: Path) -> str:
+    """Readout per trait: the layer chosen on validation, then the test AUROC of the probe, the difference of means
+    and a random direction of the same norm (files from before BUGFIX #47 have the validation AUROC only)."""
+    rows = []
+
+    def auc(a):
+        return f"{a['auroc']:.2f} [{a['lo']:.2f}, {a['hi']:.2f}]"
+
+    for name, (f, d) in newest("exp12_multimodel_directions", root).items():
+        for trait in ("sycophancy", "confidence"):
+            r = d["results"][trait]
+            if "best_readout_layer" not in r:
+                continue
+            val = r.get("best_readout_auroc_val", r.get("best_readout_auroc"))
+            head = [name, _quick(d), trait, f"{r['best_readout_layer']} ({_f(val)})"]
+            if "readout_test" not in r:
+                rows.append(head + ["not measured (file predates BUGFIX #47)", "", "", "", f"`{f}`"])
+                continue
+            t = r["readout_test"]
+            rows.append(head + [auc(t["probe"]), auc(t["diff_of_means"]), auc(t["random"]), str(t["probe"]["n_pos"]), f"`{f}`"])
+    return _table(["model", "run", "trait", "readout layer chosen on validation (validation AUROC)", "test AUROC, probe [95% CI]",
+                   "test AUROC, difference of means", "test AUROC, random direction", "test pairs", "result file"], rows)
+
+
 def t_layer_depths(root: Path) -> str:
     """The study's "layer-specific effects" table (the figure directions_best_layers.png shows the same numbers)."""
     docs = {e: {n: d for n, (_, d) in newest(e, root).items()} for e in
@@ -216,7 +240,7 @@ def _module_table(fn):  # a table module's function, given this module's file re
     return lambda root: fn(newest, root, _table)
 
 
-TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp7": t_exp7, "exp10": t_exp10, "exp12_sycophancy": t_exp12_sycophancy,
+TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp7": t_exp7, "exp10": t_exp10, "exp12_sycophancy": t_exp12_sycophancy, "exp12_readout": t_exp12_readout,
           "exp12_caa_paper": t_exp12_caa_paper, "exp12_confidence": t_exp12_confidence, "layer_depths": t_layer_depths,
           "exp13_survivors": _module_table(tables_fv.t_survivors), "exp13_summary": _module_table(tables_fv.t_summary),
           "exp13_accuracy": _module_table(tables_fv.t_accuracy), "exp13_chosen": _module_table(tables_fv.t_chosen),

@@ -5,6 +5,11 @@
 Every choice is made on validation data and every reported number comes from disjoint test data, beside a
 random direction of the same norm at the same layer and multiplier (issue 14).
 
+Readout (both traits): the probe's AUROC per layer is read on a 25% holdout of the train items, which makes it a
+validation number; the layer where it is highest is the readout layer, and the disjoint test items are read there
+by the probe's direction, the difference of means and a random direction of the same norm (the control): AUROC
+with a paired bootstrap interval over test items (BUGFIX #47: earlier files report only the validation AUROC).
+
 Sycophancy (Rimsky/Panickssery et al., papers.md section 4): each CAA generate item answered "(A)" and "(B)"
 (chat template for instruct models, "Question\\n\\nAnswer: (A)" for base models). The scored answer token is
 the one where the tokenized answers "(A)" and "(B)" first differ in context (measures.ab: "A" after "(" on
@@ -41,7 +46,7 @@ from mlx_interp.core.batching import format_prompt
 from mlx_interp.core.generate import generate_conditions
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.ab import ab_from_logits, ab_items, ab_scores
-from mlx_interp.measures.stats import rate
+from mlx_interp.measures.stats import auroc, rate
 from mlx_interp.measures.text import hedged
 from mlx_interp.measures.coherence import coherence_by_condition
 from mlx_interp.methods.steering import residual_norms
@@ -67,13 +72,28 @@ def _layer_stats(pos, neg, paired: bool, groups=None) -> dict:
     probes = probe_vecs(pos, neg)
     for k in sorted(pos):
         v = diff_of_means_vec(pos[k], neg[k], groups)
-        _, m = probes[k]
+        d, m = probes[k]
         out[k] = {"norm": float(np.linalg.norm(v)), "probe_auroc": m["auroc"], "probe_accuracy": m["accuracy"],
-                  "split_cosine": split_consistency("diff_of_means", pos[k], neg[k], groups=groups), "vector": v}
+                  "split_cosine": split_consistency("diff_of_means", pos[k], neg[k], groups=groups), "vector": v,
+                  "probe_direction": d}
         if paired:  # low |cosine|: the PC is something else, e.g. which letter the answer is, not the behaviour
             pc = pca_vec(pos[k], neg[k])
             out[k]["pca_cosine"] = float(pc @ v / (np.linalg.norm(pc) * np.linalg.norm(v)))
     return out
+
+
+def readout(stats: dict, test_pos: dict, test_neg: dict, width: int) -> dict:
+    """The readout layer chosen on validation (the probe's AUROC on its 25% holdout of the train items, BUGFIX #47),
+    then read on the disjoint test items: AUROC of the probe's direction, of the difference of means, and of a random
+    direction of the same norm (the control), each with a paired bootstrap interval over test items."""
+    layer = max(sorted(stats), key=lambda k: (stats[k]["probe_auroc"] or 0, -k))
+    tp, tn = test_pos[layer], test_neg[layer]
+    probe, dom = stats[layer]["probe_direction"], stats[layer]["vector"]
+    rnd = random_direction(width, float(np.linalg.norm(probe)), seed=layer)
+    return {"best_readout_layer": layer, "best_readout_auroc_val": stats[layer]["probe_auroc"],
+            "readout_chosen_on": "probe AUROC on a 25% holdout of the train items (validation), maximised over layers",
+            "readout_test": {name: auroc(tp @ d, tn @ d, paired=True)
+                             for name, d in (("probe", probe), ("diff_of_means", dom), ("random", rnd))}}
 
 
 def _split(n: int, quick: bool) -> tuple[slice, slice]:
@@ -117,16 +137,17 @@ def sycophancy(lm, data, quick: bool, layers) -> dict:
     rows = []
     for n, k in enumerate(sweep, 1):
         progress(n, len(stats), f"A/B sweep layer {k} (validation items)")
-        v = stats[k].pop("vector")
+        v = stats[k]["vector"]
         sc = {m: ab_scores(lm, *sets["val"], interventions=[mi.Add(v, layers=k, alpha=m)], resume=(replay, k), chat=chat,
                            items=items["val"]) for m in (-1.0, 1.0)}
         rows.append({"layer": k, **stats[k], "norm_over_residual": stats[k]["norm"] / norms[k],
                      "val_minus1": _ab_row(sc[-1.0]), "val_plus1": _ab_row(sc[1.0]),
                      "val_effect": sc[1.0].mean() - sc[-1.0].mean(), "_v": v})
     best = max(rows, key=lambda r: (r["val_effect"], -r["layer"]))
-    k, v = best["layer"], best.pop("_v")
+    k, v = best["layer"], best["_v"]
     for r in rows:
-        r.pop("_v", None)
+        for key in ("_v", "vector", "probe_direction"):
+            r.pop(key, None)
     progress(4, 4, f"test items at layer {k}")
     rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=k)
     base_test = ab_scores(lm, *sets["test"], chat=chat, items=items["test"])
@@ -135,15 +156,15 @@ def sycophancy(lm, data, quick: bool, layers) -> dict:
         for m in (-1.0, 1.0):
             res = ab_scores(lm, *sets["test"], interventions=[mi.Add(vec, layers=k, alpha=m)], chat=chat, items=items["test"])
             test_rows[f"{name}{m:+.0f}"] = _ab_row(res)
-    read = max(rows, key=lambda r: (r["probe_auroc"] or 0, -r["layer"]))
+    read_layer = max(sorted(stats), key=lambda j: (stats[j]["probe_auroc"] or 0, -j))
+    read = readout(stats, *collect_ab(lm, items["test"], layers=[read_layer], matching=sets["test"][1]), lm.width)
     return {"n_train": len(train), "n_val": len(val), "n_test": len(test), "letter_position": sorted(set(train_items.letter_offsets)),
             "scored_tokens": [list(t) for t in sorted(items["test"].token_strings(lm))],
             "baseline_val": base_val.summary(), "baseline_test": base_test.summary(), "layers": rows,
             "best_steering_layer": k, "best_steering_depth": k / lm.n_layers, "chosen_on": "validation (generate items not used for the vector)",
             "test_at_best": test_rows, "test_effect": test_rows["+1"]["score"] - test_rows["-1"]["score"],
             "test_effect_random": test_rows["random_+1"]["score"] - test_rows["random_-1"]["score"],
-            "best_readout_layer": read["layer"], "best_readout_auroc": read["probe_auroc"],
-            "paper": caa_published_sycophancy()}
+            **read, "paper": caa_published_sycophancy()}
 
 
 def confidence(lm, data, quick: bool, layers) -> dict:
@@ -161,7 +182,9 @@ def confidence(lm, data, quick: bool, layers) -> dict:
     pos = _acts(lm, [toks(p, p["confident"]) for p in train], layers, -1)
     neg = _acts(lm, [toks(p, p["hedged"]) for p in train], layers, -1)
     stats = _layer_stats(pos, neg, paired=True)
-    read = max(sorted(stats), key=lambda k: (stats[k]["probe_auroc"] or 0, -k))
+    read_layer = max(sorted(stats), key=lambda k: (stats[k]["probe_auroc"] or 0, -k))
+    read = readout(stats, _acts(lm, [toks(p, p["confident"]) for p in test], [read_layer], -1),
+                   _acts(lm, [toks(p, p["hedged"]) for p in test], [read_layer], -1), lm.width)
     chat = lm.instruct
     questions = {name: [p["question"] for p in ps] if lm.instruct else [f"Q: {p['question']}\nA:" for p in ps]
                  for name, ps in (("val", val), ("test", test))}
@@ -189,16 +212,16 @@ def confidence(lm, data, quick: bool, layers) -> dict:
         stats[k].update(val_minus=lo, val_plus=hi, val_effect=(lo["hedge"]["p"] - hi["hedge"]["p"]) if ok else None)
     scored = [k for k in stats if stats[k]["val_effect"] is not None and stats[k]["val_effect"] > 0]  # no effect: no layer
     best = max(scored, key=lambda k: (stats[k]["val_effect"], -k)) if scored else None
-    test_conds = {"0": (read, 0.0, None)}
+    test_conds = {"0": (read_layer, 0.0, None)}
     if best is not None:
         rnd = random_direction(lm.width, float(np.linalg.norm(stats[best]["vector"])), seed=best)
         for m in (-M_CONF, M_CONF):
             test_conds[f"{m:+g}"] = (best, m, None)
             test_conds[f"random_{m:+g}"] = (best, m, rnd)
     test_rows = steer("test", test_conds)
-    rows = [{"layer": k, **{a: b for a, b in s.items() if a != "vector"}} for k, s in sorted(stats.items())]
+    rows = [{"layer": k, **{a: b for a, b in s.items() if a not in ("vector", "probe_direction")}} for k, s in sorted(stats.items())]
     return {"n_train": len(train), "n_val": len(val), "n_test": len(test), "layers": rows, "multiplier": M_CONF,
-            "best_readout_layer": read, "best_readout_depth": read / lm.n_layers, "best_readout_auroc": stats[read]["probe_auroc"],
+            **read, "best_readout_depth": read_layer / lm.n_layers,
             "best_steering_layer": best, "best_steering_depth": None if best is None else best / lm.n_layers,
             "chosen_on": "validation questions", "test_at_best": test_rows,
             "note": "vector = confident - hedged; -m should raise the hedge rate, +m lower it; validation effect = hedge(-m) - "
@@ -224,8 +247,13 @@ def run(lm, data, quick: bool, layers: list[int] | None = None) -> dict:
               f"{t['random_-1']['score']:.2f}/{t['random_+1']['score']:.2f}; scored tokens {s['scored_tokens']}")
     else:
         print(f"  sycophancy: not scored ({s['reason']})")
-    print(f"  confidence: readout layer {c['best_readout_layer']} (AUROC {c['best_readout_auroc']}), steering layer "
-          f"{c['best_steering_layer']} (chosen on validation)")
+    for name, r in (("sycophancy", s), ("confidence", c)):
+        if "readout_test" in r:
+            t = r["readout_test"]
+            print(f"  {name} readout: layer {r['best_readout_layer']} (validation AUROC {r['best_readout_auroc_val']:.2f}); test AUROC "
+                  f"probe {t['probe']['auroc']:.2f} [{t['probe']['lo']:.2f}, {t['probe']['hi']:.2f}], random {t['random']['auroc']:.2f} "
+                  f"(n={t['probe']['n_pos']} pairs)")
+    print(f"  confidence: steering layer {c['best_steering_layer']} (chosen on validation)")
     return {"sycophancy": s, "confidence": c, "instruct": lm.instruct}
 
 

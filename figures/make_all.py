@@ -173,7 +173,8 @@ def _overlap(a: dict, b: dict, score: str, lo: str, hi: str) -> bool:
 def null_layers(exp12: dict) -> set[tuple[str, str]]:
     """(column, model) cells of ``layer_depths`` whose layer shows no significant effect on test, so it is an argmax
     over noise: steering whose test rates at -m and +m have overlapping 95% intervals (sycophancy: A/B score at -1
-    and +1; confidence: hedge rate at -m and +m), a sycophancy readout below ``READOUT_AUROC_MIN``."""
+    and +1; confidence: hedge rate at -m and +m), a sycophancy readout whose test AUROC's 95% interval reaches 0.5
+    (files from before BUGFIX #47, which have only the validation AUROC: below ``READOUT_AUROC_MIN``)."""
     out = set()
     for n, d in exp12.items():
         sy, co = d["results"]["sycophancy"], d["results"]["confidence"]
@@ -181,7 +182,10 @@ def null_layers(exp12: dict) -> set[tuple[str, str]]:
         if sy.get("applies", True) and "-1" in t and "+1" in t:
             if _overlap(t["-1"], t["+1"], "score", "score_lo", "score_hi"):
                 out.add(("sycophancy steering", n))
-            if (sy.get("best_readout_auroc") or 0) < READOUT_AUROC_MIN:
+            if "readout_test" in sy:  # test AUROC whose 95% interval reaches 0.5 (chance)
+                if sy["readout_test"]["probe"]["lo"] <= 0.5:
+                    out.add(("sycophancy readout", n))
+            elif (sy.get("best_readout_auroc") or 0) < READOUT_AUROC_MIN:  # files before BUGFIX #47: validation AUROC only
                 out.add(("sycophancy readout", n))
         t = co.get("test_at_best") or {}
         m = co.get("multiplier")
@@ -213,7 +217,7 @@ def fig_best_layers(exp7: dict, exp12: dict, exp6: dict, out: Path, exp13: dict 
                 ax.text(x, 2, "n/a", ha="center", fontsize=7, rotation=90)
     if null:
         ax.bar([0], [0], 0, color="white", edgecolor="gray", hatch="//",
-               label=f"n.s. on test (steering: 95% intervals at -m and +m overlap; readout: AUROC < {READOUT_AUROC_MIN})")
+               label=f"n.s. on test (steering: 95% intervals at -m and +m overlap; readout: test AUROC interval reaches 0.5)")
     ax.axhspan(40, 60, color="gray", alpha=0.1, label="seed's prediction for FV heads (40–60%)")
     ax.set_xticks(np.arange(len(cols)), list(cols), fontsize=8, rotation=15, ha="right")
     ax.set_ylabel("best layer (% of depth)")

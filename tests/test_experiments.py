@@ -170,7 +170,12 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
         want.append(p[a_id if t["answer_matching_behavior"].strip()[1] == "A" else b_id] / (p[a_id] + p[b_id]))
     assert sy["test_at_best"]["0"]["score"] == pytest.approx(np.mean(want), abs=1e-4)
     assert {"-1", "+1", "random_-1", "random_+1"} <= set(sy["test_at_best"])
-    assert co["best_readout_auroc"] >= 0.9  # confident vs hedged answers differ in their last tokens
+    # readout layers are the validation argmax (the probe's holdout of train items) and are read on the test items
+    for r, n_test in ((sy, 4), (co, 4)):
+        assert r["best_readout_layer"] == max(r["layers"], key=lambda x: (x["probe_auroc"] or 0, -x["layer"]))["layer"]
+        assert r["best_readout_auroc_val"] == next(x["probe_auroc"] for x in r["layers"] if x["layer"] == r["best_readout_layer"])
+        assert {k: v["n_pos"] for k, v in r["readout_test"].items()} == {"probe": n_test, "diff_of_means": n_test, "random": n_test}
+        assert "probe_direction" not in r["layers"][0] and "vector" not in r["layers"][0]
     assert (co["n_train"], co["n_val"], co["n_test"]) == (16, 4, 4) and co["test_at_best"]["0"]["hedge"]["n"] == 4
     assert all(r["val_minus"]["hedge"]["n"] == co["n_val"] for r in co["layers"])
     mi.save_result("exp12_multimodel_directions", r12, lm=smol, out_dir=out)
@@ -203,6 +208,25 @@ def test_exp10_uses_exp7s_validation_choice_from_a_named_file(tmp_path, smol):
     other = mi.save_result("exp12_multimodel_directions", {"x": 1}, lm=smol, out_dir=tmp_path)
     with pytest.raises(MlxInterpError, match="needs exp7_refusal_scaling"):
         e10.english_direction(smol, str(tmp_path), str(other))
+
+
+def test_exp12_readout_layer_is_chosen_on_validation_and_read_on_test():
+    """BUGFIX #47: the readout layer is the one whose probe did best on validation (its holdout of train items), even
+    where another layer separates the test items better, and its test AUROC is counted on the test items."""
+    from experiments.exp12_multimodel_directions import readout
+
+    e0, e1 = np.eye(3)[0], np.eye(3)[1]
+    stats = {2: {"probe_auroc": 0.9, "probe_direction": e0, "vector": e1},
+             5: {"probe_auroc": 0.7, "probe_direction": e0, "vector": e0}}
+    col = lambda xs: np.outer(xs, e0) + np.outer([4.0, -4.0, 0.0], e1)  # noqa: E731
+    pos = {2: col([3.0, 2.0, 1.0]), 5: col([9.0, 9.0, 9.0])}
+    neg = {2: col([1.0, 2.5, 0.0]), 5: col([0.0, 0.0, 0.0])}
+    r = readout(stats, pos, neg, width=3)
+    assert r["best_readout_layer"] == 2 and r["best_readout_auroc_val"] == 0.9
+    # along e0 at layer 2, by hand: 3 beats all three negatives, 2 beats 1 and 0, 1 ties 1 and beats 0: 6.5 of 9
+    assert r["readout_test"]["probe"]["auroc"] == pytest.approx(6.5 / 9)
+    assert r["readout_test"]["diff_of_means"]["auroc"] == 0.5  # e1 is the same in each pair: no separation
+    assert r["readout_test"]["probe"]["paired"] and r["readout_test"]["random"]["n_neg"] == 3
 
 
 def test_hedge_rate():

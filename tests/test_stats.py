@@ -65,3 +65,20 @@ def test_basic_interval_covers_a_true_cosine_the_percentile_interval_misses():
     assert basic / seeds >= 0.85 and percentile / seeds <= 0.2
     with pytest.raises(MlxInterpError, match="at least 2 finite"):
         basic_interval(0.5, [float("nan"), 0.2])
+
+
+def test_auroc_counts_pairs_and_ties_and_bootstraps_whole_items():
+    """AUROC against hand counts: pos {3, 2}, neg {1, 2.5, 2}: of 6 pairs, 3 > 1, 3 > 2.5, 3 > 2, 2 > 1 win, 2 = 2 ties
+    (half), 2 < 2.5 loses: 4.5 / 6."""
+    from mlx_interp.measures.stats import auroc
+
+    r = auroc([3, 2], [1, 2.5, 2])
+    assert r["auroc"] == 0.75 and (r["n_pos"], r["n_neg"]) == (2, 3)
+    sep = auroc([5, 6, 7], [1, 2, 3], paired=True)  # separated in every resample
+    assert (sep["auroc"], sep["lo"], sep["hi"]) == (1.0, 1.0, 1.0)
+    # paired: item 0 is the only one that orders its own pair wrongly; a resample of items 1 and 2 only is perfect,
+    # one of item 0 only is 0, so the interval must reach both ends of what resampling items can give
+    r = auroc([1, 5, 6], [2, 1, 1], paired=True, n_boot=4000)
+    assert r["auroc"] == 7 / 9 and r["lo"] < 0.5 and r["hi"] == 1.0
+    with pytest.raises(MlxInterpError, match="paired AUROC needs one positive and one negative per item"):
+        auroc([1, 2, 3], [1, 2], paired=True)

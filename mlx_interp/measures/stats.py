@@ -5,7 +5,8 @@
 * ``bootstrap_ci(values)``: percentile bootstrap of any statistic (mean by default), seeded;
 * ``paired_diff(a, b)``: mean of a - b over the same items (e.g. fix rate with a patch minus with a control
   patch, item by item) with a paired bootstrap interval;
-* ``cohens_d(a, b)``: standardised mean difference (pooled SD) with a bootstrap interval.
+* ``cohens_d(a, b)``: standardised mean difference (pooled SD) with a bootstrap interval;
+* ``auroc(pos, neg)``: how well scores separate two sets, with a bootstrap interval (over pairs for paired sets).
 
 Everything takes plain numbers or numpy arrays and returns dicts that go straight into a result file.
 """
@@ -117,3 +118,32 @@ def cohens_d(a: Sequence[float], b: Sequence[float], *, n_boot: int = 5_000, see
     boots = d(x[np.stack([i for i, _ in draws])], y[np.stack([j for _, j in draws])])  # every draw's d at once
     lo, hi = np.nanquantile(boots, [0.025, 0.975])
     return {"d": float(d(x, y)), "lo": float(lo), "hi": float(hi), "n_a": int(x.size), "n_b": int(y.size)}
+
+
+def auroc_value(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Probability that a random positive scores above a random negative (ties count half)."""
+    diff = np.asarray(pos, dtype=np.float64)[:, None] - np.asarray(neg, dtype=np.float64)[None, :]
+    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+
+
+def auroc(pos: Sequence[float], neg: Sequence[float], *, paired: bool = False, n_boot: int = 2_000, seed: int = 0) -> dict:
+    """AUROC of scores ``pos`` against ``neg`` with a 95% percentile bootstrap interval and its n.
+
+    ``paired``: ``pos[i]`` and ``neg[i]`` come from one item (the same question answered both ways), so items are
+    resampled whole; otherwise each set is resampled on its own (both stay non-empty)."""
+    p, q = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
+    if p.size < 2 or q.size < 2:
+        raise MlxInterpError(f"an AUROC interval needs at least 2 scores per set; got {p.size} and {q.size}")
+    if paired and p.size != q.size:
+        raise MlxInterpError(f"paired AUROC needs one positive and one negative per item; got {p.size} and {q.size}")
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        if paired:
+            i = rng.integers(0, p.size, p.size)
+            boots.append(auroc_value(p[i], q[i]))
+        else:
+            boots.append(auroc_value(p[rng.integers(0, p.size, p.size)], q[rng.integers(0, q.size, q.size)]))
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return {"auroc": auroc_value(p, q), "lo": float(lo), "hi": float(hi), "n_pos": int(p.size), "n_neg": int(q.size),
+            "paired": paired}

@@ -28,6 +28,7 @@ from ..core.positions import DEFAULT_READ_POSITION, Positions
 from ..core.sites import SiteArg
 from ..core.trace import run
 from ..errors import MlxInterpError
+from ..measures.stats import auroc_value
 from ..runs import journal
 from .vectors import VectorSet
 
@@ -187,8 +188,7 @@ def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     p, n = scores[labels == 1], scores[labels == 0]
     if len(p) == 0 or len(n) == 0:
         return float("nan")
-    diff = p[:, None] - n[None, :]
-    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+    return auroc_value(p, n)
 
 
 def probe_vec(pos: np.ndarray, neg: np.ndarray, *, l2: float = 1e-2, seed: int = 0, holdout: float = 0.25,

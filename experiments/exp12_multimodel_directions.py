@@ -82,11 +82,16 @@ def _layer_stats(pos, neg, paired: bool, groups=None) -> dict:
     return out
 
 
+def readout_layer(stats: dict) -> int:
+    """The layer whose probe did best on validation (its holdout of the train items); ties go to the earlier layer."""
+    return max(sorted(stats), key=lambda k: (stats[k]["probe_auroc"] or 0, -k))
+
+
 def readout(stats: dict, test_pos: dict, test_neg: dict, width: int) -> dict:
     """The readout layer chosen on validation (the probe's AUROC on its 25% holdout of the train items, BUGFIX #47),
     then read on the disjoint test items: AUROC of the probe's direction, of the difference of means, and of a random
     direction of the same norm (the control), each with a paired bootstrap interval over test items."""
-    layer = max(sorted(stats), key=lambda k: (stats[k]["probe_auroc"] or 0, -k))
+    layer = readout_layer(stats)
     tp, tn = test_pos[layer], test_neg[layer]
     probe, dom = stats[layer]["probe_direction"], stats[layer]["vector"]
     rnd = random_direction(width, float(np.linalg.norm(probe)), seed=layer)
@@ -156,7 +161,7 @@ def sycophancy(lm, data, quick: bool, layers) -> dict:
         for m in (-1.0, 1.0):
             res = ab_scores(lm, *sets["test"], interventions=[mi.Add(vec, layers=k, alpha=m)], chat=chat, items=items["test"])
             test_rows[f"{name}{m:+.0f}"] = _ab_row(res)
-    read_layer = max(sorted(stats), key=lambda j: (stats[j]["probe_auroc"] or 0, -j))
+    read_layer = readout_layer(stats)
     read = readout(stats, *collect_ab(lm, items["test"], layers=[read_layer], matching=sets["test"][1]), lm.width)
     return {"n_train": len(train), "n_val": len(val), "n_test": len(test), "letter_position": sorted(set(train_items.letter_offsets)),
             "scored_tokens": [list(t) for t in sorted(items["test"].token_strings(lm))],
@@ -182,7 +187,7 @@ def confidence(lm, data, quick: bool, layers) -> dict:
     pos = _acts(lm, [toks(p, p["confident"]) for p in train], layers, -1)
     neg = _acts(lm, [toks(p, p["hedged"]) for p in train], layers, -1)
     stats = _layer_stats(pos, neg, paired=True)
-    read_layer = max(sorted(stats), key=lambda k: (stats[k]["probe_auroc"] or 0, -k))
+    read_layer = readout_layer(stats)
     read = readout(stats, _acts(lm, [toks(p, p["confident"]) for p in test], [read_layer], -1),
                    _acts(lm, [toks(p, p["hedged"]) for p in test], [read_layer], -1), lm.width)
     chat = lm.instruct

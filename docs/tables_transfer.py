@@ -8,6 +8,7 @@ exp16 names its files by what they hold (``<stamp>_b1_self_<model>.json``, ``...
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from mlx_interp.runs.results import newest_by_tag as _newest_by_tag
@@ -47,22 +48,32 @@ def t_self(newest, root: Path, md_table) -> str:
                      "harmful: refusal, no vector", "r ablated", "result file"], rows)
 
 
+def geometry_pairs(root: Path) -> list[tuple[str, dict]]:
+    """(file, pair) for every ordered model pair in any ``b1_geometric_comparisons`` file, the newest file's entry
+    winning: a run on a new pair of models (the 0.5B <-> 1.5B one) adds its rows without hiding the earlier pairs."""
+    d = root / EXP
+    pairs: dict = {}
+    for p in sorted(d.glob("*_b1_geometric_comparisons.json")) if d.exists() else []:
+        for g in json.loads(p.read_text())["results"]["pairs"]:
+            pairs[(g["source"], g["target"])] = (p.name, g)
+    return list(pairs.values())
+
+
 def t_geometry(newest, root: Path, md_table) -> str:
     rows = []
-    for tag, (f, d) in newest_by_tag(root, "b1_geometric_comparisons").items():
-        for g in d["results"]["pairs"]:
-            vet = "" if all(g["directions_vetted"]) else " (unvetted: " + ", ".join(
-                n for n, v in zip((g["source"], g["target"]), g["directions_vetted"]) if not v) + ")"
-            for carrier, c in g["comparisons"].items():
-                r2 = g["map_scores_held_out"].get(carrier, {}).get("r2")
-                rows.append([f"{g['source']} → {g['target']}{vet}", "same" if g["same_family"] else "across",
-                             f"{g['source_layer']} → {g['target_layer']}", carrier,
-                             f"{c['cosine']:+.2f} [{c['cosine_ci95'][0]:+.2f}, {c['cosine_ci95'][1]:+.2f}]",
-                             f"{c['norm_ratio']:.2f}",
-                             f"{c['random_cosine_mean']:.2f} [{c['random_abs_cosine_range95'][0]:.2f}, "
-                             f"{c['random_abs_cosine_range95'][1]:.2f}]",
-                             "yes" if c["beats_random"] else "no", f"{g['predicted'][0]}–{g['predicted'][1]}",
-                             "—" if r2 is None else f"{r2:.2f}", f"`{f}`"])
+    for f, g in geometry_pairs(root):
+        vet = "" if all(g["directions_vetted"]) else " (unvetted: " + ", ".join(
+            n for n, v in zip((g["source"], g["target"]), g["directions_vetted"]) if not v) + ")"
+        for carrier, c in g["comparisons"].items():
+            r2 = g["map_scores_held_out"].get(carrier, {}).get("r2")
+            rows.append([f"{g['source']} → {g['target']}{vet}", "same" if g["same_family"] else "across",
+                         f"{g['source_layer']} → {g['target_layer']}", carrier,
+                         f"{c['cosine']:+.2f} [{c['cosine_ci95'][0]:+.2f}, {c['cosine_ci95'][1]:+.2f}]",
+                         f"{c['norm_ratio']:.2f}",
+                         f"{c['random_cosine_mean']:.2f} [{c['random_abs_cosine_range95'][0]:.2f}, "
+                         f"{c['random_abs_cosine_range95'][1]:.2f}]",
+                         "yes" if c["beats_random"] else "no", f"{g['predicted'][0]}–{g['predicted'][1]}",
+                         "—" if r2 is None else f"{r2:.2f}", f"`{f}`"])
     return md_table(["source → target", "family", "layers (source → target)", "carried by", "cosine with target's own [95% CI]",
                      "norm ratio", "random directions: mean |cos| [2.5, 97.5 pct]", "beats random", "run plan's prediction",
                      "map R² (held-out texts)", "result file"], rows)

@@ -70,3 +70,23 @@ def test_exp10_figure_intervals_come_from_the_file_or_from_the_rate_and_its_n():
     assert _lang_interval(r, "en", "harmful_baseline") == (0.11, 0.22)
     assert _lang_interval(r, "en", "harmless_ablation_same_start") == wilson(4, 10)
     assert _lang_interval({"langs": {"en": {"harmless_baseline": 0.1}}}, "en", "harmless_baseline") is None
+
+
+def test_exp16_geometry_table_keeps_earlier_pairs_and_lets_a_newer_file_replace_a_pair(tmp_path):
+    """A run on a new pair of models adds rows; it neither hides the pairs of an earlier run nor keeps a stale copy
+    of a pair it measured again."""
+    sys.path.insert(0, str(ROOT))
+    from docs.tables_transfer import EXP, geometry_pairs
+
+    d = tmp_path / EXP
+    d.mkdir()
+
+    def pair(src, tgt, cos):
+        return {"source": src, "target": tgt, "cosine": cos}
+
+    (d / "20261201T000000Z_b1_geometric_comparisons.json").write_text(
+        json.dumps({"results": {"pairs": [pair("a", "b", 0.1), pair("b", "a", 0.2)]}}))
+    (d / "20261203T000000Z_b1_geometric_comparisons.json").write_text(
+        json.dumps({"results": {"pairs": [pair("b", "a", 0.9), pair("a", "c", 0.3)]}}))
+    got = {(g["source"], g["target"]): (f[:8], g["cosine"]) for f, g in geometry_pairs(tmp_path)}
+    assert got == {("a", "b"): ("20261201", 0.1), ("b", "a"): ("20261203", 0.9), ("a", "c"): ("20261203", 0.3)}

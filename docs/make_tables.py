@@ -213,7 +213,7 @@ def t_exp12_readout(root: Path) -> str:
             val = r.get("best_readout_auroc_val", r.get("best_readout_auroc"))
             head = [name, _quick(d), trait, f"{r['best_readout_layer']} ({_f(val)})"]
             if "readout_test" not in r:
-                rows.append(head + ["not measured (file predates BUGFIX #47)", "", "", "", f"`{f}`"])
+                rows.append(head + ["not measured (file predates BUGFIX #47 and #48's exact probe)", "", "", "", f"`{f}`"])
                 continue
             t = r["readout_test"]
             rows.append(head + [auc(t["probe"]), auc(t["diff_of_means"]), auc(t["random"]), str(t["probe"]["n_pos"]), f"`{f}`"])

@@ -57,7 +57,7 @@ def test_probe_is_the_regularised_optimum_and_rounding_noise_does_not_move_it(sm
     """BUGFIX #48. On SmolLM2's activations at CAA answer letters (40 items, correlated residual features), the probe
     equals an independent solver's optimum of the same objective (scikit-learn's LogisticRegression: mean log-loss +
     l2/2 |w|^2 is C = 1 / (l2 n) in its scaling, intercept unpenalised), and noise of 1e-6 of the activations' scale
-    leaves its held-out AUROC unchanged. The fixed-step gradient descent it replaces moved that AUROC by up to 0.13."""
+    leaves its held-out AUROC unchanged. The fixed-step gradient descent it replaces moved that AUROC by up to 0.14 on these 40 items."""
     from sklearn.linear_model import LogisticRegression
 
     from mlx_interp.measures.ab import ab_items

@@ -76,10 +76,11 @@ def journaled(name: str, a: argparse.Namespace, argv, body: Callable[[], Any]) -
         sys.exit(2)
 
 
-def main(name: str, run: Callable, load_queries: Callable, doc: str, argv=None) -> list:
-    """Run experiment ``name`` on every requested model; returns the written paths."""
+def main(name: str, run: Callable, load_queries: Callable, doc: str, argv=None, extra: Callable | None = None) -> list:
+    """Run experiment ``name`` on every requested model; returns the written paths. ``extra`` adds the
+    experiment's own arguments (``parse``)."""
     global ARGS
-    a = ARGS = parse(doc.strip().splitlines()[0], argv)
+    a = ARGS = parse(doc.strip().splitlines()[0], argv, extra)
     return journaled(name, a, argv, lambda: _models(name, run, load_queries, a))
 
 

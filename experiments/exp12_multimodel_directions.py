@@ -5,8 +5,8 @@
 Every choice is made on validation data and every reported number comes from disjoint test data, beside a
 random direction of the same norm at the same layer and multiplier (issue 14).
 
-Readout (both traits): the probe's AUROC per layer is read on a 25% holdout of the train items, which makes it a
-validation number; the layer where it is highest is the readout layer, and the disjoint test items are read there
+Readout (both traits): the probe's AUROC per layer is read on a 25% holdout of the train items (both sides of an
+item held out together, BUGFIX #49), which makes it a validation number; the layer where it is highest is the readout layer, and the disjoint test items are read there
 by the probe's direction, the difference of means and a random direction of the same norm (the control): AUROC
 with a paired bootstrap interval over test items (BUGFIX #47: earlier files report only the validation AUROC).
 
@@ -25,6 +25,11 @@ against the residual stream at that layer. Deviations from CAA's code (nrimsky/C
 position, where CAA adds from the last token of ``[/INST]`` on; CAA rescaled each behaviour's vectors to the mean
 norm over its seven behaviours, which needs all seven (not done); CAA balances nothing over answer letters (its
 test set is 24 A / 26 B), we balance the vector over them.
+
+Readout only (``--readout-only``): the probe readouts are recomputed and the steering part of an earlier result of
+the same model and size (``--from FILE``, else the newest in --out) is carried over, named with its sha256 in
+``steering_from``. Steering reads only the difference of means, so a change to the probe needs no new sweep; the
+difference of means' norm must equal the earlier file's at every layer, or the run stops (the activations changed).
 
 Confidence (our contrast, data/confidence/SOURCE.md): 48 questions, each answered confidently and hedged
 (same fact); residual at the last token of question + answer; vector per layer by difference of means from
@@ -53,6 +58,7 @@ from mlx_interp.methods.steering import residual_norms
 from mlx_interp.readouts.directions import collect, collect_ab, diff_of_means_vec, pca_vec, probe_vecs, random_direction, split_consistency
 from mlx_interp.tasks.datasets import caa_published_sycophancy, caa_sycophancy, confidence_pairs
 
+NAME = "exp12_multimodel_directions"
 M_CONF = 0.5  # confidence steering multiplier, in units of the residual norm at the layer
 def load_data(path):
     gen, test = caa_sycophancy()
@@ -69,7 +75,7 @@ def _layer_stats(pos, neg, paired: bool, groups=None) -> dict:
     split-half cosine, probe metrics, and, for paired sets, the cosine between it and the first PC of the
     paired differences (repeng's vector)."""
     out = {}
-    probes = probe_vecs(pos, neg)
+    probes = probe_vecs(pos, neg, paired=paired)
     for k in sorted(pos):
         v = diff_of_means_vec(pos[k], neg[k], groups)
         d, m = probes[k]
@@ -96,9 +102,58 @@ def readout(stats: dict, test_pos: dict, test_neg: dict, width: int) -> dict:
     probe, dom = stats[layer]["probe_direction"], stats[layer]["vector"]
     rnd = random_direction(width, float(np.linalg.norm(probe)), seed=layer)
     return {"best_readout_layer": layer, "best_readout_auroc_val": stats[layer]["probe_auroc"],
-            "readout_chosen_on": "probe AUROC on a 25% holdout of the train items (validation), maximised over layers",
+            "readout_chosen_on": "probe AUROC on a 25% holdout of the train items, both sides of an item held out together (validation), "
+                                 "maximised over layers",
             "readout_test": {name: auroc(tp @ d, tn @ d, paired=True)
                              for name, d in (("probe", probe), ("diff_of_means", dom), ("random", rnd))}}
+
+
+def _carried(prev: dict, stats: dict, what: str) -> dict:
+    """``prev`` (one trait of an earlier result, ``--readout-only``) without its readout, each per-layer row updated
+    with the fresh probe metrics; stops if any layer's difference of means has another norm than in ``prev``."""
+    rows = []
+    for r in prev["layers"]:
+        k, s = r["layer"], stats.get(r["layer"])
+        if s is None or abs(s["norm"] - r["norm"]) > 1e-4 * max(1.0, r["norm"]):
+            got = "absent" if s is None else f"{s['norm']:.6g}"
+            raise MlxInterpError(f"--readout-only: the {what} difference of means at layer {k} has norm {got} here and "
+                                 f"{r['norm']:.6g} in the carried result; the activations changed, so rerun without --readout-only")
+        rows.append({**r, "probe_auroc": s["probe_auroc"], "probe_accuracy": s["probe_accuracy"]})
+    if len(rows) != len(stats):
+        raise MlxInterpError(f"--readout-only: the carried result has {len(rows)} {what} layers and this run {len(stats)}; "
+                             "carry a result of the same --quick setting")
+    stale = ("best_readout_layer", "best_readout_auroc", "best_readout_auroc_val", "readout_chosen_on", "readout_test",
+             "best_readout_depth")
+    return {**{a: b for a, b in prev.items() if a not in stale}, "layers": rows}
+
+
+def steering_source(lm, quick: bool, out_dir: str, source: str | None) -> tuple[dict, dict]:
+    """(results, provenance of the file) of the earlier exp12 run whose steering ``--readout-only`` carries over:
+    ``source`` if given, else the newest result for ``lm`` with the same ``--quick`` setting in ``out_dir``."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from mlx_interp.runs.results import load_results_with_paths
+
+    if source:
+        path = Path(source)
+        if not path.is_file():
+            raise MlxInterpError(f"--from {source!r} does not exist; give an exp12_multimodel_directions result file")
+        doc = json.loads(path.read_text())
+    else:
+        runs = [(p, d) for p, d in load_results_with_paths(NAME, out_dir)
+                if d["provenance"]["model"]["name"] == lm.name and d["provenance"].get("config", {}).get("quick") == quick]
+        if not runs:
+            raise MlxInterpError(f"--readout-only: no {NAME} result for {lm.name} (quick={quick}) in {out_dir}/; "
+                                 "run without --readout-only first, or name one with --from")
+        path, doc = runs[-1]
+    prov = doc.get("provenance", {})
+    if doc.get("experiment") != NAME or prov.get("model", {}).get("name") != lm.name or prov.get("config", {}).get("quick") != quick:
+        raise MlxInterpError(f"--from {path.name} is a {doc.get('experiment')} result for {prov.get('model', {}).get('name')} "
+                             f"(quick={prov.get('config', {}).get('quick')}); --readout-only needs {NAME} for {lm.name} (quick={quick})")
+    return doc["results"], {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                            "timestamp_utc": prov.get("timestamp_utc"), "git_commit": prov.get("git_commit")}
 
 
 def _split(n: int, quick: bool) -> tuple[slice, slice]:
@@ -114,7 +169,11 @@ def _ab_row(res) -> dict:
     return {"score": s["score"], "score_lo": s["score_lo"], "score_hi": s["score_hi"], "mass_median": s["mass_median"]}
 
 
-def sycophancy(lm, data, quick: bool, layers) -> dict:
+def sycophancy(lm, data, quick: bool, layers, carry: dict | None = None) -> dict:
+    """The CAA trait (module docstring); ``carry``: an earlier result's sycophancy part whose steering is kept
+    (``--readout-only``)."""
+    if carry is not None and "layers" not in carry:  # the earlier run did not score this model (e.g. the mass floor)
+        return carry
     gen = data["generate"][:48 if quick else 200]
     test = data["test"][:12 if quick else 50]
     tr_s, va_s = _split(len(gen), quick)
@@ -132,6 +191,10 @@ def sycophancy(lm, data, quick: bool, layers) -> dict:
     sets = {"val": ([g["question"] for g in val], [letter(g["answer_matching_behavior"]) for g in val]),
             "test": ([t["question"] for t in test], [letter(t["answer_matching_behavior"]) for t in test])}
     items = {k: ab_items(lm, q, chat) for k, (q, _) in sets.items()}
+    if carry is not None:
+        progress(4, 4, "test readout (steering carried over)")
+        read = readout(stats, *collect_ab(lm, items["test"], layers=[readout_layer(stats)], matching=sets["test"][1]), lm.width)
+        return {**_carried(carry, stats, "sycophancy"), **read}
     sweep = sorted(stats)
     starts = [k for k in sweep if k > 0]
     # unsteered resid_pre at every position: each steered validation pass runs only the blocks from k on (run(resume=))
@@ -172,8 +235,9 @@ def sycophancy(lm, data, quick: bool, layers) -> dict:
             **read, "paper": caa_published_sycophancy()}
 
 
-def confidence(lm, data, quick: bool, layers) -> dict:
-    """Vector from train pairs, layer chosen on validation questions, reported on test questions with a random control."""
+def confidence(lm, data, quick: bool, layers, carry: dict | None = None) -> dict:
+    """Vector from train pairs, layer chosen on validation questions, reported on test questions with a random control;
+    ``carry``: an earlier result's confidence part whose steering is kept (``--readout-only``)."""
     pairs = data["confidence"]
     n_tr, n_va, n_te = (16, 4, 4) if quick else (30, 9, 9)
     train, val, test = pairs[:n_tr], pairs[n_tr:n_tr + n_va], pairs[n_tr + n_va:n_tr + n_va + n_te]
@@ -190,6 +254,8 @@ def confidence(lm, data, quick: bool, layers) -> dict:
     read_layer = readout_layer(stats)
     read = readout(stats, _acts(lm, [toks(p, p["confident"]) for p in test], [read_layer], -1),
                    _acts(lm, [toks(p, p["hedged"]) for p in test], [read_layer], -1), lm.width)
+    if carry is not None:
+        return {**_carried(carry, stats, "confidence"), **read, "best_readout_depth": read_layer / lm.n_layers}
     chat = lm.instruct
     questions = {name: [p["question"] for p in ps] if lm.instruct else [f"Q: {p['question']}\nA:" for p in ps]
                  for name, ps in (("val", val), ("test", test))}
@@ -236,14 +302,22 @@ def confidence(lm, data, quick: bool, layers) -> dict:
                     "readout, locates the behaviour."}
 
 
-def run(lm, data, quick: bool, layers: list[int] | None = None) -> dict:
-    """Both traits on one model; ``layers`` overrides the sweep (quick: every 4th block, full: every block)."""
+def run(lm, data, quick: bool, layers: list[int] | None = None, readout_only: bool | None = None) -> dict:
+    """Both traits on one model; ``layers`` overrides the sweep (quick: every 4th block, full: every block);
+    ``readout_only`` (default: the ``--readout-only`` flag) recomputes the readouts and carries the steering over."""
+    from experiments import common
+
+    a = common.ARGS
+    readout_only = bool(getattr(a, "readout_only", False)) if readout_only is None else readout_only
+    carry, source = steering_source(lm, quick, a.out if a else "results", a.source if a else None) if readout_only else ({}, None)
     layers = layers if layers is not None else list(range(0, lm.n_layers, 4)) if quick else "all"
     try:
-        s = sycophancy(lm, data, quick, layers)
+        s = sycophancy(lm, data, quick, layers, carry.get("sycophancy") if readout_only else None)
     except MlxInterpError as e:  # e.g. the scored answer tokens carry too little probability: say so, do not score
+        if readout_only and str(e).startswith("--readout-only"):
+            raise
         s = {"applies": False, "reason": str(e)}
-    c = confidence(lm, data, quick, layers)
+    c = confidence(lm, data, quick, layers, carry.get("confidence") if readout_only else None)
     progress(4, 4, "done")
     if "test_at_best" in s:
         t = s["test_at_best"]
@@ -259,10 +333,17 @@ def run(lm, data, quick: bool, layers: list[int] | None = None) -> dict:
                   f"probe {t['probe']['auroc']:.2f} [{t['probe']['lo']:.2f}, {t['probe']['hi']:.2f}], random {t['random']['auroc']:.2f} "
                   f"(n={t['probe']['n_pos']} pairs)")
     print(f"  confidence: steering layer {c['best_steering_layer']} (chosen on validation)")
-    return {"sycophancy": s, "confidence": c, "instruct": lm.instruct}
+    out = {"sycophancy": s, "confidence": c, "instruct": lm.instruct}
+    if source is not None:
+        print(f"  steering carried over from {source['file']}")
+        out["steering_from"] = source
+    return out
 
 
 if __name__ == "__main__":
     from experiments.common import main
 
-    main("exp12_multimodel_directions", run, load_data, __doc__)
+    main(NAME, run, load_data, __doc__,
+         extra=lambda ap: ap.add_argument("--readout-only", action="store_true",
+                                          help="recompute the probe readouts; carry the steering over from --from (or the "
+                                               "newest result of this model and --quick setting in --out)"))

@@ -196,12 +196,13 @@ def vetted(texts: dict, cfg: Config) -> dict:
 # ---------------------------------------------------------------------------------------------------- vectors
 
 
-def _vectors(pos: dict, neg: dict, groups=None, seed: int = 0) -> dict:
+def _vectors(pos: dict, neg: dict, groups=None, seed: int = 0, paired: bool = False) -> dict:
     """Both methods from one set of activations: {method: {layer: vector}}, the probe's held-out AUROC, and the
-    split-half cosine of the difference of means (the noise floor a cosine across precisions is read against)."""
+    split-half cosine of the difference of means (the noise floor a cosine across precisions is read against).
+    ``paired``: ``pos[i]`` and ``neg[i]`` are one item's two sides, kept together by the probe's holdout (BUGFIX #49)."""
     out = {m: {} for m in METHODS}
     auroc, half = {}, {}
-    probes = probe_vecs(pos, neg, seed=seed)
+    probes = probe_vecs(pos, neg, seed=seed, paired=paired)
     for k in sorted(pos):
         out["diff_of_means"][k] = diff_of_means_vec(pos[k], neg[k], groups)
         out["probe"][k], met = probes[k]
@@ -238,11 +239,12 @@ def text_vectors(lm, d: dict, texts: dict, kept: dict, cfg: Config) -> dict:
         ps = [d["passages"][i] for i in idx]
         out[("persona", "prompt_last")] = _vectors(collect(lm, [VERBOSE.format(p=p) for p in ps], positions="last", chat=True),
                                                    collect(lm, [CONCISE.format(p=p) for p in ps], positions="last", chat=True),
-                                                   seed=cfg.seed)
+                                                   seed=cfg.seed, paired=True)
         neutral = [NEUTRAL.format(p=p) for p in ps]
         out[("persona", "response_mean")] = _vectors(
             collect_responses(lm, neutral, [texts["verbose"][i] for i in idx], chat=True)["mean"],
-            collect_responses(lm, neutral, [texts["concise"][i] for i in idx], chat=True)["mean"], seed=cfg.seed)
+            collect_responses(lm, neutral, [texts["concise"][i] for i in idx], chat=True)["mean"], seed=cfg.seed,
+            paired=True)
     return out
 
 
@@ -257,13 +259,14 @@ def fixed_vectors(lm, d: dict, cfg: Config) -> dict:
     train = d["syc_train"]
     letters = [_letter(g["answer_matching_behavior"]) for g in train]
     items = ab_items(lm, [g["question"] for g in train], chat)
-    out = {("sycophancy", "answer_letter"): _vectors(*collect_ab(lm, items, matching=letters), groups=letters, seed=cfg.seed)}
+    out = {("sycophancy", "answer_letter"): _vectors(*collect_ab(lm, items, matching=letters), groups=letters, seed=cfg.seed,
+                                                           paired=True)}
     qs = [p["question"] if chat else f"Q: {p['question']}\nA:" for p in d["conf_train"]]
     lead = "" if chat else " "
     hed = collect_responses(lm, qs, [lead + p["hedged"] for p in d["conf_train"]], chat=chat)
     con = collect_responses(lm, qs, [lead + p["confident"] for p in d["conf_train"]], chat=chat)
-    out[("confidence", "answer_last")] = _vectors(hed["last"], con["last"], seed=cfg.seed)
-    out[("confidence", "answer_mean")] = _vectors(hed["mean"], con["mean"], seed=cfg.seed)
+    out[("confidence", "answer_last")] = _vectors(hed["last"], con["last"], seed=cfg.seed, paired=True)
+    out[("confidence", "answer_mean")] = _vectors(hed["mean"], con["mean"], seed=cfg.seed, paired=True)
     return out
 
 

@@ -82,6 +82,31 @@ def test_probe_is_the_regularised_optimum_and_rounding_noise_does_not_move_it(sm
         assert _cos(noisy[k][0], got[k][0]) > 0.99999
 
 
+def test_paired_probe_holds_out_both_sides_of_an_item(smol, monkeypatch):
+    """BUGFIX #49. A placebo contrast on SmolLM2's residuals: every item's two sides are the same activation, so
+    nothing tells them apart and the held-out AUROC must be exactly 0.5. A holdout that splits rows puts an item's
+    other side, with the opposite label, in the training set, and the probe reads the items it memorised backwards
+    (the validation AUROCs of 0.23-0.33 at Qwen-0.5B's early layers in exp12). With ``paired=True`` the holdout
+    keeps both sides together, in the library and in the studies that read paired contrasts (exp12, exp15)."""
+    import experiments.exp12_multimodel_directions as exp12
+    import experiments.exp15_quantization as exp15
+    from mlx_interp.readouts.directions import collect, probe_vecs
+
+    acts = collect(smol, refusal_prompts("val")[1][:24], layers=[1, 13], positions="last", chat=True)
+    rows = probe_vecs(acts, acts)
+    paired = probe_vecs(acts, acts, paired=True)
+    for k in (1, 13):
+        assert rows[k][1]["auroc"] < 0.2  # the leak: memorised items read backwards
+        assert paired[k][1]["auroc"] == 0.5 and paired[k][1]["n_test"] == 12
+    seen = []
+    for mod in (exp12, exp15):  # the studies ask for the paired holdout
+        monkeypatch.setattr(mod, "probe_vecs", lambda p, n, **kw: seen.append(kw) or probe_vecs(p, n, **kw))
+    exp12._layer_stats(acts, {k: v + 1.0 for k, v in acts.items()}, paired=True)
+    exp15._vectors(acts, {k: v + 1.0 for k, v in acts.items()}, paired=True)
+    assert [kw.get("paired") for kw in seen] == [True, True]
+    with pytest.raises(MlxInterpError, match="one negative per positive; got 24 and 23"):
+        probe_vecs(acts, {k: v[:23] for k, v in acts.items()}, paired=True)
+
 def test_pca_of_paired_differences_finds_the_pair_direction_with_positive_sign():
     base = RNG.normal(size=(100, D))
     pos = base + RNG.uniform(1, 3, size=(100, 1)) * W + 0.05 * RNG.normal(size=(100, D))

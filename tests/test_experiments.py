@@ -119,7 +119,7 @@ def test_exp7_held_out_conditions_equal_one_call_and_one_judging_per_condition(s
     assert got["harmless_plus_r"]["examples"] != got["harmless_baseline"]["examples"]
 
 
-def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
+def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol, monkeypatch):
     """exp7 / exp10 / exp12 on the default model through the scripts' own entry point, on a few prompts each (the
     quick rules with smaller sets: the suite's budget), then their figures. SmolLM2 barely refuses, so exp7 and
     exp10 must say so with measured rates rather than produce a direction."""
@@ -178,7 +178,29 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol):
         assert "probe_direction" not in r["layers"][0] and "vector" not in r["layers"][0]
     assert (co["n_train"], co["n_val"], co["n_test"]) == (16, 4, 4) and co["test_at_best"]["0"]["hedge"]["n"] == 4
     assert all(r["val_minus"]["hedge"]["n"] == co["n_val"] for r in co["layers"])
-    mi.save_result("exp12_multimodel_directions", r12, lm=smol, out_dir=out)
+    saved = mi.save_result("exp12_multimodel_directions", r12, lm=smol, out_dir=out, config={"quick": True})
+    # --readout-only recomputes the readouts and carries the steering over from the newest file: the same numbers
+    from experiments import common
+    import hashlib
+
+    monkeypatch.setattr(common, "ARGS", common.parse("exp12", ["--out", str(out)]))
+    again = e12.run(smol, data, True, layers=[8, 14, 20], readout_only=True)
+    assert again["steering_from"]["file"] == saved.name
+    assert again["steering_from"]["sha256"] == hashlib.sha256(saved.read_bytes()).hexdigest()
+    for trait in ("sycophancy", "confidence"):
+        assert again[trait]["readout_test"] == r12[trait]["readout_test"] and again[trait]["test_at_best"] == r12[trait]["test_at_best"]
+        assert again[trait]["layers"] == r12[trait]["layers"]
+    doc = json.loads(saved.read_text())
+    doc["results"]["confidence"]["layers"][1]["norm"] *= 1.01  # a carried file whose activations were not these
+    tampered = out / "tampered.json"
+    tampered.write_text(json.dumps(doc))
+    monkeypatch.setattr(common, "ARGS", common.parse("exp12", ["--out", str(out), "--from", str(tampered)]))
+    with pytest.raises(MlxInterpError, match="confidence difference of means at layer 14 has norm .* the activations changed"):
+        e12.run(smol, data, True, layers=[8, 14, 20], readout_only=True)
+    monkeypatch.setattr(common, "ARGS", common.parse("exp12", ["--out", str(out), "--from", str(p7)]))
+    with pytest.raises(MlxInterpError, match="is a exp7_refusal_scaling result .* needs exp12_multimodel_directions"):
+        e12.run(smol, data, True, layers=[8, 14, 20], readout_only=True)
+    tampered.unlink()
     names = {p.name for p in make_all.main(["--results", str(out), "--out", str(tmp_path / "figs")])}
     assert {"directions_best_layers.png", "directions_norms.png", "exp7_refusal_effect.png",
             "exp10_crosslingual_smollm2-135m@4bit-g32-mirror.png"} <= names

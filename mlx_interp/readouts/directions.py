@@ -192,10 +192,11 @@ def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def probe_vec(pos: np.ndarray, neg: np.ndarray, *, l2: float = 1e-2, seed: int = 0, holdout: float = 0.25,
-              max_iter: int = 50) -> tuple[np.ndarray, dict]:
-    """Logistic-regression direction and held-out metrics {"accuracy", "auroc", "n_train", "n_test"}."""
+              max_iter: int = 50, paired: bool = False) -> tuple[np.ndarray, dict]:
+    """Logistic-regression direction and held-out metrics {"accuracy", "auroc", "n_train", "n_test"}; ``paired``:
+    ``pos[i]`` and ``neg[i]`` are one item's two sides and the holdout keeps them together (``probe_vecs``)."""
     _check(pos, neg)
-    return probe_vecs({0: pos}, {0: neg}, l2=l2, seed=seed, holdout=holdout, max_iter=max_iter)[0]
+    return probe_vecs({0: pos}, {0: neg}, l2=l2, seed=seed, holdout=holdout, max_iter=max_iter, paired=paired)[0]
 
 
 def _logistic_fit(Z: np.ndarray, y: np.ndarray, l2: float, max_iter: int) -> tuple[np.ndarray, float]:
@@ -239,10 +240,15 @@ def _logistic_fit(Z: np.ndarray, y: np.ndarray, l2: float, max_iter: int) -> tup
 
 
 def probe_vecs(pos: dict, neg: dict, *, l2: float = 1e-2, seed: int = 0, holdout: float = 0.25,
-               max_iter: int = 50) -> dict:
+               max_iter: int = 50, paired: bool = False) -> dict:
     """``probe_vec`` at every layer: ``{layer: (direction, metrics)}`` for ``{layer: [N, D]}`` sets of equal shapes
     across layers. One train/test split for all layers (the same as ``probe_vec``'s for that seed); each layer's
-    probe is the exact regularised optimum (``_logistic_fit``)."""
+    probe is the exact regularised optimum (``_logistic_fit``).
+
+    ``paired=True`` says ``pos[i]`` and ``neg[i]`` are two sides of one item (one question answered two ways): the
+    holdout then takes whole pairs. A row split would put an item's other side, nearly the same activation with
+    the opposite label, in the training set, and the held-out AUROC would fall below 0.5 wherever the item, not
+    the contrast, dominates the residual (BUGFIX #49)."""
     layers = list(pos)
     if not layers or set(layers) != set(neg):
         raise MlxInterpError(f"probe_vecs needs the same layers in both sets; got {sorted(pos)} and {sorted(neg)}")
@@ -250,10 +256,19 @@ def probe_vecs(pos: dict, neg: dict, *, l2: float = 1e-2, seed: int = 0, holdout
         _check(pos[k], neg[k], f" at layer {k}")
     if len({(pos[k].shape, neg[k].shape) for k in layers}) > 1:
         raise MlxInterpError("probe_vecs needs activations of one shape at every layer")
-    y = np.concatenate([np.ones(len(pos[layers[0]])), np.zeros(len(neg[layers[0]]))])
-    idx = np.random.default_rng(seed).permutation(len(y))
-    n_test = max(2, int(round(holdout * len(y)))) if len(y) >= 8 else 0
-    test, train = idx[:n_test], idx[n_test:]
+    n_pos, n_neg = len(pos[layers[0]]), len(neg[layers[0]])
+    y = np.concatenate([np.ones(n_pos), np.zeros(n_neg)])
+    if paired:
+        if n_pos != n_neg:
+            raise MlxInterpError(f"paired probe sets need one negative per positive; got {n_pos} and {n_neg}")
+        items = np.random.default_rng(seed).permutation(n_pos)
+        n_items = max(1, int(round(holdout * n_pos))) if n_pos >= 4 else 0
+        test = np.concatenate([items[:n_items], items[:n_items] + n_pos])
+        train = np.concatenate([items[n_items:], items[n_items:] + n_pos])
+    else:
+        idx = np.random.default_rng(seed).permutation(len(y))
+        n_test = max(2, int(round(holdout * len(y)))) if len(y) >= 8 else 0
+        test, train = idx[:n_test], idx[n_test:]
     out = {}
     for k in layers:
         X = np.concatenate([pos[k], neg[k]]).astype(np.float64)

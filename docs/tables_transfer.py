@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from figures.refusal_transfer import geometry_pairs  # noqa: F401  (the figure reads the same merged pairs)
 from mlx_interp.runs.results import newest_by_tag as _newest_by_tag
 
 EXP = "exp16_refusal_transfer"
@@ -46,17 +47,6 @@ def t_self(newest, root: Path, md_table) -> str:
     return md_table(["model", "run", "the plan's stop rules", "vetting kept (train)", "layer chosen on val (depth)",
                      "harmless: refusal, no vector", "+r", "+random (same norm)", "coherent with +r",
                      "harmful: refusal, no vector", "r ablated", "result file"], rows)
-
-
-def geometry_pairs(root: Path) -> list[tuple[str, dict]]:
-    """(file, pair) for every ordered model pair in any ``b1_geometric_comparisons`` file, the newest file's entry
-    winning: a run on a new pair of models (the 0.5B <-> 1.5B one) adds its rows without hiding the earlier pairs."""
-    d = root / EXP
-    pairs: dict = {}
-    for p in sorted(d.glob("*_b1_geometric_comparisons.json")) if d.exists() else []:
-        for g in json.loads(p.read_text())["results"]["pairs"]:
-            pairs[(g["source"], g["target"])] = (p.name, g)
-    return list(pairs.values())
 
 
 def t_geometry(newest, root: Path, md_table) -> str:

@@ -8,6 +8,7 @@ the carried direction, the carried random direction and the target's own.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -22,9 +23,20 @@ from figures.common import save as _save, short as _short  # noqa: E402
 EXP = "exp16_refusal_transfer"
 
 
-def fig_geometry(doc: dict, out: Path) -> Path:
-    pairs = doc["results"]["pairs"]
-    rows = [(g, c, v) for g in pairs for c, v in g["comparisons"].items()]
+def geometry_pairs(root: Path) -> list[tuple[str, dict]]:
+    """(file, pair) for every ordered model pair in any ``b1_geometric_comparisons`` file, the newest file's entry
+    winning: a run on a new pair of models (the 0.5B <-> 1.5B one) adds its rows without hiding the earlier pairs."""
+    d = Path(root) / EXP
+    pairs: dict = {}
+    for p in sorted(d.glob("*_b1_geometric_comparisons.json")) if d.exists() else []:
+        for g in json.loads(p.read_text())["results"]["pairs"]:
+            pairs[(g["source"], g["target"])] = (p.name, g)
+    return list(pairs.values())
+
+
+def fig_geometry(pairs: list[tuple[str, dict]], out: Path) -> Path:
+    """``pairs`` as ``geometry_pairs`` gives them: one row per pair and carrier."""
+    rows = [(g, c, v) for _, g in pairs for c, v in g["comparisons"].items()]
     fig, ax = plt.subplots(figsize=(10, 0.28 * len(rows) + 1.2))
     for i, (g, c, v) in enumerate(rows):
         lo, hi = v["random_abs_cosine_range95"]
@@ -39,8 +51,8 @@ def fig_geometry(doc: dict, out: Path) -> Path:
     ax.axvline(0, color="k", lw=0.5)
     ax.set_xlabel("cosine of the carried source direction with the target's own (95% bootstrap CI); grey: random "
                   "directions |cos| 2.5–97.5 pct; green: predicted range", fontsize=8)
-    ax.set_title(f"exp16 refusal-direction geometry ({doc['provenance']['timestamp_utc'][:10]}, "
-                 f"{'quick' if doc['provenance']['config'].get('quick') else 'full'})", fontsize=10)
+    dates = sorted({f[:8] for f, _ in pairs})
+    ax.set_title(f"exp16 refusal-direction geometry (result files {dates[0]}..{dates[-1]})", fontsize=10)
     ax.invert_yaxis()
     return _save(fig, out / "exp16_geometry.png")
 
@@ -71,11 +83,11 @@ def fig_transfer(docs: dict, out: Path) -> Path:
 
 
 def all_figures(res: Path, out: Path) -> list[Path]:
-    """Every exp16 figure from the newest kept files in ``res``."""
+    """Every exp16 figure from the newest kept files in ``res`` (the geometry from every pair's newest file)."""
     paths = []
-    geo = newest_by_tag(EXP, res, "b1_geometric_comparisons")
+    geo = geometry_pairs(res)
     if geo:
-        paths.append(fig_geometry(next(iter(geo.values()))[1], out))
+        paths.append(fig_geometry(geo, out))
     transfers = newest_by_tag(EXP, res, "b1_transfer_")
     if transfers:
         paths.append(fig_transfer(transfers, out))

@@ -9,6 +9,7 @@ runs, and writes one results JSON per model through ``mlx_interp.runs.results``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Any, Callable
 
 import mlx_interp as mi
 from mlx_interp.runs.journal import active, fingerprint, opened, others
-from mlx_interp.runs.results import code_version
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.runs.results import code_version, load_results_with_paths
 from mlx_interp.store.registry import DEFAULT_MODEL
 
 
@@ -39,6 +41,24 @@ def parse(description: str, argv=None, extra: Callable | None = None) -> argpars
     if extra is not None:
         extra(ap)
     return ap.parse_args(argv)
+
+
+def source_result(experiment: str, lm, out_dir: str, source: str | None,
+                  keep: Callable[[dict], bool] = lambda doc: True) -> tuple[Path, dict] | None:
+    """(path, document) of the result an experiment builds on (``--from``): ``source`` if given, which must be an
+    ``experiment`` result for ``lm``; else the newest such result in ``out_dir`` that ``keep`` accepts, or None."""
+    if source:
+        path = Path(source)
+        if not path.is_file():
+            raise MlxInterpError(f"--from {source!r} does not exist; give an {experiment} result file")
+        doc = json.loads(path.read_text())
+        found = (doc.get("experiment"), doc.get("provenance", {}).get("model", {}).get("name"))
+        if found != (experiment, lm.name):
+            raise MlxInterpError(f"--from {path.name} is a {found[0]} result for {found[1]}; needs {experiment} for {lm.name}")
+        return path, doc
+    runs = [(p, d) for p, d in load_results_with_paths(experiment, out_dir)
+            if d["provenance"]["model"]["name"] == lm.name and keep(d)]
+    return runs[-1] if runs else None
 
 
 ARGS: argparse.Namespace | None = None  # the parsed arguments of the running experiment (e.g. for --out)

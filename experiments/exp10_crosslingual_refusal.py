@@ -36,7 +36,6 @@ from mlx_interp.methods import refusal
 from mlx_interp.measures.stats import rate
 from mlx_interp.measures.text import refusal_score
 from mlx_interp.readouts.directions import random_direction
-from mlx_interp.runs.results import load_results_with_paths
 from mlx_interp.tasks.datasets import crosslingual_prompts, crosslingual_refusal_phrases
 
 LANGS = ("en", "es", "fr", "de", "zh")
@@ -49,27 +48,17 @@ def load_data(path):
 def english_direction(lm, out_dir: str, source: str | None = None) -> tuple[dict | None, str]:
     """(direction spec, why) from one exp7 result: ``source`` if given, else the newest applicable one for this model."""
     import hashlib
-    import json
     from pathlib import Path
 
-    from mlx_interp.errors import MlxInterpError
-
     if source:
-        p = Path(source)
-        if not p.is_file():
-            raise MlxInterpError(f"--from {source!r} does not exist; give an exp7_refusal_scaling result file")
-        doc, path = json.loads(p.read_text()), p
-        if doc.get("experiment") != "exp7_refusal_scaling" or doc["provenance"]["model"]["name"] != lm.name:
-            raise MlxInterpError(f"--from {p.name} is a {doc.get('experiment')} result for "
-                                 f"{doc['provenance']['model']['name']}; exp10 needs exp7_refusal_scaling for {lm.name}")
+        path, doc = common.source_result("exp7_refusal_scaling", lm, out_dir, source)
         if not doc["results"].get("applies"):
-            return None, f"{p.name}: exp7 found no direction for {lm.name} ({doc['results'].get('reason', '')[:120]})"
+            return None, f"{path.name}: exp7 found no direction for {lm.name} ({doc['results'].get('reason', '')[:120]})"
     else:
-        runs = [(p, d) for p, d in load_results_with_paths("exp7_refusal_scaling", out_dir)
-                if d["provenance"]["model"]["name"] == lm.name and d["results"].get("applies")]
-        if not runs:
+        found = common.source_result("exp7_refusal_scaling", lm, out_dir, None, keep=lambda d: d["results"].get("applies"))
+        if found is None:
             return None, f"no applicable exp7_refusal_scaling result for {lm.name} in {out_dir}/ (run exp7 first, or the model does not refuse)"
-        path, doc = runs[-1]
+        path, doc = found
     r = doc["results"]
     s = r["summary"]
     search = r.get("addition_search", {})

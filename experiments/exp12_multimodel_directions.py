@@ -131,27 +131,18 @@ def steering_source(lm, quick: bool, out_dir: str, source: str | None) -> tuple[
     """(results, provenance of the file) of the earlier exp12 run whose steering ``--readout-only`` carries over:
     ``source`` if given, else the newest result for ``lm`` with the same ``--quick`` setting in ``out_dir``."""
     import hashlib
-    import json
-    from pathlib import Path
 
-    from mlx_interp.runs.results import load_results_with_paths
+    from experiments.common import source_result
 
-    if source:
-        path = Path(source)
-        if not path.is_file():
-            raise MlxInterpError(f"--from {source!r} does not exist; give an exp12_multimodel_directions result file")
-        doc = json.loads(path.read_text())
-    else:
-        runs = [(p, d) for p, d in load_results_with_paths(NAME, out_dir)
-                if d["provenance"]["model"]["name"] == lm.name and d["provenance"].get("config", {}).get("quick") == quick]
-        if not runs:
-            raise MlxInterpError(f"--readout-only: no {NAME} result for {lm.name} (quick={quick}) in {out_dir}/; "
-                                 "run without --readout-only first, or name one with --from")
-        path, doc = runs[-1]
-    prov = doc.get("provenance", {})
-    if doc.get("experiment") != NAME or prov.get("model", {}).get("name") != lm.name or prov.get("config", {}).get("quick") != quick:
-        raise MlxInterpError(f"--from {path.name} is a {doc.get('experiment')} result for {prov.get('model', {}).get('name')} "
-                             f"(quick={prov.get('config', {}).get('quick')}); --readout-only needs {NAME} for {lm.name} (quick={quick})")
+    found = source_result(NAME, lm, out_dir, source, keep=lambda d: d["provenance"].get("config", {}).get("quick") == quick)
+    if found is None:
+        raise MlxInterpError(f"--readout-only: no {NAME} result for {lm.name} (quick={quick}) in {out_dir}/; "
+                             "run without --readout-only first, or name one with --from")
+    path, doc = found
+    prov = doc["provenance"]
+    if prov.get("config", {}).get("quick") != quick:
+        raise MlxInterpError(f"--from {path.name} is a run with quick={prov.get('config', {}).get('quick')}; "
+                             f"--readout-only needs one with quick={quick}")
     return doc["results"], {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                             "timestamp_utc": prov.get("timestamp_utc"), "git_commit": prov.get("git_commit")}
 

@@ -221,6 +221,50 @@ def t_exp12_readout(root: Path) -> str:
                    "test AUROC, difference of means", "test AUROC, random direction", "test pairs", "result file"], rows)
 
 
+def t_exp12_sycophancy_norm(root: Path) -> str:
+    """The CAA vector at norm-relative multipliers: (layer, c) chosen on validation, test A/B scores at -c/0/+c beside
+    a random direction of the same norm, and the mass the scored tokens keep (files without the sweep: no row)."""
+    rows = []
+
+    def sc(r):
+        return f"{r['score']:.2f} [{r['score_lo']:.2f}, {r['score_hi']:.2f}]"
+
+    for name, (f, d) in newest("exp12_multimodel_directions", root).items():
+        nr = d["results"]["sycophancy"].get("norm_relative")
+        if nr is None:
+            continue
+        if nr["best"] is None:
+            rows.append([name, _quick(d), f"none: {nr['reason']}", "", "", "", "", f"`{f}`"])
+            continue
+        b, t = nr["best"], nr["test"]
+        rows.append([name, _quick(d), f"{b['layer']} ({_f(b['depth'])}), c = {b['c']} (val effect {b['val_effect']:+.3f})",
+                     f"{sc(t['-c'])} / {sc(t['0'])} / {sc(t['+c'])}", f"{t['random_-c']['score']:.2f} / {t['random_+c']['score']:.2f}",
+                     f"{t['-c']['mass_median']:.2f} / {t['0']['mass_median']:.2f} / {t['+c']['mass_median']:.2f}",
+                     str(d["results"]["sycophancy"]["n_test"]), f"`{f}`"])
+    return _table(["model", "run", "layer (depth), c chosen on validation", "test A/B score −c / 0 / +c [95% CI]",
+                   "random direction −c / +c", "median mass on scored tokens −c / 0 / +c", "test items", "result file"], rows)
+
+
+def t_exp12_readout_letters(root: Path) -> str:
+    """The sycophancy readout within each behaviour-matching answer letter, beside the answer-letter direction:
+    does the probe read the behaviour or the letter? (files from before this split carry no such rows)"""
+    rows = []
+
+    def auc(a):
+        return f"{a['auroc']:.2f} [{a['lo']:.2f}, {a['hi']:.2f}] (n={a['n_pos']})"
+
+    for name, (f, d) in newest("exp12_multimodel_directions", root).items():
+        r = d["results"]["sycophancy"]
+        by = r.get("readout_test_by_group")
+        if not by:
+            continue
+        cells = [[auc(by[g][k]) if g in by else "—" for g in ("A", "B")] for k in ("probe", "answer_letter", "random")]
+        rows.append([name, _quick(d), str(r["best_readout_layer"]), auc(r["readout_test"]["probe"]), *cells[0],
+                     auc(r["readout_test"]["answer_letter"]), *cells[1], " / ".join(cells[2]), f"`{f}`"])
+    return _table(["model", "run", "readout layer", "probe, all test pairs", "probe, matching letter A", "probe, matching letter B",
+                   "answer-letter direction, all", "answer-letter, A", "answer-letter, B", "random direction, A / B", "result file"], rows)
+
+
 def t_layer_depths(root: Path) -> str:
     """The study's "layer-specific effects" table (the figure directions_best_layers.png shows the same numbers)."""
     docs = {e: {n: d for n, (_, d) in newest(e, root).items()} for e in
@@ -240,7 +284,8 @@ def _module_table(fn):  # a table module's function, given this module's file re
     return lambda root: fn(newest, root, _table)
 
 
-TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp7": t_exp7, "exp10": t_exp10, "exp12_sycophancy": t_exp12_sycophancy, "exp12_readout": t_exp12_readout,
+TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp7": t_exp7, "exp10": t_exp10, "exp12_sycophancy": t_exp12_sycophancy, "exp12_readout": t_exp12_readout, "exp12_readout_letters": t_exp12_readout_letters,
+          "exp12_sycophancy_norm": t_exp12_sycophancy_norm,
           "exp12_caa_paper": t_exp12_caa_paper, "exp12_confidence": t_exp12_confidence, "layer_depths": t_layer_depths,
           "exp13_survivors": _module_table(tables_fv.t_survivors), "exp13_summary": _module_table(tables_fv.t_summary),
           "exp13_accuracy": _module_table(tables_fv.t_accuracy), "exp13_chosen": _module_table(tables_fv.t_chosen),

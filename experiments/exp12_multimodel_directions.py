@@ -9,6 +9,9 @@ Readout (both traits): the probe's AUROC per layer is read on a 25% holdout of t
 item held out together, BUGFIX #49), which makes it a validation number; the layer where it is highest is the readout layer, and the disjoint test items are read there
 by the probe's direction, the difference of means and a random direction of the same norm (the control): AUROC
 with a paired bootstrap interval over test items (BUGFIX #47: earlier files report only the validation AUROC).
+The sycophancy probe, unlike the difference of means, is not balanced over answer letters, so its test items are
+also read within each behaviour-matching letter (``readout_test_by_group``), beside the train items' answer-letter
+direction (``answer_letter``): a direction that reads the letter lands above 0.5 in one group and below in the other.
 
 Sycophancy (Rimsky/Panickssery et al., papers.md section 4): each CAA generate item answered "(A)" and "(B)"
 (chat template for instruct models, "Question\\n\\nAnswer: (A)" for base models). The scored answer token is
@@ -25,6 +28,13 @@ against the residual stream at that layer. Deviations from CAA's code (nrimsky/C
 position, where CAA adds from the last token of ``[/INST]`` on; CAA rescaled each behaviour's vectors to the mean
 norm over its seven behaviours, which needs all seven (not done); CAA balances nothing over answer letters (its
 test set is 24 A / 26 B), we balance the vector over them.
+
+Norm-relative sweep (issue 14's default for steering; ``norm_relative`` in the file): the same vector, unit-
+normalised and scaled to c = 0.05, 0.1, 0.25, 0.5 of the residual norm at the layer (at most 8 layers, evenly
+strided over the swept ones); (layer, c) is chosen on the validation items by score(+c) - score(-c) among those
+whose scored tokens keep a median mass >= MASS_FLOOR at both signs, and the test items are reported at -c/0/+c
+beside a random direction of the same norm. ``--norm-sweep`` adds it to an earlier file's results as
+``--readout-only`` does.
 
 Readout only (``--readout-only``): the probe readouts are recomputed and the steering part of an earlier result of
 the same model and size (``--from FILE``, else the newest in --out) is carried over, named with its sha256 in
@@ -50,7 +60,7 @@ from experiments.common import progress
 from mlx_interp.core.batching import format_prompt
 from mlx_interp.core.generate import generate_conditions
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.measures.ab import ab_from_logits, ab_items, ab_scores
+from mlx_interp.measures.ab import MASS_FLOOR, ab_from_logits, ab_items, ab_scores
 from mlx_interp.measures.stats import auroc, rate
 from mlx_interp.measures.text import hedged
 from mlx_interp.measures.coherence import coherence_by_condition
@@ -60,6 +70,7 @@ from mlx_interp.tasks.datasets import caa_published_sycophancy, caa_sycophancy, 
 
 NAME = "exp12_multimodel_directions"
 M_CONF = 0.5  # confidence steering multiplier, in units of the residual norm at the layer
+C_SYC = (0.05, 0.1, 0.25, 0.5)  # sycophancy's norm-relative multipliers, in units of the residual norm at the layer
 def load_data(path):
     gen, test = caa_sycophancy()
     return {"generate": gen, "test": test, "confidence": confidence_pairs()}
@@ -93,19 +104,38 @@ def readout_layer(stats: dict) -> int:
     return max(sorted(stats), key=lambda k: (stats[k]["probe_auroc"] or 0, -k))
 
 
-def readout(stats: dict, test_pos: dict, test_neg: dict, width: int) -> dict:
+def readout(stats: dict, test_pos: dict, test_neg: dict, width: int, groups: list[str] | None = None,
+            controls: dict[str, np.ndarray] | None = None) -> dict:
     """The readout layer chosen on validation (the probe's AUROC on its 25% holdout of the train items, BUGFIX #47),
     then read on the disjoint test items: AUROC of the probe's direction, of the difference of means, and of a random
-    direction of the same norm (the control), each with a paired bootstrap interval over test items."""
+    direction of the same norm (the control), each with a paired bootstrap interval over test items.
+
+    ``controls``: further directions at that layer, read the same way (the answer letter's). ``groups``: one label
+    per test item (its behaviour-matching letter); every direction is also read within each group, where a direction
+    that reads the letter rather than the behaviour lands above 0.5 in one group and below it in the other."""
     layer = readout_layer(stats)
     tp, tn = test_pos[layer], test_neg[layer]
     probe, dom = stats[layer]["probe_direction"], stats[layer]["vector"]
     rnd = random_direction(width, float(np.linalg.norm(probe)), seed=layer)
-    return {"best_readout_layer": layer, "best_readout_auroc_val": stats[layer]["probe_auroc"],
-            "readout_chosen_on": "probe AUROC on a 25% holdout of the train items, both sides of an item held out together (validation), "
-                                 "maximised over layers",
-            "readout_test": {name: auroc(tp @ d, tn @ d, paired=True)
-                             for name, d in (("probe", probe), ("diff_of_means", dom), ("random", rnd))}}
+    dirs = {"probe": probe, "diff_of_means": dom, "random": rnd, **(controls or {})}
+    out = {"best_readout_layer": layer, "best_readout_auroc_val": stats[layer]["probe_auroc"],
+           "readout_chosen_on": "probe AUROC on a 25% holdout of the train items, both sides of an item held out together (validation), "
+                                "maximised over layers",
+           "readout_test": {name: auroc(tp @ d, tn @ d, paired=True) for name, d in dirs.items()}}
+    if groups is not None:
+        if len(groups) != len(tp):
+            raise MlxInterpError(f"readout groups need one label per test item ({len(tp)}); got {len(groups)}")
+        g = np.asarray(groups)
+        out["readout_test_by_group"] = {str(v): {name: auroc(tp[g == v] @ d, tn[g == v] @ d, paired=True) for name, d in dirs.items()}
+                                        for v in sorted(set(groups)) if (g == v).sum() >= 2}
+    return out
+
+
+def answer_letter_direction(pos: np.ndarray, neg: np.ndarray, matching: list[str]) -> np.ndarray:
+    """mean(activation answered A) - mean(answered B) over paired A/B items (``pos`` answered with the ``matching``
+    letter): a direction that reads only which letter was written, the control for what a sycophancy probe reads."""
+    is_a = np.array([m == "A" for m in matching])[:, None]
+    return np.where(is_a, pos, neg).mean(0) - np.where(is_a, neg, pos).mean(0)
 
 
 def _carried(prev: dict, stats: dict, what: str) -> dict:
@@ -122,7 +152,7 @@ def _carried(prev: dict, stats: dict, what: str) -> dict:
     if len(rows) != len(stats):
         raise MlxInterpError(f"--readout-only: the carried result has {len(rows)} {what} layers and this run {len(stats)}; "
                              "carry a result of the same --quick setting")
-    stale = ("best_readout_layer", "best_readout_auroc", "best_readout_auroc_val", "readout_chosen_on", "readout_test",
+    stale = ("best_readout_layer", "best_readout_auroc", "best_readout_auroc_val", "readout_chosen_on", "readout_test", "readout_test_by_group",
              "best_readout_depth")
     return {**{a: b for a, b in prev.items() if a not in stale}, "layers": rows}
 
@@ -160,9 +190,47 @@ def _ab_row(res) -> dict:
     return {"score": s["score"], "score_lo": s["score_lo"], "score_hi": s["score_hi"], "mass_median": s["mass_median"]}
 
 
-def sycophancy(lm, data, quick: bool, layers, carry: dict | None = None) -> dict:
+def norm_relative(lm, stats: dict, items: dict, sets: dict, chat: bool) -> dict:
+    """The CAA vector scaled to c times the residual norm at its layer (issue 14's default for steering, where
+    CAA's x1 is 0.3-2% of it): (layer, c) chosen on the validation items by score(+c) - score(-c) among those whose
+    scored tokens keep a median mass >= MASS_FLOOR at both signs; the test items at -c/0/+c beside a random
+    direction of the same norm. Layers: at most 8, evenly strided over the swept ones."""
+    sweep = sorted(stats)
+    layers = sweep[::-(-len(sweep) // 8)]
+    starts = [k for k in layers if k > 0]
+    replay = mi.run(lm, items["val"].prompts, capture=mi.Capture("resid_pre", starts, "all") if starts else None)
+    norms = residual_norms(lm, items["val"].prompts, layers)
+    rows = []
+    for n, k in enumerate(layers, 1):
+        progress(n, len(layers), f"norm-relative A/B sweep layer {k} (validation items)")
+        u = stats[k]["vector"] / np.linalg.norm(stats[k]["vector"]) * norms[k]
+        for c in C_SYC:
+            sc = {m: ab_scores(lm, *sets["val"], interventions=[mi.Add(u, layers=k, alpha=m * c)], resume=(replay, k), chat=chat,
+                               items=items["val"]) for m in (-1, 1)}
+            rows.append({"layer": k, "c": c, "val_minus": _ab_row(sc[-1]), "val_plus": _ab_row(sc[1]),
+                         "val_effect": sc[1].mean() - sc[-1].mean(),
+                         "mass_ok": all(float(np.median(r.mass)) >= MASS_FLOOR for r in sc.values())})
+    out = {"multipliers": list(C_SYC), "multiplier_unit": "residual norm at the layer (mean over validation prompt tokens, first token skipped)",
+           "layers": layers, "residual_norms": {str(k): norms[k] for k in layers}, "rows": rows,
+           "chosen_on": f"validation items: largest score(+c) - score(-c) among (layer, c) whose scored tokens keep a median mass >= {MASS_FLOOR} at both signs"}
+    ok = [r for r in rows if r["mass_ok"]]
+    if not ok:
+        return {**out, "best": None, "reason": f"no (layer, c) keeps a median mass >= {MASS_FLOOR} on the scored tokens at both signs"}
+    best = max(ok, key=lambda r: (r["val_effect"], -r["layer"], -r["c"]))
+    k, c = best["layer"], best["c"]
+    u = stats[k]["vector"] / np.linalg.norm(stats[k]["vector"]) * norms[k]
+    test = {"0": _ab_row(ab_scores(lm, *sets["test"], chat=chat, items=items["test"]))}
+    for name, vec in (("", u), ("random_", random_direction(lm.width, norms[k], seed=k))):
+        for m in (-1, 1):
+            res = ab_scores(lm, *sets["test"], interventions=[mi.Add(vec, layers=k, alpha=m * c)], chat=chat, items=items["test"])
+            test[f"{name}{'+' if m > 0 else '-'}c"] = _ab_row(res)
+    return {**out, "best": {"layer": k, "c": c, "depth": k / lm.n_layers, "val_effect": best["val_effect"]}, "test": test,
+            "test_effect": test["+c"]["score"] - test["-c"]["score"], "test_effect_random": test["random_+c"]["score"] - test["random_-c"]["score"]}
+
+
+def sycophancy(lm, data, quick: bool, layers, carry: dict | None = None, norm_sweep: bool = False) -> dict:
     """The CAA trait (module docstring); ``carry``: an earlier result's sycophancy part whose steering is kept
-    (``--readout-only``)."""
+    (``--readout-only``), with ``norm_sweep`` the norm-relative sweep is (re)computed beside it (``--norm-sweep``)."""
     if carry is not None and "layers" not in carry:  # the earlier run did not score this model (e.g. the mass floor)
         return carry
     gen = data["generate"][:48 if quick else 200]
@@ -178,14 +246,24 @@ def sycophancy(lm, data, quick: bool, layers, carry: dict | None = None) -> dict
     progress(1, 4, "sycophancy activations")
     # the activation at the answer letter mostly says which letter it is; balancing over "matching is A" /
     # "matching is B" cancels that exactly (the generate set is 99 A / 101 B, its first 48 are 28 / 20)
-    stats = _layer_stats(*collect_ab(lm, train_items, layers=layers, matching=matching), paired=True, groups=matching)
+    tr_pos, tr_neg = collect_ab(lm, train_items, layers=layers, matching=matching)
+    stats = _layer_stats(tr_pos, tr_neg, paired=True, groups=matching)
     sets = {"val": ([g["question"] for g in val], [letter(g["answer_matching_behavior"]) for g in val]),
             "test": ([t["question"] for t in test], [letter(t["answer_matching_behavior"]) for t in test])}
     items = {k: ab_items(lm, q, chat) for k, (q, _) in sets.items()}
+    read_layer = readout_layer(stats)
+    # the probe, unlike the difference of means, is not balanced over letters: read it within each matching letter,
+    # beside the train items' answer-letter direction
+    letter_dir = answer_letter_direction(tr_pos[read_layer], tr_neg[read_layer], matching)
+
+    def read() -> dict:
+        return readout(stats, *collect_ab(lm, items["test"], layers=[read_layer], matching=sets["test"][1]), lm.width,
+                       groups=sets["test"][1], controls={"answer_letter": letter_dir})
+
     if carry is not None:
         progress(4, 4, "test readout (steering carried over)")
-        read = readout(stats, *collect_ab(lm, items["test"], layers=[readout_layer(stats)], matching=sets["test"][1]), lm.width)
-        return {**_carried(carry, stats, "sycophancy"), **read}
+        out = {**_carried(carry, stats, "sycophancy"), **read()}
+        return {**out, "norm_relative": norm_relative(lm, stats, items, sets, chat)} if norm_sweep else out
     sweep = sorted(stats)
     starts = [k for k in sweep if k > 0]
     # unsteered resid_pre at every position: each steered validation pass runs only the blocks from k on (run(resume=))
@@ -215,15 +293,13 @@ def sycophancy(lm, data, quick: bool, layers, carry: dict | None = None) -> dict
         for m in (-1.0, 1.0):
             res = ab_scores(lm, *sets["test"], interventions=[mi.Add(vec, layers=k, alpha=m)], chat=chat, items=items["test"])
             test_rows[f"{name}{m:+.0f}"] = _ab_row(res)
-    read_layer = readout_layer(stats)
-    read = readout(stats, *collect_ab(lm, items["test"], layers=[read_layer], matching=sets["test"][1]), lm.width)
     return {"n_train": len(train), "n_val": len(val), "n_test": len(test), "letter_position": sorted(set(train_items.letter_offsets)),
             "scored_tokens": [list(t) for t in sorted(items["test"].token_strings(lm))],
             "baseline_val": base_val.summary(), "baseline_test": base_test.summary(), "layers": rows,
             "best_steering_layer": k, "best_steering_depth": k / lm.n_layers, "chosen_on": "validation (generate items not used for the vector)",
             "test_at_best": test_rows, "test_effect": test_rows["+1"]["score"] - test_rows["-1"]["score"],
             "test_effect_random": test_rows["random_+1"]["score"] - test_rows["random_-1"]["score"],
-            **read, "paper": caa_published_sycophancy()}
+            **read(), "norm_relative": norm_relative(lm, stats, items, sets, chat), "paper": caa_published_sycophancy()}
 
 
 def confidence(lm, data, quick: bool, layers, carry: dict | None = None) -> dict:
@@ -293,17 +369,21 @@ def confidence(lm, data, quick: bool, layers, carry: dict | None = None) -> dict
                     "readout, locates the behaviour."}
 
 
-def run(lm, data, quick: bool, layers: list[int] | None = None, readout_only: bool | None = None) -> dict:
+def run(lm, data, quick: bool, layers: list[int] | None = None, readout_only: bool | None = None,
+        norm_sweep: bool | None = None) -> dict:
     """Both traits on one model; ``layers`` overrides the sweep (quick: every 4th block, full: every block);
-    ``readout_only`` (default: the ``--readout-only`` flag) recomputes the readouts and carries the steering over."""
+    ``readout_only`` (default: the ``--readout-only`` flag) recomputes the readouts and carries the steering over;
+    ``norm_sweep`` (``--norm-sweep``) does the same and adds the sycophancy vector's norm-relative sweep."""
     from experiments import common
 
     a = common.ARGS
     readout_only = bool(getattr(a, "readout_only", False)) if readout_only is None else readout_only
+    norm_sweep = bool(getattr(a, "norm_sweep", False)) if norm_sweep is None else norm_sweep
+    readout_only = readout_only or norm_sweep
     carry, source = steering_source(lm, quick, a.out if a else "results", a.source if a else None) if readout_only else ({}, None)
     layers = layers if layers is not None else list(range(0, lm.n_layers, 4)) if quick else "all"
     try:
-        s = sycophancy(lm, data, quick, layers, carry.get("sycophancy") if readout_only else None)
+        s = sycophancy(lm, data, quick, layers, carry.get("sycophancy") if readout_only else None, norm_sweep=norm_sweep)
     except MlxInterpError as e:  # e.g. the scored answer tokens carry too little probability: say so, do not score
         if readout_only and str(e).startswith("--readout-only"):
             raise
@@ -317,6 +397,14 @@ def run(lm, data, quick: bool, layers: list[int] | None = None, readout_only: bo
               f"{t['random_-1']['score']:.2f}/{t['random_+1']['score']:.2f}; scored tokens {s['scored_tokens']}")
     else:
         print(f"  sycophancy: not scored ({s['reason']})")
+    nr = s.get("norm_relative")
+    if nr and nr.get("best"):
+        t = nr["test"]
+        print(f"  sycophancy, norm-relative: layer {nr['best']['layer']}, c = {nr['best']['c']} (chosen on validation); test A/B "
+              f"-c/0/+c = {t['-c']['score']:.2f}/{t['0']['score']:.2f}/{t['+c']['score']:.2f}, random -c/+c = "
+              f"{t['random_-c']['score']:.2f}/{t['random_+c']['score']:.2f}")
+    elif nr:
+        print(f"  sycophancy, norm-relative: nothing chosen ({nr['reason']})")
     for name, r in (("sycophancy", s), ("confidence", c)):
         if "readout_test" in r:
             t = r["readout_test"]
@@ -334,7 +422,10 @@ def run(lm, data, quick: bool, layers: list[int] | None = None, readout_only: bo
 if __name__ == "__main__":
     from experiments.common import main
 
-    main(NAME, run, load_data, __doc__,
-         extra=lambda ap: ap.add_argument("--readout-only", action="store_true",
-                                          help="recompute the probe readouts; carry the steering over from --from (or the "
-                                               "newest result of this model and --quick setting in --out)"))
+    def extra(ap):
+        ap.add_argument("--readout-only", action="store_true", help="recompute the probe readouts; carry the steering over "
+                        "from --from (or the newest result of this model and --quick setting in --out)")
+        ap.add_argument("--norm-sweep", action="store_true", help="as --readout-only, and add the sycophancy vector's "
+                        "norm-relative multiplier sweep (part of every full run)")
+
+    main(NAME, run, load_data, __doc__, extra=extra)

@@ -174,8 +174,24 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol, monkeypa
     for r, n_test in ((sy, 4), (co, 4)):
         assert r["best_readout_layer"] == max(r["layers"], key=lambda x: (x["probe_auroc"] or 0, -x["layer"]))["layer"]
         assert r["best_readout_auroc_val"] == next(x["probe_auroc"] for x in r["layers"] if x["layer"] == r["best_readout_layer"])
-        assert {k: v["n_pos"] for k, v in r["readout_test"].items()} == {"probe": n_test, "diff_of_means": n_test, "random": n_test}
+        want = {"probe", "diff_of_means", "random"} | ({"answer_letter"} if r is sy else set())
+        assert {k: v["n_pos"] for k, v in r["readout_test"].items()} == dict.fromkeys(want, n_test)
         assert "probe_direction" not in r["layers"][0] and "vector" not in r["layers"][0]
+    # the sycophancy readout is also read within each behaviour-matching letter (the 4 test items match B, A, B, B:
+    # only B has the two items an AUROC needs); there the answer-letter direction of the train items reads the
+    # letter, so the side answered B (the positive) scores below the side answered A (a sign error, or groups
+    # mislabelled, would put it above 0.5)
+    by = sy["readout_test_by_group"]
+    assert set(by) == {"B"} and by["B"]["probe"]["n_pos"] == 3 and "readout_test_by_group" not in co
+    assert by["B"]["answer_letter"]["auroc"] < 0.5
+    # the norm-relative sweep: (layer, c) is the validation argmax among the rows that keep the scored tokens' mass,
+    # reported on the test items beside a random direction; its unsteered row is the CAA table's
+    nr = sy["norm_relative"]
+    assert nr["layers"] == [8, 14, 20] and len(nr["rows"]) == 3 * len(e12.C_SYC)
+    ok = [r for r in nr["rows"] if r["mass_ok"]]
+    best = max(ok, key=lambda r: (r["val_effect"], -r["layer"], -r["c"]))
+    assert (nr["best"]["layer"], nr["best"]["c"]) == (best["layer"], best["c"])
+    assert nr["test"]["0"] == sy["test_at_best"]["0"] and {"-c", "+c", "random_-c", "random_+c"} <= set(nr["test"])
     assert (co["n_train"], co["n_val"], co["n_test"]) == (16, 4, 4) and co["test_at_best"]["0"]["hedge"]["n"] == 4
     assert all(r["val_minus"]["hedge"]["n"] == co["n_val"] for r in co["layers"])
     saved = mi.save_result("exp12_multimodel_directions", r12, lm=smol, out_dir=out, config={"quick": True})
@@ -190,6 +206,9 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol, monkeypa
     for trait in ("sycophancy", "confidence"):
         assert again[trait]["readout_test"] == r12[trait]["readout_test"] and again[trait]["test_at_best"] == r12[trait]["test_at_best"]
         assert again[trait]["layers"] == r12[trait]["layers"]
+    assert again["sycophancy"]["norm_relative"] == nr  # carried
+    swept = e12.run(smol, data, True, layers=[8, 14, 20], norm_sweep=True)  # recomputed on the carried steering
+    assert swept["sycophancy"]["norm_relative"] == nr and swept["steering_from"]["file"] == saved.name
     doc = json.loads(saved.read_text())
     doc["results"]["confidence"]["layers"][1]["norm"] *= 1.01  # a carried file whose activations were not these
     tampered = out / "tampered.json"

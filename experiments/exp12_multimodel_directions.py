@@ -190,20 +190,24 @@ def _ab_row(res) -> dict:
     return {"score": s["score"], "score_lo": s["score_lo"], "score_hi": s["score_hi"], "mass_median": s["mass_median"]}
 
 
-def norm_relative(lm, stats: dict, items: dict, sets: dict, chat: bool) -> dict:
+def norm_relative(lm, stats: dict, items: dict, sets: dict, chat: bool, replay=None, base_test: dict | None = None) -> dict:
     """The CAA vector scaled to c times the residual norm at its layer (issue 14's default for steering, where
     CAA's x1 is 0.3-2% of it): (layer, c) chosen on the validation items by score(+c) - score(-c) among those whose
     scored tokens keep a median mass >= MASS_FLOOR at both signs; the test items at -c/0/+c beside a random
-    direction of the same norm. Layers: at most 8, evenly strided over the swept ones."""
+    direction of the same norm. Layers: at most 8, evenly strided over the swept ones. ``replay`` (the validation
+    items' unsteered pass capturing resid_pre at every swept layer) and ``base_test`` (the unsteered test row) are
+    reused when the caller has them."""
     sweep = sorted(stats)
     layers = sweep[::-(-len(sweep) // 8)]
-    starts = [k for k in layers if k > 0]
-    replay = mi.run(lm, items["val"].prompts, capture=mi.Capture("resid_pre", starts, "all") if starts else None)
+    if replay is None:
+        starts = [k for k in layers if k > 0]
+        replay = mi.run(lm, items["val"].prompts, capture=mi.Capture("resid_pre", starts, "all") if starts else None)
     norms = residual_norms(lm, items["val"].prompts, layers)
+    unit = {k: stats[k]["vector"] / np.linalg.norm(stats[k]["vector"]) * norms[k] for k in layers}  # c = 1
     rows = []
     for n, k in enumerate(layers, 1):
         progress(n, len(layers), f"norm-relative A/B sweep layer {k} (validation items)")
-        u = stats[k]["vector"] / np.linalg.norm(stats[k]["vector"]) * norms[k]
+        u = unit[k]
         for c in C_SYC:
             sc = {m: ab_scores(lm, *sets["val"], interventions=[mi.Add(u, layers=k, alpha=m * c)], resume=(replay, k), chat=chat,
                                items=items["val"]) for m in (-1, 1)}
@@ -218,9 +222,8 @@ def norm_relative(lm, stats: dict, items: dict, sets: dict, chat: bool) -> dict:
         return {**out, "best": None, "reason": f"no (layer, c) keeps a median mass >= {MASS_FLOOR} on the scored tokens at both signs"}
     best = max(ok, key=lambda r: (r["val_effect"], -r["layer"], -r["c"]))
     k, c = best["layer"], best["c"]
-    u = stats[k]["vector"] / np.linalg.norm(stats[k]["vector"]) * norms[k]
-    test = {"0": _ab_row(ab_scores(lm, *sets["test"], chat=chat, items=items["test"]))}
-    for name, vec in (("", u), ("random_", random_direction(lm.width, norms[k], seed=k))):
+    test = {"0": base_test or _ab_row(ab_scores(lm, *sets["test"], chat=chat, items=items["test"]))}
+    for name, vec in (("", unit[k]), ("random_", random_direction(lm.width, norms[k], seed=k))):
         for m in (-1, 1):
             res = ab_scores(lm, *sets["test"], interventions=[mi.Add(vec, layers=k, alpha=m * c)], chat=chat, items=items["test"])
             test[f"{name}{'+' if m > 0 else '-'}c"] = _ab_row(res)
@@ -299,7 +302,8 @@ def sycophancy(lm, data, quick: bool, layers, carry: dict | None = None, norm_sw
             "best_steering_layer": k, "best_steering_depth": k / lm.n_layers, "chosen_on": "validation (generate items not used for the vector)",
             "test_at_best": test_rows, "test_effect": test_rows["+1"]["score"] - test_rows["-1"]["score"],
             "test_effect_random": test_rows["random_+1"]["score"] - test_rows["random_-1"]["score"],
-            **read(), "norm_relative": norm_relative(lm, stats, items, sets, chat), "paper": caa_published_sycophancy()}
+            **read(), "norm_relative": norm_relative(lm, stats, items, sets, chat, replay=replay, base_test=test_rows["0"]),
+            "paper": caa_published_sycophancy()}
 
 
 def confidence(lm, data, quick: bool, layers, carry: dict | None = None) -> dict:

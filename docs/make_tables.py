@@ -222,27 +222,31 @@ def t_exp12_readout(root: Path) -> str:
 
 
 def t_exp12_sycophancy_norm(root: Path) -> str:
-    """The CAA vector at norm-relative multipliers: (layer, c) chosen on validation, test A/B scores at -c/0/+c beside
-    a random direction of the same norm, and the mass the scored tokens keep (files without the sweep: no row)."""
+    """The CAA vector at norm-relative multipliers, added at every position and from the instruction's last token on
+    (CAA's positions): (layer, c) chosen on validation, test A/B scores at -c/0/+c beside a random direction of the
+    same norm, and the mass the scored tokens keep (files without a sweep: no row)."""
     rows = []
 
     def sc(r):
         return f"{r['score']:.2f} [{r['score_lo']:.2f}, {r['score_hi']:.2f}]"
 
     for name, (f, d) in newest("exp12_multimodel_directions", root).items():
-        nr = d["results"]["sycophancy"].get("norm_relative")
-        if nr is None:
-            continue
-        if nr["best"] is None:
-            rows.append([name, _quick(d), f"none: {nr['reason']}", "", "", "", "", f"`{f}`"])
-            continue
-        b, t = nr["best"], nr["test"]
-        rows.append([name, _quick(d), f"{b['layer']} ({_f(b['depth'])}), c = {b['c']} (val effect {b['val_effect']:+.3f})",
-                     f"{sc(t['-c'])} / {sc(t['0'])} / {sc(t['+c'])}", f"{t['random_-c']['score']:.2f} / {t['random_+c']['score']:.2f}",
-                     f"{t['-c']['mass_median']:.2f} / {t['0']['mass_median']:.2f} / {t['+c']['mass_median']:.2f}",
-                     str(d["results"]["sycophancy"]["n_test"]), f"`{f}`"])
-    return _table(["model", "run", "layer (depth), c chosen on validation", "test A/B score −c / 0 / +c [95% CI]",
-                   "random direction −c / +c", "median mass on scored tokens −c / 0 / +c", "test items", "result file"], rows)
+        for key, where in (("norm_relative", "every position"), ("norm_relative_answer", "from the instruction's end")):
+            nr = d["results"]["sycophancy"].get(key)
+            if nr is None:
+                continue
+            head = [name, _quick(d), where, ", ".join(f"{c:g}" for c in nr["multipliers"])]
+            if nr["best"] is None:
+                rows.append(head + [f"none: {nr['reason']}", "", "", "", "", f"`{f}`"])
+                continue
+            b, t = nr["best"], nr["test"]
+            rows.append(head + [f"{b['layer']} ({_f(b['depth'])}), c = {b['c']:g} (val effect {b['val_effect']:+.3f})",
+                                f"{sc(t['-c'])} / {sc(t['0'])} / {sc(t['+c'])}", f"{t['random_-c']['score']:.2f} / {t['random_+c']['score']:.2f}",
+                                f"{t['-c']['mass_median']:.2f} / {t['0']['mass_median']:.2f} / {t['+c']['mass_median']:.2f}",
+                                str(d["results"]["sycophancy"]["n_test"]), f"`{f}`"])
+    return _table(["model", "run", "steered positions", "c swept (× residual norm)", "layer (depth), c chosen on validation",
+                   "test A/B score −c / 0 / +c [95% CI]", "random direction −c / +c", "median mass on scored tokens −c / 0 / +c",
+                   "test items", "result file"], rows)
 
 
 def t_exp12_readout_letters(root: Path) -> str:

@@ -33,8 +33,15 @@ Norm-relative sweep (issue 14's default for steering; ``norm_relative`` in the f
 normalised and scaled to c = 0.05, 0.1, 0.25, 0.5 of the residual norm at the layer (at most 8 layers, evenly
 strided over the swept ones); (layer, c) is chosen on the validation items by score(+c) - score(-c) among those
 whose scored tokens keep a median mass >= MASS_FLOOR at both signs, and the test items are reported at -c/0/+c
-beside a random direction of the same norm. ``--norm-sweep`` adds it to an earlier file's results as
-``--readout-only`` does.
+beside a random direction of the same norm. The vector is added at every position, as in the sweep above.
+
+Answer-position sweep (``norm_relative_answer``): the same, with CAA's own rule, the vector added from the
+instruction's last token on (the assistant header's last token and the answer's opening; ": (" after "Answer" on
+base models; measures.ab.ab_prefix), at every swept layer and c = 0.1-4 of the residual norm (one or two steered
+positions need more than the whole prompt). Each prompt before those tokens runs once, unsteered, and each
+condition runs only the last tokens from its KV cache: the sweep costs seconds, not the prompt's length.
+``--norm-sweep`` adds both sweeps to an earlier file's results as ``--readout-only`` does; ``--answer-sweep`` adds
+the answer-position one and carries the earlier file's all-positions sweep.
 
 Readout only (``--readout-only``): the probe readouts are recomputed and the steering part of an earlier result of
 the same model and size (``--from FILE``, else the newest in --out) is carried over, named with its sha256 in
@@ -60,7 +67,7 @@ from experiments.common import progress
 from mlx_interp.core.batching import format_prompt
 from mlx_interp.core.generate import generate_conditions
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.measures.ab import MASS_FLOOR, ab_from_logits, ab_items, ab_scores
+from mlx_interp.measures.ab import MASS_FLOOR, ab_from_logits, ab_items, ab_prefix, ab_scores
 from mlx_interp.measures.stats import auroc, rate
 from mlx_interp.measures.text import hedged
 from mlx_interp.measures.coherence import coherence_by_condition
@@ -71,6 +78,7 @@ from mlx_interp.tasks.datasets import caa_published_sycophancy, caa_sycophancy, 
 NAME = "exp12_multimodel_directions"
 M_CONF = 0.5  # confidence steering multiplier, in units of the residual norm at the layer
 C_SYC = (0.05, 0.1, 0.25, 0.5)  # sycophancy's norm-relative multipliers, in units of the residual norm at the layer
+C_ANSWER = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)  # the same, steering from the instruction's last token on only
 def load_data(path):
     gen, test = caa_sycophancy()
     return {"generate": gen, "test": test, "confidence": confidence_pairs()}
@@ -190,31 +198,44 @@ def _ab_row(res) -> dict:
     return {"score": s["score"], "score_lo": s["score_lo"], "score_hi": s["score_hi"], "mass_median": s["mass_median"]}
 
 
-def norm_relative(lm, stats: dict, items: dict, sets: dict, chat: bool, replay=None, base_test: dict | None = None) -> dict:
+def norm_relative(lm, stats: dict, items: dict, sets: dict, chat: bool, replay=None, base_test: dict | None = None,
+                  at: str = "all") -> dict:
     """The CAA vector scaled to c times the residual norm at its layer (issue 14's default for steering, where
     CAA's x1 is 0.3-2% of it): (layer, c) chosen on the validation items by score(+c) - score(-c) among those whose
     scored tokens keep a median mass >= MASS_FLOOR at both signs; the test items at -c/0/+c beside a random
-    direction of the same norm. Layers: at most 8, evenly strided over the swept ones. ``replay`` (the validation
-    items' unsteered pass capturing resid_pre at every swept layer) and ``base_test`` (the unsteered test row) are
-    reused when the caller has them."""
+    direction of the same norm. ``at="all"``: added at every position, at most 8 layers evenly strided over the
+    swept ones, c in C_SYC; ``replay`` (the validation items' unsteered pass capturing resid_pre at every swept
+    layer) is reused when the caller has it. ``at="answer"``: added from the instruction's last token on (CAA's
+    rule), every swept layer, c in C_ANSWER, each condition running only those tokens from the prompts' cached
+    prefixes. ``base_test`` (the unsteered test row) is reused when the caller has it."""
+    if at not in ("all", "answer"):
+        raise MlxInterpError(f"at={at!r} is not valid; use 'all' (every position) or 'answer' (from the instruction's end)")
     sweep = sorted(stats)
-    layers = sweep[::-(-len(sweep) // 8)]
-    if replay is None:
-        starts = [k for k in layers if k > 0]
-        replay = mi.run(lm, items["val"].prompts, capture=mi.Capture("resid_pre", starts, "all") if starts else None)
+    layers = sweep[::-(-len(sweep) // 8)] if at == "all" else sweep
+    grid = C_SYC if at == "all" else C_ANSWER
+    if at == "answer":
+        prefix = {k: ab_prefix(lm, items[k]) for k in ("val", "test")}
+        where = {k: {"prefix": prefix[k]} for k in prefix}
+    else:
+        if replay is None:
+            starts = [k for k in layers if k > 0]
+            replay = mi.run(lm, items["val"].prompts, capture=mi.Capture("resid_pre", starts, "all") if starts else None)
+        where = {"val": {}, "test": {}}
     norms = residual_norms(lm, items["val"].prompts, layers)
     unit = {k: stats[k]["vector"] / np.linalg.norm(stats[k]["vector"]) * norms[k] for k in layers}  # c = 1
     rows = []
     for n, k in enumerate(layers, 1):
-        progress(n, len(layers), f"norm-relative A/B sweep layer {k} (validation items)")
+        progress(n, len(layers), f"norm-relative A/B sweep ({at} positions) layer {k} (validation items)")
         u = unit[k]
-        for c in C_SYC:
-            sc = {m: ab_scores(lm, *sets["val"], interventions=[mi.Add(u, layers=k, alpha=m * c)], resume=(replay, k), chat=chat,
-                               items=items["val"]) for m in (-1, 1)}
+        for c in grid:
+            run_at = where["val"] if at == "answer" else {"resume": (replay, k)}
+            sc = {m: ab_scores(lm, *sets["val"], interventions=[mi.Add(u, layers=k, alpha=m * c)], chat=chat,
+                               items=items["val"], **run_at) for m in (-1, 1)}
             rows.append({"layer": k, "c": c, "val_minus": _ab_row(sc[-1]), "val_plus": _ab_row(sc[1]),
                          "val_effect": sc[1].mean() - sc[-1].mean(),
                          "mass_ok": all(float(np.median(r.mass)) >= MASS_FLOOR for r in sc.values())})
-    out = {"multipliers": list(C_SYC), "multiplier_unit": "residual norm at the layer (mean over validation prompt tokens, first token skipped)",
+    out = {"positions": "every position" if at == "all" else "from the instruction's last token on (CAA's add_vector_from_position)",
+           "multipliers": list(grid), "multiplier_unit": "residual norm at the layer (mean over validation prompt tokens, first token skipped)",
            "layers": layers, "residual_norms": {str(k): norms[k] for k in layers}, "rows": rows,
            "chosen_on": f"validation items: largest score(+c) - score(-c) among (layer, c) whose scored tokens keep a median mass >= {MASS_FLOOR} at both signs"}
     ok = [r for r in rows if r["mass_ok"]]
@@ -225,15 +246,18 @@ def norm_relative(lm, stats: dict, items: dict, sets: dict, chat: bool, replay=N
     test = {"0": base_test or _ab_row(ab_scores(lm, *sets["test"], chat=chat, items=items["test"]))}
     for name, vec in (("", unit[k]), ("random_", random_direction(lm.width, norms[k], seed=k))):
         for m in (-1, 1):
-            res = ab_scores(lm, *sets["test"], interventions=[mi.Add(vec, layers=k, alpha=m * c)], chat=chat, items=items["test"])
+            res = ab_scores(lm, *sets["test"], interventions=[mi.Add(vec, layers=k, alpha=m * c)], chat=chat, items=items["test"],
+                            **where["test"])
             test[f"{name}{'+' if m > 0 else '-'}c"] = _ab_row(res)
     return {**out, "best": {"layer": k, "c": c, "depth": k / lm.n_layers, "val_effect": best["val_effect"]}, "test": test,
             "test_effect": test["+c"]["score"] - test["-c"]["score"], "test_effect_random": test["random_+c"]["score"] - test["random_-c"]["score"]}
 
 
-def sycophancy(lm, data, quick: bool, layers, carry: dict | None = None, norm_sweep: bool = False) -> dict:
+def sycophancy(lm, data, quick: bool, layers, carry: dict | None = None, norm_sweep: bool = False,
+               answer_sweep: bool = False) -> dict:
     """The CAA trait (module docstring); ``carry``: an earlier result's sycophancy part whose steering is kept
-    (``--readout-only``), with ``norm_sweep`` the norm-relative sweep is (re)computed beside it (``--norm-sweep``)."""
+    (``--readout-only``), with ``norm_sweep`` both norm-relative sweeps are (re)computed beside it (``--norm-sweep``),
+    with ``answer_sweep`` the answer-position one (``--answer-sweep``)."""
     if carry is not None and "layers" not in carry:  # the earlier run did not score this model (e.g. the mass floor)
         return carry
     gen = data["generate"][:48 if quick else 200]
@@ -266,7 +290,11 @@ def sycophancy(lm, data, quick: bool, layers, carry: dict | None = None, norm_sw
     if carry is not None:
         progress(4, 4, "test readout (steering carried over)")
         out = {**_carried(carry, stats, "sycophancy"), **read()}
-        return {**out, "norm_relative": norm_relative(lm, stats, items, sets, chat)} if norm_sweep else out
+        if norm_sweep:
+            out["norm_relative"] = norm_relative(lm, stats, items, sets, chat)
+        if norm_sweep or answer_sweep:
+            out["norm_relative_answer"] = norm_relative(lm, stats, items, sets, chat, base_test=carry["test_at_best"]["0"], at="answer")
+        return out
     sweep = sorted(stats)
     starts = [k for k in sweep if k > 0]
     # unsteered resid_pre at every position: each steered validation pass runs only the blocks from k on (run(resume=))
@@ -303,6 +331,7 @@ def sycophancy(lm, data, quick: bool, layers, carry: dict | None = None, norm_sw
             "test_at_best": test_rows, "test_effect": test_rows["+1"]["score"] - test_rows["-1"]["score"],
             "test_effect_random": test_rows["random_+1"]["score"] - test_rows["random_-1"]["score"],
             **read(), "norm_relative": norm_relative(lm, stats, items, sets, chat, replay=replay, base_test=test_rows["0"]),
+            "norm_relative_answer": norm_relative(lm, stats, items, sets, chat, base_test=test_rows["0"], at="answer"),
             "paper": caa_published_sycophancy()}
 
 
@@ -374,20 +403,23 @@ def confidence(lm, data, quick: bool, layers, carry: dict | None = None) -> dict
 
 
 def run(lm, data, quick: bool, layers: list[int] | None = None, readout_only: bool | None = None,
-        norm_sweep: bool | None = None) -> dict:
+        norm_sweep: bool | None = None, answer_sweep: bool | None = None) -> dict:
     """Both traits on one model; ``layers`` overrides the sweep (quick: every 4th block, full: every block);
     ``readout_only`` (default: the ``--readout-only`` flag) recomputes the readouts and carries the steering over;
-    ``norm_sweep`` (``--norm-sweep``) does the same and adds the sycophancy vector's norm-relative sweep."""
+    ``norm_sweep`` (``--norm-sweep``) does the same and adds the sycophancy vector's norm-relative sweeps;
+    ``answer_sweep`` (``--answer-sweep``) adds only the answer-position one, carrying the all-positions one."""
     from experiments import common
 
     a = common.ARGS
     readout_only = bool(getattr(a, "readout_only", False)) if readout_only is None else readout_only
     norm_sweep = bool(getattr(a, "norm_sweep", False)) if norm_sweep is None else norm_sweep
-    readout_only = readout_only or norm_sweep
+    answer_sweep = bool(getattr(a, "answer_sweep", False)) if answer_sweep is None else answer_sweep
+    readout_only = readout_only or norm_sweep or answer_sweep
     carry, source = steering_source(lm, quick, a.out if a else "results", a.source if a else None) if readout_only else ({}, None)
     layers = layers if layers is not None else list(range(0, lm.n_layers, 4)) if quick else "all"
     try:
-        s = sycophancy(lm, data, quick, layers, carry.get("sycophancy") if readout_only else None, norm_sweep=norm_sweep)
+        s = sycophancy(lm, data, quick, layers, carry.get("sycophancy") if readout_only else None, norm_sweep=norm_sweep,
+                       answer_sweep=answer_sweep)
     except MlxInterpError as e:  # e.g. the scored answer tokens carry too little probability: say so, do not score
         if readout_only and str(e).startswith("--readout-only"):
             raise
@@ -401,14 +433,15 @@ def run(lm, data, quick: bool, layers: list[int] | None = None, readout_only: bo
               f"{t['random_-1']['score']:.2f}/{t['random_+1']['score']:.2f}; scored tokens {s['scored_tokens']}")
     else:
         print(f"  sycophancy: not scored ({s['reason']})")
-    nr = s.get("norm_relative")
-    if nr and nr.get("best"):
-        t = nr["test"]
-        print(f"  sycophancy, norm-relative: layer {nr['best']['layer']}, c = {nr['best']['c']} (chosen on validation); test A/B "
-              f"-c/0/+c = {t['-c']['score']:.2f}/{t['0']['score']:.2f}/{t['+c']['score']:.2f}, random -c/+c = "
-              f"{t['random_-c']['score']:.2f}/{t['random_+c']['score']:.2f}")
-    elif nr:
-        print(f"  sycophancy, norm-relative: nothing chosen ({nr['reason']})")
+    for key, where in (("norm_relative", "every position"), ("norm_relative_answer", "from the instruction's end")):
+        nr = s.get(key)
+        if nr and nr.get("best"):
+            t = nr["test"]
+            print(f"  sycophancy, norm-relative ({where}): layer {nr['best']['layer']}, c = {nr['best']['c']} (chosen on validation); "
+                  f"test A/B -c/0/+c = {t['-c']['score']:.2f}/{t['0']['score']:.2f}/{t['+c']['score']:.2f}, random -c/+c = "
+                  f"{t['random_-c']['score']:.2f}/{t['random_+c']['score']:.2f}")
+        elif nr:
+            print(f"  sycophancy, norm-relative ({where}): nothing chosen ({nr['reason']})")
     for name, r in (("sycophancy", s), ("confidence", c)):
         if "readout_test" in r:
             t = r["readout_test"]
@@ -430,6 +463,8 @@ if __name__ == "__main__":
         ap.add_argument("--readout-only", action="store_true", help="recompute the probe readouts; carry the steering over "
                         "from --from (or the newest result of this model and --quick setting in --out)")
         ap.add_argument("--norm-sweep", action="store_true", help="as --readout-only, and add the sycophancy vector's "
-                        "norm-relative multiplier sweep (part of every full run)")
+                        "norm-relative multiplier sweeps, at every position and from the instruction's end (part of every full run)")
+        ap.add_argument("--answer-sweep", action="store_true", help="as --readout-only, and add the sycophancy vector's "
+                        "norm-relative sweep from the instruction's end (CAA's positions); the all-positions sweep is carried")
 
     main(NAME, run, load_data, __doc__, extra=extra)

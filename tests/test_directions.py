@@ -249,6 +249,38 @@ def test_ab_metric_scores_the_tokens_each_model_emits(smol, qwen):
         res.check(floor=1.01)
 
 
+def test_ab_scores_from_a_cached_prefix_steer_from_the_instruction_end(lm):
+    """CAA steers from the instruction's last token on: ab_prefix caches each prompt before it, and ab_scores(prefix=)
+    runs only those tokens steered. That equals a full pass steering the same last positions (position masks, not
+    caches), its unsteered scores equal the plain metric's, and it is not the all-positions steering."""
+    from mlx_interp.measures.ab import ab_from_logits, ab_items, ab_prefix, ab_scores
+    from mlx_interp.tasks.datasets import caa_sycophancy
+
+    test = caa_sycophancy()[1][:4]
+    qs, ms = [t["question"] for t in test], [t["answer_matching_behavior"].strip()[1] for t in test]
+    items = ab_items(lm, qs, chat=lm.instruct)
+    # the steered tokens: the assistant header's last token and the answer's opening (chat), ": (" after "Answer" (base)
+    want_tail = {"llama": "\n(", "qwen": "\n", "gemma": ": ("}[lm.family]
+    assert {lm.tokenizer.decode(p[e:]) for p, e in zip(items.prompts, items.instruction_ends)} == {want_tail}
+    prefix = ab_prefix(lm, items)
+    T = len(prefix.tails[0])
+    v = np.random.default_rng(0).normal(size=lm.width)
+    steer = mi.Add(v / np.linalg.norm(v) * 20, layers=lm.n_layers // 2)
+    got = ab_scores(lm, qs, ms, interventions=[steer], items=items, prefix=prefix)
+    full = mi.run(lm, items.prompts, interventions=[mi.Add(steer.vector, layers=steer.layers, positions=slice(-T, None))])
+    want = ab_from_logits(items, full.logits, ms)
+    np.testing.assert_allclose(got.p_a, want.p_a, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(got.p_b, want.p_b, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(ab_scores(lm, qs, ms, items=items, prefix=prefix).score, ab_scores(lm, qs, ms, items=items).score,
+                               rtol=1e-4, atol=1e-6)
+    everywhere = ab_scores(lm, qs, ms, interventions=[steer], items=items)
+    assert np.abs(everywhere.p_a - got.p_a).max() > 1e-3
+    with pytest.raises(MlxInterpError, match="this prefix holds 4 items but 2 were given"):
+        ab_scores(lm, qs[:2], ms[:2], prefix=prefix)
+    with pytest.raises(MlxInterpError, match="rows= selects batch rows"):
+        ab_scores(lm, qs, ms, interventions=[mi.Add(steer.vector, layers=1, rows=[0])], items=items, prefix=prefix)
+
+
 def test_ab_activations_share_the_prompt_and_equal_reading_the_full_answers(lm):
     """collect_ab runs each A/B prompt once and continues it with each letter: its activations equal collect() at the
     letter of the two full answers "(A)" and "(B)" (the general path), on every family; rows keep item order when

@@ -192,6 +192,15 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol, monkeypa
     best = max(ok, key=lambda r: (r["val_effect"], -r["layer"], -r["c"]))
     assert (nr["best"]["layer"], nr["best"]["c"]) == (best["layer"], best["c"])
     assert nr["test"]["0"] == sy["test_at_best"]["0"] and {"-c", "+c", "random_-c", "random_+c"} <= set(nr["test"])
+    # the same with CAA's positions (from the instruction's last token on): every swept layer, its own grid, the same
+    # rule; at a (layer, c) both grids hold, steering fewer positions gives other validation scores
+    na = sy["norm_relative_answer"]
+    assert na["layers"] == [8, 14, 20] and len(na["rows"]) == 3 * len(e12.C_ANSWER) and na["positions"].startswith("from the instruction")
+    ok = [r for r in na["rows"] if r["mass_ok"]]
+    best = max(ok, key=lambda r: (r["val_effect"], -r["layer"], -r["c"]))
+    assert (na["best"]["layer"], na["best"]["c"]) == (best["layer"], best["c"]) and na["test"]["0"] == sy["test_at_best"]["0"]
+    row = lambda rows: next(r for r in rows if (r["layer"], r["c"]) == (14, 0.5))  # noqa: E731
+    assert abs(row(na["rows"])["val_plus"]["score"] - row(nr["rows"])["val_plus"]["score"]) > 1e-4
     assert (co["n_train"], co["n_val"], co["n_test"]) == (16, 4, 4) and co["test_at_best"]["0"]["hedge"]["n"] == 4
     assert all(r["val_minus"]["hedge"]["n"] == co["n_val"] for r in co["layers"])
     saved = mi.save_result("exp12_multimodel_directions", r12, lm=smol, out_dir=out, config={"quick": True})
@@ -209,6 +218,9 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol, monkeypa
     assert again["sycophancy"]["norm_relative"] == nr  # carried
     swept = e12.run(smol, data, True, layers=[8, 14, 20], norm_sweep=True)  # recomputed on the carried steering
     assert swept["sycophancy"]["norm_relative"] == nr and swept["steering_from"]["file"] == saved.name
+    assert swept["sycophancy"]["norm_relative_answer"] == na
+    answered = e12.run(smol, data, True, layers=[8, 14, 20], answer_sweep=True)  # the all-positions sweep carried
+    assert answered["sycophancy"]["norm_relative"] == nr and answered["sycophancy"]["norm_relative_answer"] == na
     doc = json.loads(saved.read_text())
     doc["results"]["confidence"]["layers"][1]["norm"] *= 1.01  # a carried file whose activations were not these
     tampered = out / "tampered.json"

@@ -12,12 +12,18 @@ Every score comes with the probability mass on the two scored tokens (``ABResult
 covers little of the distribution measures something else, so ``ABResult.check`` refuses (one line) when
 the median mass is below ``MASS_FLOOR``. ``ABResult.summary`` also reports the letter prior: how often
 p(A) > p(B), whatever the behaviour.
+
+CAA steers "from the end of the instruction on" (its ``add_vector_from_position``: the last token of
+``[/INST]`` and every later one). ``ab_prefix`` runs each item's prompt up to that token once, unsteered, and
+keeps its KV cache; ``ab_scores(..., prefix=)`` then runs only the few tokens from the instruction's end on
+under the interventions, so a sweep of many (layer, multiplier) conditions costs a few tokens per item each,
+not the whole prompt.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
 import mlx.core as mx
 import numpy as np
@@ -49,6 +55,7 @@ class ABItems:
     a_ids: list[int]
     b_ids: list[int]
     letter_offsets: list[int]  # position of the scored token in the full answer "(A)", counted from its end (<0)
+    instruction_ends: list[int] = field(default_factory=list)  # per prompt: index of the instruction's last token
 
     def token_strings(self, lm) -> set[tuple[str, str]]:
         return {(lm.tokenizer.decode([a]), lm.tokenizer.decode([b])) for a, b in zip(self.a_ids, self.b_ids)}
@@ -56,10 +63,12 @@ class ABItems:
 
 def ab_items(lm, questions: Sequence[str], chat: bool = DEFAULT_CHAT) -> ABItems:
     """Tokenize each question answered "(A)" and "(B)"; the prompt is their common prefix, the scored
-    tokens the first ones that differ."""
+    tokens the first ones that differ. ``instruction_ends``: the last token the prompt shares with the
+    instruction alone (chat: the formatted question with its assistant header; base: "question\\n\\nAnswer:"),
+    where CAA's steering starts."""
     if not questions:
         raise MlxInterpError("no A/B questions given")
-    prompts, a_ids, b_ids, offs = [], [], [], []
+    prompts, a_ids, b_ids, offs, ends = [], [], [], [], []
     for q in questions:
         fa, fb = ab_tokens(lm, q, "(A)", chat), ab_tokens(lm, q, "(B)", chat)
         n = 0
@@ -71,7 +80,55 @@ def ab_items(lm, questions: Sequence[str], chat: bool = DEFAULT_CHAT) -> ABItems
         a_ids.append(fa[n])
         b_ids.append(fb[n])
         offs.append(n - len(fa))
-    return ABItems(prompts, a_ids, b_ids, offs)
+        ends.append(_shared(fa[:n], _instruction(lm, q, chat)) - 1)
+    return ABItems(prompts, a_ids, b_ids, offs, ends)
+
+
+def _instruction(lm, question: str, chat: bool) -> list[int]:
+    """The instruction's tokens alone: what ``ab_tokens`` puts before the answer, without it."""
+    if chat:
+        return lm.tokenizer.encode(format_prompt(lm, question, True), add_special_tokens=False)
+    return lm.tokenizer.encode(question + "\n\nAnswer:", add_special_tokens=True)
+
+
+def _shared(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+@dataclass
+class ABPrefix:
+    """Each item's prompt before its instruction's last token, run once unsteered: groups of items whose
+    remaining tokens (the steered ones) have the same length, each with its KV cache."""
+
+    groups: list[tuple[list[int], Any]]  # (item indices, PromptCache of their prefixes)
+    tails: list[list[int]]  # per item: the tokens from the instruction's last one on
+    n_items: int
+
+
+def ab_prefix(lm, items: ABItems) -> ABPrefix:
+    """Run every item's prompt up to (not including) its instruction's last token and keep the caches: the
+    unsteered part of CAA's steered pass, shared by every condition of a sweep."""
+    from ..core.trace import run
+
+    if len(items.instruction_ends) != len(items.prompts):
+        raise MlxInterpError("these A/B items carry no instruction ends; build them with ab_items")
+    for p, e in zip(items.prompts, items.instruction_ends):
+        if e < 1:
+            raise MlxInterpError(f"an A/B prompt's instruction ends at token {e}: nothing before it to cache "
+                                 "(the question does not tokenize as a prefix of the prompt)")
+    tails = [p[e:] for p, e in zip(items.prompts, items.instruction_ends)]
+    by_len: dict[int, list[int]] = {}
+    for i, t in enumerate(tails):
+        by_len.setdefault(len(t), []).append(i)
+    groups = []
+    for _, idx in sorted(by_len.items()):
+        tr = run(lm, [items.prompts[i][:items.instruction_ends[i]] for i in idx], logits="none", return_cache=True,
+                 batch_size=None)
+        groups.append((idx, tr.cache))
+    return ABPrefix(groups, tails, len(items.prompts))
 
 
 def ab_prompts(lm, questions: Sequence[str], chat: bool = DEFAULT_CHAT) -> list[list[int]]:
@@ -124,17 +181,33 @@ def ab_from_logits(items: ABItems, logits, matching: Sequence[str]) -> ABResult:
 
 
 def ab_scores(lm, questions: Sequence[str], matching: Sequence[str], *, interventions=(), chat: bool = DEFAULT_CHAT,
-              resume=None, items: ABItems | None = None) -> ABResult:
+              resume=None, items: ABItems | None = None, prefix: ABPrefix | None = None) -> ABResult:
     """CAA's A/B metric per item (see module docstring); ``resume=(base, k)`` is passed to ``run`` (base: a run
-    of ``ab_prompts`` capturing ``resid_pre k`` everywhere)."""
+    of ``ab_prompts`` capturing ``resid_pre k`` everywhere). ``prefix`` (``ab_prefix`` of the same items): the
+    interventions act from the instruction's last token on only (CAA's rule), and only those tokens are run."""
     from ..core.trace import run
 
     if len(questions) != len(matching) or not questions:
         raise MlxInterpError(f"need one matching letter per question; got {len(questions)} questions, {len(matching)} letters")
     _check_letters(matching)
     items = items or ab_items(lm, questions, chat)
-    logits = run(lm, items.prompts, interventions=interventions, resume=resume).logits
-    return ab_from_logits(items, logits, matching)
+    if prefix is None:
+        logits = run(lm, items.prompts, interventions=interventions, resume=resume).logits
+        return ab_from_logits(items, logits, matching)
+    if resume is not None:
+        raise MlxInterpError("ab_scores takes resume= or prefix=, not both")
+    if prefix.n_items != len(items.prompts):
+        raise MlxInterpError(f"this prefix holds {prefix.n_items} items but {len(items.prompts)} were given; "
+                             "build it with ab_prefix from the same items")
+    for iv in interventions:
+        if getattr(iv, "rows", None) is not None:
+            raise MlxInterpError("rows= selects batch rows, which prefix= regroups; give one intervention for every item")
+    logits: list = [None] * len(items.prompts)
+    for idx, cache in prefix.groups:
+        out = run(lm, [prefix.tails[i] for i in idx], interventions=interventions, cache=cache, batch_size=None).logits
+        for j, i in enumerate(idx):
+            logits[i] = out[j]
+    return ab_from_logits(items, mx.stack(logits), matching)
 
 
 def _check_letters(matching: Sequence[str]) -> None:

@@ -253,6 +253,8 @@ def test_ab_scores_from_a_cached_prefix_steer_from_the_instruction_end(lm):
     """CAA steers from the instruction's last token on: ab_prefix caches each prompt before it, and ab_scores(prefix=)
     runs only those tokens steered. That equals a full pass steering the same last positions (position masks, not
     caches), its unsteered scores equal the plain metric's, and it is not the all-positions steering."""
+    from dataclasses import replace
+
     from mlx_interp.measures.ab import ab_from_logits, ab_items, ab_prefix, ab_scores
     from mlx_interp.tasks.datasets import caa_sycophancy
 
@@ -279,6 +281,15 @@ def test_ab_scores_from_a_cached_prefix_steer_from_the_instruction_end(lm):
         ab_scores(lm, qs[:2], ms[:2], prefix=prefix)
     with pytest.raises(MlxInterpError, match="rows= selects batch rows"):
         ab_scores(lm, qs, ms, interventions=[mi.Add(steer.vector, layers=1, rows=[0])], items=items, prefix=prefix)
+    with pytest.raises(MlxInterpError, match="resume= or prefix=, not both"):
+        ab_scores(lm, qs, ms, items=items, prefix=prefix, resume=(full, 1))
+    with pytest.raises(MlxInterpError, match="carry no instruction ends"):
+        ab_prefix(lm, replace(items, instruction_ends=[]))
+    with pytest.raises(MlxInterpError, match="instruction ends at token 0: nothing before it"):
+        ab_prefix(lm, replace(items, instruction_ends=[0] * len(qs)))
+    from experiments.exp12_multimodel_directions import norm_relative
+    with pytest.raises(MlxInterpError, match="at='last' is not valid; use 'all'"):
+        norm_relative(lm, {}, {}, {}, lm.instruct, at="last")
 
 
 def test_ab_activations_share_the_prompt_and_equal_reading_the_full_answers(lm):

@@ -14,7 +14,7 @@ from mlx_interp.errors import MlxInterpError
 from mlx_interp.core.generate import generate
 from mlx_interp.measures.coherence import coherence, coherence_by_condition, continuation_nll
 from mlx_interp.measures.text import refusal_score, repetition_rate
-from mlx_interp.methods.steering import residual_norms, search_multiplier
+from mlx_interp.methods.steering import multiplier_tree, residual_norms, search_multiplier, search_multipliers
 from mlx_interp.methods.vetting import vet
 
 PROMPTS = ["The capital of France is", "Water boils at a temperature of"]
@@ -161,6 +161,49 @@ def test_coefficient_search_doubles_then_bisects(smol):
         search_multiplier(smol, np.zeros(smol.width), 10, PROMPTS, score)
     with pytest.raises(MlxInterpError, match="steps"):
         search_multiplier(smol, v, 10, PROMPTS, score, steps=0)
+
+
+def test_multiplier_tree_lists_what_the_next_steps_can_visit():
+    """From 0.5 with nothing evaluated: 0.5; then 1.0 (coherent: double) or 0.25 (incoherent: halve towards 0); then
+    2.0 / 0.75 (bisect 0.5-1.0) from 1.0, and 0.375 (bisect 0.25-0.5) / 0.125 from 0.25."""
+    assert multiplier_tree(0.5, None, None, 1) == [0.5]
+    assert multiplier_tree(0.5, None, None, 3) == [0.5, 1.0, 0.25, 2.0, 0.75, 0.375, 0.125]
+    assert multiplier_tree(3.0, 2.0, 4.0, 2) == [3.0, 3.5, 2.5]  # between bounds: bisection only
+
+
+def test_lockstep_searches_take_the_steps_each_takes_alone_in_fewer_calls(smol, monkeypatch):
+    """search_multipliers runs several targets' searches in one generate call per round (and with lookahead=steps
+    in one call for the whole tree): every target visits the multipliers, texts and verdicts it gets alone, shares
+    the unsteered baseline, and gets its own random-direction control."""
+    import mlx_interp.methods.steering as steering
+
+    rng = np.random.default_rng(5)
+    targets = [(rng.normal(size=smol.width), 10), (rng.normal(size=smol.width), 4)]
+    score = lambda gens: float(np.mean([len(g.text) for g in gens]))  # noqa: E731
+    kw = dict(steps=3, start=0.5, max_tokens=6, chat=False, min_coherent=0.5)
+    calls = []
+    real = steering.generate_conditions
+    monkeypatch.setattr(steering, "generate_conditions", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))
+    alone = [search_multiplier(smol, v, k, PROMPTS, score, **kw) for v, k in targets]
+    n_alone, calls[:] = len(calls), []
+    together = search_multipliers(smol, targets, PROMPTS, score, **kw)
+    n_together, calls[:] = len(calls), []
+    tree = search_multipliers(smol, targets, PROMPTS, score, lookahead=3, **kw)
+    controls = sum(s.control is not None for s in alone)
+    assert n_alone == 2 * 3 + controls and n_together == 3 + (controls > 0) and len(calls) == 1 + (controls > 0)
+    assert calls[0] == 1 + 2 * 7  # the baseline and both targets' whole 3-level trees in one call
+    for a, b, c in zip(alone, together, tree):
+        for s in (b, c):
+            assert [(x.multiplier, x.coherent, x.examples) for x in s.steps] == [(x.multiplier, x.coherent, x.examples) for x in a.steps]
+            assert s.unit_alpha == pytest.approx(a.unit_alpha, rel=1e-6) and s.baseline.examples == a.baseline.examples
+            assert (s.best is None) == (a.best is None) and (s.control is None) == (a.control is None)
+            if a.control is not None:
+                assert s.control.examples == a.control.examples and s.best.multiplier == a.best.multiplier
+    assert alone[0].steps[0].examples != alone[1].steps[0].examples  # the two targets steer differently
+    with pytest.raises(MlxInterpError, match="lookahead=0 must be at least 1"):
+        search_multipliers(smol, targets, PROMPTS, score, lookahead=0)
+    with pytest.raises(MlxInterpError, match="no \\(vector, layers\\) targets"):
+        search_multipliers(smol, [], PROMPTS, score)
 
 
 def test_post_instruction_positions(qwen, gemma):

@@ -31,7 +31,8 @@ For each precision:
    reference encodes the variant's texts: the 2x2 "which text / which model" cosine matrix of the study. Per-layer
    cosine of every vector with the reference's, both methods.
 5. **Steering.** The layer is chosen once per trait, on validation prompts, with the reference (candidate depths,
-   each with the coefficient search), then held fixed for every precision. Per precision, the coefficient search
+   each with the coefficient search; the candidates' searches run in lockstep, one batched generation per step for
+   all of them, ``methods.steering.search_multipliers``), then held fixed for every precision. Per precision, the coefficient search
    (``methods.steering.search_multiplier``, norm-relative multipliers, >= 75% coherent, coherence judged by the
    reference's perplexity for every precision) picks the multiplier on validation prompts; test prompts are reported
    at it, beside a random direction of the same norm. Traits: refusal (+r on harmless prompts: refusal rate), persona
@@ -69,7 +70,7 @@ from mlx_interp.measures.distributions import agreement
 from mlx_interp.measures.stats import paired_diff, rate
 from mlx_interp.measures.summaries import words
 from mlx_interp.measures.text import hedged, refusal_score
-from mlx_interp.methods.steering import search_multiplier
+from mlx_interp.methods.steering import search_multiplier, search_multipliers
 from mlx_interp.readouts.directions import (collect, collect_ab, collect_responses, diff_of_means_vec, probe_vecs, random_direction,
                                             split_consistency)
 from mlx_interp.readouts.vectors import VectorSet, compare_vectors
@@ -335,13 +336,12 @@ def choose_layers(ref, d: dict, vecs: dict, cfg: Config) -> dict:
         val = _prompts(ref, trait, d["steer"][trait][0])
         # only persona is scored against the unsteered text ("longer than unsteered")
         base = [g.text for g in generate(ref, val, max_tokens=_tokens(trait, cfg), chat=ref.instruct)] if trait == "persona" else None
-        rows = []
-        for k in cands:
-            s = search_multiplier(ref, vecs[key]["diff_of_means"][k], k, val, _scorer(trait, base), steps=cfg.search_steps,
-                                  min_coherent=cfg.min_coherent, max_tokens=_tokens(trait, cfg), chat=ref.instruct,
-                                  with_baseline=False, control=False)
-            rows.append({"layer": k, "best_score": None if s.best is None else s.best.score,
-                         "best_multiplier": None if s.best is None else s.best.multiplier})
+        # the candidate depths' searches in lockstep: one batched generation per step for all of them
+        found = search_multipliers(ref, [(vecs[key]["diff_of_means"][k], k) for k in cands], val, _scorer(trait, base),
+                                   steps=cfg.search_steps, min_coherent=cfg.min_coherent, max_tokens=_tokens(trait, cfg),
+                                   chat=ref.instruct, with_baseline=False, control=False)
+        rows = [{"layer": k, "best_score": None if s.best is None else s.best.score,
+                 "best_multiplier": None if s.best is None else s.best.multiplier} for k, s in zip(cands, found)]
         ok = [r for r in rows if r["best_score"] is not None]
         best = max(ok, key=lambda r: (r["best_score"], -r["layer"])) if ok else None
         out[trait] = {"layer": None if best is None else best["layer"], "candidates": rows,

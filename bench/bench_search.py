@@ -17,6 +17,7 @@ import time
 
 import mlx_interp  # noqa: F401  (first: fast BLAS)
 
+from mlx_interp.measures.summaries import words
 from mlx_interp.methods.steering import search_multiplier, search_multipliers
 from mlx_interp.readouts.directions import diff_of_means
 from mlx_interp.store.models import load
@@ -26,9 +27,9 @@ PROMPTS = ["Tell me about your weekend.", "Describe the town you live in.", "Wha
            "Give me a tip for learning to cook.", "What is a good book to read?", "How do plants grow?"]
 
 
-def words(gens) -> float:
+def mean_words(gens) -> float:
     """Mean word count: a score that every step can compute (the search does not care what it maximizes)."""
-    return sum(len(g.text.split()) for g in gens) / len(gens)
+    return sum(words(g.text) for g in gens) / len(gens)
 
 
 def main() -> None:
@@ -46,11 +47,11 @@ def main() -> None:
     targets = [(d[k], k) for k in layers]
     kw = dict(steps=a.steps, max_tokens=a.tokens, chat=lm.instruct, with_baseline=False, control=False)
     runs = {
-        "separate": lambda: [search_multiplier(lm, v, k, PROMPTS, words, **kw) for v, k in targets],
-        "lockstep": lambda: search_multipliers(lm, targets, PROMPTS, words, **kw),
-        "lockstep, lookahead 2": lambda: search_multipliers(lm, targets, PROMPTS, words, lookahead=2, **kw),
+        "separate": lambda: [search_multiplier(lm, v, k, PROMPTS, mean_words, **kw) for v, k in targets],
+        "lockstep": lambda: search_multipliers(lm, targets, PROMPTS, mean_words, **kw),
+        "lockstep, lookahead 2": lambda: search_multipliers(lm, targets, PROMPTS, mean_words, lookahead=2, **kw),
     }
-    search_multiplier(lm, targets[0][0], layers[0], PROMPTS[:2], words, steps=1, max_tokens=2, chat=lm.instruct,
+    search_multiplier(lm, targets[0][0], layers[0], PROMPTS[:2], mean_words, steps=1, max_tokens=2, chat=lm.instruct,
                       with_baseline=False, control=False)  # warm-up
     times: dict[str, list[float]] = {n: [] for n in runs}
     steps = {}

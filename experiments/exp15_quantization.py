@@ -32,8 +32,8 @@ For each precision:
    cosine of every vector with the reference's, both methods.
 5. **Steering.** The layer is chosen once per trait, on validation prompts, with the reference (candidate depths,
    each with the coefficient search; the candidates' searches run in lockstep, one batched generation per step for
-   all of them, ``methods.steering.search_multipliers``), then held fixed for every precision. Per precision, the coefficient search
-   (``methods.steering.search_multiplier``, norm-relative multipliers, >= 75% coherent, coherence judged by the
+   all of them, ``methods.steering.search_multipliers``), then held fixed for every precision. Per precision, the
+   coefficient search (``methods.steering.search_multiplier``, norm-relative multipliers, >= 75% coherent, coherence judged by the
    reference's perplexity for every precision) picks the multiplier on validation prompts; test prompts are reported
    at it, beside a random direction of the same norm. Traits: refusal (+r on harmless prompts: refusal rate), persona
    (+v under the neutral summary prompt: rate of summaries longer than unsteered), confidence (+hedging on questions:

@@ -204,6 +204,8 @@ def test_lockstep_searches_take_the_steps_each_takes_alone_in_fewer_calls(smol, 
         search_multipliers(smol, targets, PROMPTS, score, lookahead=0)
     with pytest.raises(MlxInterpError, match="no \\(vector, layers\\) targets"):
         search_multipliers(smol, [], PROMPTS, score)
+    with pytest.raises(MlxInterpError, match="targets\\[1\\] is ndarray; each target is a \\(vector, layers\\) pair"):
+        search_multipliers(smol, [targets[0], targets[1][0]], PROMPTS, score)
 
 
 def test_post_instruction_positions(qwen, gemma):

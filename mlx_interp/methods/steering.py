@@ -148,7 +148,10 @@ def search_multipliers(
     if not targets:
         raise MlxInterpError("no (vector, layers) targets to search")
     vecs, lss, units = [], [], []
-    for vector, layers in targets:
+    for i, target in enumerate(targets):
+        if not (isinstance(target, (tuple, list)) and len(target) == 2):
+            raise MlxInterpError(f"targets[{i}] is {type(target).__name__}; each target is a (vector, layers) pair")
+        vector, layers = target
         v = as_vector(vector)
         check_width(v, lm.width, lm.name)
         if float(np.linalg.norm(v)) < 1e-12:

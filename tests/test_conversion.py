@@ -190,3 +190,19 @@ def test_two_processes_preparing_one_variant_convert_it_once(tmp_path, monkeypat
 
     monkeypatch.setenv("MLX_INTERP_CACHE", str(tmp_path))
     assert run(load("smollm2-135m@8bit"), ["Hi"], logits="last").logits.shape[-1] > 0
+
+
+def test_minmax_quantize_in_row_chunks_equals_one_pass():
+    """The converter quantizes big matrices a chunk of rows at a time (BUGFIX.md #52: a 1.5B conversion peaked at
+    21 GB); the chunks, including a short last one, must give exactly the one-pass arrays, and MLX must read them back
+    to within one quantization step of the real weights."""
+    from mlx_interp.store.convert import minmax_quantize
+
+    w = np.array(mx.load(str(prepare("smollm2-135m", "fp32") / "model.safetensors"))["model.embed_tokens.weight"][:1000])
+    whole = minmax_quantize(w, 32, 4, chunk_values=w.size)
+    chunked = minmax_quantize(w, 32, 4, chunk_values=w.shape[1] * 7)  # 1000 rows = 142 chunks of 7 and one of 6
+    for a, b in zip(whole, chunked):
+        assert a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+    back = np.array(mx.dequantize(*(mx.array(a) for a in chunked), group_size=32, bits=4))
+    step = (w.reshape(1000, -1, 32).max(-1) - w.reshape(1000, -1, 32).min(-1)) / 15
+    assert np.all(np.abs(back - w).reshape(1000, -1, 32).max(-1) <= step * 0.5 + 1e-3)

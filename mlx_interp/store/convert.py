@@ -232,14 +232,28 @@ def pack_bits(q: np.ndarray, bits: int) -> np.ndarray:
     return (q << shifts).sum(-1, dtype=np.uint64).astype(np.uint32)
 
 
-def minmax_quantize(w: np.ndarray, group_size: int, bits: int):
+CHUNK_VALUES = 1 << 24  # values quantized at once: bounds the fp32 temporaries (64 MiB each; BUGFIX.md #52)
+
+
+def minmax_quantize(w: np.ndarray, group_size: int, bits: int, chunk_values: int = CHUNK_VALUES):
     """Affine quantization with scale = (max-min)/(2^b-1) and bias = min per group.
 
     Unlike ``mx.quantize`` (which keeps zero exactly representable), this reproduces a
     GGUF Q4_1/Q4_K block grid exactly when groups align with the GGUF's 32-value blocks,
     so re-quantizing a 4-bit GGUF to MLX 4-bit loses (almost) nothing. Returns MLX's
     (packed weight, scales, biases); scales and biases are float16 like mlx-community's.
+    Rows are quantized ``chunk_values`` values at a time, so a 150k-row embedding does not
+    need several full-size fp32 temporaries at once.
     """
+    rows, cols = w.shape
+    step = max(1, chunk_values // cols)
+    if rows > step:
+        parts = [_minmax_rows(w[i:i + step], group_size, bits) for i in range(0, rows, step)]
+        return tuple(np.concatenate(x) for x in zip(*parts))
+    return _minmax_rows(w, group_size, bits)
+
+
+def _minmax_rows(w: np.ndarray, group_size: int, bits: int):
     rows, cols = w.shape
     g = w.reshape(rows, cols // group_size, group_size).astype(np.float32)
     lo, hi = g.min(-1), g.max(-1)
@@ -284,8 +298,10 @@ def quantize_weight(w: np.ndarray, q: dict) -> list:
 
     if q["mode"] == "affine" and q["bits"] in (4, 8):
         return [mx.array(a) for a in minmax_quantize(w, q["group_size"], q["bits"])]
-    out = mx.quantize(mx.array(w.astype(np.float32)), group_size=q["group_size"], bits=q["bits"], mode=q["mode"])
-    return [a.astype(mx.float16) if a.dtype == mx.float32 else a for a in out]
+    out = mx.quantize(mx.array(w, dtype=mx.float32), group_size=q["group_size"], bits=q["bits"], mode=q["mode"])
+    out = [a.astype(mx.float16) if a.dtype == mx.float32 else a for a in out]
+    mx.eval(out)  # now, not at the model's eval: a lazy result keeps its fp32 input alive (BUGFIX.md #52)
+    return out
 
 
 def convert_gguf(
@@ -334,7 +350,10 @@ def convert_gguf(
         config["quantization"] = quant
         progress(f"  quantized {len(plan)} matrices ({sum(q != main for q in plan.values())} kept at 8 bits)")
     fdtype = {"fp32": mx.float32, "bf16": mx.bfloat16}.get(prec.dtype or "", mx.float16)  # quantized: float16 like mlx-community
-    mxw = {k: mx.array(v.astype(np.float32)).astype(fdtype) for k, v in weights.items()}
+    mxw = {}
+    for k in list(weights):  # one tensor at a time, each numpy copy freed as its MLX array is made (BUGFIX.md #52)
+        mxw[k] = mx.array(weights.pop(k), dtype=mx.float32).astype(fdtype)
+        mx.eval(mxw[k])
     mxw.update(qw)
     del weights, qw
     model.load_weights(list(mxw.items()), strict=True)

@@ -53,11 +53,13 @@ split: read them as large effects or none.
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from dataclasses import asdict, dataclass
 
 import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/blas.py)
+import mlx.core as mx
 import numpy as np
 
 from experiments.common import journal, parse, progress
@@ -77,6 +79,7 @@ from mlx_interp.readouts.vectors import VectorSet, compare_vectors
 from mlx_interp.runs.journal import active
 from mlx_interp.runs.results import code_version
 from mlx_interp.store.precision import Precision, split_name, supported_formats
+from mlx_interp.store.registry import REGISTRY
 from mlx_interp.tasks.datasets import (caa_sycophancy, capability_items, confidence_pairs, passages, refusal_eval_prompts,
                                        refusal_prompts, refusal_substrings)
 
@@ -597,6 +600,9 @@ def hypotheses(rows: dict, ref_name: str) -> dict:
 def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: str) -> str:
     t0 = time.time()
     d = data(cfg, quick)
+    if alias in REGISTRY and REGISTRY[alias].offline:  # convert before any model is held (BUGFIX.md #52)
+        for prec in [REFERENCE] + list(precisions):
+            mi.prepare(alias, prec)
     ref = mi.load(f"{alias}@{REFERENCE}")
     print(f"{NAME}: {alias}, reference {ref.name}, variants {', '.join(precisions)}", file=sys.stderr)
     progress(1, 4, f"{ref.name}: texts and vectors")
@@ -644,6 +650,8 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
         rows[prec] = row
         if lm is not ref:
             del lm
+            gc.collect()
+            mx.clear_cache()  # MLX keeps freed buffers for reuse: give this variant's weights back before the next
     progress(4, 4, "hypotheses")
     payload = {"reference": ref.name, "precisions": [REFERENCE] + list(precisions), "config": asdict(cfg),
                "layers": layers, "rows": rows, "hypotheses": hypotheses(rows, REFERENCE),

@@ -19,17 +19,19 @@ DENSE_VS_KERNEL_RTOL = 1e-4
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision, bits, mode", [("4bit", 4, "affine"), ("8bit", 8, "affine"), ("3bit", 3, "affine"),
-                                                   ("mxfp4", 4, "mxfp4"), ("nvfp4", 4, "nvfp4")])
-def test_variant_loads_with_plain_mlx_lm_and_dense_path_equals_kernels(precision, bits, mode):
+@pytest.mark.parametrize("precision, bits, group, mode", [
+    ("4bit", 4, 32, "affine"), ("4bit-g64", 4, 64, "affine"), ("8bit", 8, 32, "affine"), ("3bit", 3, 32, "affine"),
+    ("2bit", 2, 32, "affine"), ("mxfp4", 4, 32, "mxfp4"), ("nvfp4", 4, 16, "nvfp4")])
+def test_variant_loads_with_plain_mlx_lm_and_dense_path_equals_kernels(precision, bits, group, mode):
     """The study measures the weights, not the kernel: dequantized fp32 logits = quantized-kernel logits.
 
-    Before this check the dense path dequantized in the scales' float16, off by 3e-3 of the largest logit."""
+    Every quantized precision of exp15's full grid. Before this check the dense path dequantized in the scales'
+    float16, off by 3e-3 of the largest logit."""
     import mlx_lm
 
     folder = prepare("smollm2-135m", precision)
     q = json.loads((folder / "config.json").read_text())["quantization"]
-    assert (q["bits"], q["mode"]) == (bits, mode)
+    assert (q["bits"], q["group_size"], q["mode"]) == (bits, group, mode)
     kernel_model, tok = mlx_lm.load(str(folder))  # plain mlx-lm: quantized modules and kernels
     kernel_model.set_dtype(mx.float32)
     ids = mx.array([tok.encode(PROMPT)])
@@ -38,7 +40,23 @@ def test_variant_loads_with_plain_mlx_lm_and_dense_path_equals_kernels(precision
     assert lm.cpu_path["dense_fp32"] and not any("Quantized" in type(m).__name__ for _, m in lm.model.named_modules())
     dense = np.array(lm.model(ids)[0])
     assert np.abs(dense - kernel).max() <= DENSE_VS_KERNEL_RTOL * np.abs(kernel).max()
-    assert tok.decode([int(dense[-1].argmax())]) == " Paris"
+    if bits >= 3:  # 2-bit SmolLM2 no longer knows it; the equality above is what this test is for
+        assert tok.decode([int(dense[-1].argmax())]) == " Paris"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision, dtype", [("bf16", mx.bfloat16), ("fp16", mx.float16)])
+def test_float_variant_loads_with_plain_mlx_lm(precision, dtype):
+    """exp15's FP16 analogues are dense mlx-community folders in that dtype, and they still answer the prompt."""
+    import mlx_lm
+
+    folder = prepare("smollm2-135m", precision)
+    assert "quantization" not in json.loads((folder / "config.json").read_text())
+    model, tok = mlx_lm.load(str(folder))
+    weight = model.model.layers[0].mlp.down_proj.weight
+    assert weight.dtype == dtype
+    logits = model(mx.array([tok.encode(PROMPT)]))[0, -1]
+    assert tok.decode([int(logits.argmax())]) == " Paris"
 
 
 def test_mirror_lowers_only_the_gguf_4bit_tensors():

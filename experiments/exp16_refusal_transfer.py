@@ -22,11 +22,16 @@
    (the train prompts resampled once for both models; basic, not percentile: resampling biases a cosine toward 0,
    and the percentile interval can exclude the estimate), and the cosine 200 random source directions get through
    the same map (mean and 2.5-97.5 percentiles). The run plan's predictions: 0.2-0.6 within a family, 0.1-0.4 across families.
+   The same comparison at every matched layer pair (``per_layer``: every ``layer_step``-th source block, each with
+   its own maps), of which the headline row at the chosen layer is one.
+
+Each model reads the map texts once, at every block (``transfer.pairs.text_states``); every pair and layer pairs
+those states, so k models cost k passes, not one per ordered pair and layer.
 
 Maps are fitted on train prompts (harmful and harmless) and scored on val prompts; no test prompt is used before
 the held-out evaluation. Deviations from the run plan: maps are fitted on the raw prompt texts (no chat template: the two templates do not
-align by character), while directions come from chat-formatted prompts; lstsq is scored for geometry only (it is
-underdetermined at these sizes). --quick: 32+32 train, 8+8 val, 16+16 test prompts, 32 new tokens, every 2nd
+align by character), while directions come from chat-formatted prompts; lstsq is scored for geometry only (its fit
+records whether it was underdetermined: more width than paired token rows). --quick: 32+32 train, 8+8 val, 16+16 test prompts, 32 new tokens, every 2nd
 layer, 48+16 map texts. Full: 128+128, 32+32, 30+30 (the run plan's 30), 48 tokens, every layer, 192+64.
 """
 
@@ -50,7 +55,7 @@ from mlx_interp.methods.vetting import vet
 from mlx_interp.readouts.directions import collect, random_direction
 from mlx_interp.tasks.datasets import refusal_eval_prompts, refusal_prompts, refusal_substrings
 from mlx_interp.transfer import maps
-from mlx_interp.transfer.pairs import matched_layer, paired_activations
+from mlx_interp.transfer.pairs import TextStates, matched_layer, pair_states, text_states
 
 NAME = "exp16_refusal_transfer"
 PREDICTED = {"within_family": [0.2, 0.6], "across_families": [0.1, 0.4],
@@ -162,13 +167,13 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
 
 
-def _fit_maps(src, tgt, layer: int, cfg: Config, texts: list[str]) -> tuple[dict, dict, int]:
+def _fit_maps(src, tgt, layer: int, cfg: Config, states: dict[str, TextStates]) -> tuple[dict, dict, int]:
     """Maps from ``src`` resid_pre ``layer`` to ``tgt`` at the matched depth, fitted on the first texts, scored on
-    the rest."""
+    the rest; from each model's states on the map texts, collected once per model (``text_states``)."""
     tl = matched_layer(src, layer, tgt)
-    pairs = paired_activations(src, tgt, texts, layer, tl, site="resid_pre")
+    pairs = pair_states(states[src.name], states[tgt.name], layer, tl)
     fit_p = pairs.split(range(cfg.n_fit_texts))
-    eval_p = pairs.split(range(cfg.n_fit_texts, len(texts)))
+    eval_p = pairs.split(range(cfg.n_fit_texts, len(states[src.name].texts)))
     fitted = {k: maps.fit(fit_p, k, alpha=cfg.ridge_alpha) for k in GEOMETRY_MAPS}
     scores = {k: {**maps.evaluate(m, eval_p), "meta": {kk: vv for kk, vv in m.meta.items() if kk != "loss_curve"}}
               for k, m in fitted.items()}
@@ -199,11 +204,10 @@ def _boot_dir(acts, rows, layer) -> np.ndarray:
     return pos[layer][rp].mean(axis=0) - neg[layer][rn].mean(axis=0)
 
 
-def geometry(src, s_self: dict, tgt, t_self: dict, carriers: dict, tl: int, cfg: Config) -> dict:
-    """Cosine and norm ratio of the carried source direction against the target's own, with a paired basic
-    bootstrap interval and the random-direction baseline through the same carrier."""
+def geometry(src, s_self: dict, tgt, t_self: dict, carriers: dict, ls: int, tl: int, cfg: Config) -> dict:
+    """Cosine and norm ratio of the source direction at layer ``ls``, carried, against the target's own at ``tl``,
+    with a paired basic bootstrap interval and the random-direction baseline through the same carrier."""
     rng = np.random.default_rng(cfg.seed)
-    ls = s_self["geometry_layer"]
     r_s, r_t = s_self["_dirs"][ls], t_self["_dirs"][tl]
     boots = [(_boot_dir(s_self["_acts"], rs, ls), _boot_dir(t_self["_acts"], rt, tl))
              for rs, rt in _paired_draws(s_self, t_self, cfg.n_boot, rng)]
@@ -223,6 +227,35 @@ def geometry(src, s_self: dict, tgt, t_self: dict, carriers: dict, tl: int, cfg:
                      "random_abs_cosine_range95": [float(np.percentile(np.abs(rc), 2.5)), float(np.percentile(np.abs(rc), 97.5))],
                      "beats_random": bool(abs(c) > np.percentile(np.abs(rc), 97.5))}
     return out
+
+
+def geometry_layers(src, tgt, cfg: Config) -> list[tuple[int, int]]:
+    """(source layer, matched target layer) for the per-layer comparison: every ``layer_step``-th source block of
+    1..L-1 whose matched target block is also >= 1 (block 0's resid_pre is the embedding: no direction there)."""
+    out = []
+    for k in range(1, src.n_layers):
+        tl = matched_layer(src, k, tgt)
+        if (k % cfg.layer_step == 0 or cfg.layer_step == 1) and tl >= 1:
+            out.append((k, tl))
+    return out
+
+
+def per_layer_geometry(src, s_self: dict, tgt, t_self: dict, cfg: Config, states: dict) -> list[dict]:
+    """The geometric comparison at every matched layer pair (the run plan's "per matched layer"), each with its own
+    maps fitted on the train texts and scored on the val texts, its bootstrap interval and its random baseline. The
+    headline row (``comparisons``) is the one at the source's chosen layer."""
+    rows = []
+    pairs = geometry_layers(src, tgt, cfg)
+    for i, (k, tl) in enumerate(pairs):
+        progress(i + 1, len(pairs), f"{src.name} -> {tgt.name}: layer {k} -> {tl}")
+        fitted, scores, _ = _fit_maps(src, tgt, k, cfg, states)
+        comp = geometry(src, s_self, tgt, t_self, maps.carriers(src, tgt, fitted), k, tl, cfg)
+        rows.append({"source_layer": k, "target_layer": tl, "source_depth": k / src.n_layers,
+                     "map_r2_held_out": {m: sc["r2"] for m, sc in scores.items()},
+                     "comparisons": {m: {kk: c[kk] for kk in ("cosine", "cosine_ci95", "norm_ratio", "random_cosine_mean",
+                                                              "random_abs_cosine_range95", "beats_random")}
+                                     for m, c in comp.items()}})
+    return rows
 
 
 def transfer(src, s_self: dict, tgt, t_self: dict, carriers: dict, tl: int, cfg: Config, sets: dict) -> dict:
@@ -260,6 +293,10 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> l
                                     tag=f"b1_self_{lm.name}"))
     (h, hl), (hv, hlv) = refusal_prompts("train"), refusal_prompts("val")  # maps: fitted on train texts, scored on val
     texts = h[:cfg.n_fit_texts // 2] + hl[:cfg.n_fit_texts // 2] + hv[:cfg.n_eval_texts // 2] + hlv[:cfg.n_eval_texts // 2]
+    states = {}  # each model's states on the map texts at blocks 1..L-1: one pass per model, reused by every pair
+    for lm in models:
+        print(f"{NAME}: map texts on {lm.name}", file=sys.stderr)
+        states[lm.name] = text_states(lm, texts, range(1, lm.n_layers), site="resid_pre")
     geo = []
     for src in models:
         for tgt in models:
@@ -268,7 +305,7 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> l
             t0 = time.time()
             s_self, t_self = selves[src.name], selves[tgt.name]
             print(f"{NAME}: {src.name} -> {tgt.name}", file=sys.stderr)
-            fitted, scores, tl = _fit_maps(src, tgt, s_self["geometry_layer"], cfg, texts)
+            fitted, scores, tl = _fit_maps(src, tgt, s_self["geometry_layer"], cfg, states)
             carriers = maps.carriers(src, tgt, fitted)
             same = src.family == tgt.family
             g = {"source": src.name, "target": tgt.name, "source_layer": s_self["geometry_layer"], "target_layer": tl,
@@ -277,7 +314,8 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> l
                  "same_family": same, "predicted": PREDICTED["within_family" if same else "across_families"],
                  "map_scores_held_out": scores, "widths": [src.width, tgt.width],
                  "direct": "applies" if src.width == tgt.width else f"widths differ ({src.width} vs {tgt.width})",
-                 "comparisons": geometry(src, s_self, tgt, t_self, carriers, tl, cfg),
+                 "comparisons": geometry(src, s_self, tgt, t_self, carriers, s_self["geometry_layer"], tl, cfg),
+                 "per_layer": per_layer_geometry(src, s_self, tgt, t_self, cfg, states),
                  "both_passed_self_control": bool(s_self["passed"] and t_self["passed"])}
             geo.append(g)
             if g["both_passed_self_control"]:

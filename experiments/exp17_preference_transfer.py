@@ -59,7 +59,7 @@ from mlx_interp.runs.results import atomic_write_new, provenance
 from mlx_interp.runtime.parallel import world
 from mlx_interp.tasks.datasets import passages
 from mlx_interp.transfer import adapters, maps
-from mlx_interp.transfer.pairs import matched_layer, paired_activations
+from mlx_interp.transfer.pairs import TextStates, matched_layer, pair_states, text_states
 
 NAME = "exp17_preference_transfer"
 NEUTRAL = "Summarize the following passage.\n\n{p}"
@@ -179,14 +179,21 @@ def choose(lm, vecs: dict, cfg: Config, val: list[str]) -> dict:
                          "coherent_plus": r["coherent_plus"]["p"], "coherent_minus": r["coherent_minus"]["p"]})
             if ok and (best is None or r["score"] > best["score"]):
                 best = grid[-1]
-    return {"grid": grid, "best": best, "chosen_on": f"val passages ({len(val)}): length-direction score, both signs "
-                                                      f">= {cfg.min_coherent:.0%} coherent"}
+    return {"grid": grid, "best": best, "residual_norms_val": {str(k): v for k, v in norms.items()},
+            "chosen_on": f"val passages ({len(val)}): length-direction score, both signs >= {cfg.min_coherent:.0%} coherent"}
 
 
-def _carriers(src, tgt, layer: int, tl: int, cfg: Config) -> tuple[dict, dict]:
-    """How the source vector reaches the target; with each fitted map's held-out score."""
-    fit_texts, eval_texts = passages("train")[:cfg.n_train * 2], passages("val")
-    pairs = paired_activations(src, tgt, fit_texts + eval_texts, layer, tl, site="resid_pre")
+def map_texts(cfg: Config) -> tuple[list[str], list[str]]:
+    """(fit, eval) texts of every map: the first 2 x n_train train passages (all 60 in the full run) and the val
+    passages (scores only; no choice is made on them)."""
+    return passages("train")[:cfg.n_train * 2], passages("val")
+
+
+def _carriers(src, src_states: TextStates, tgt, layer: int, tl: int, cfg: Config) -> tuple[dict, dict]:
+    """How the source vector reaches the target; with each fitted map's held-out score. ``src_states``: the source's
+    states on ``map_texts`` at ``layer``, collected once for every target."""
+    fit_texts, eval_texts = map_texts(cfg)
+    pairs = pair_states(src_states, text_states(tgt, fit_texts + eval_texts, [tl], site="resid_pre"), layer, tl)
     fit_p, eval_p = pairs.split(range(len(fit_texts))), pairs.split(range(len(fit_texts), len(fit_texts) + len(eval_texts)))
     fitted = {k: maps.fit(fit_p, k, alpha=0.1) for k in ("ridge", "procrustes")}
     fitted["adapter"] = adapters.train_adapter(fit_p, steps=cfg.adapter_steps, seed=cfg.seed, progress=lambda s, v: None)
@@ -265,10 +272,11 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> P
         res["stop"] = f"no (layer, c) on val kept both signs >= {cfg.min_coherent:.0%} coherent on {src.name}"
     else:
         l, c = sel["best"]["layer"], sel["best"]["c"]
-        scale = c * residual_norms(src, [NEUTRAL.format(p=p) for p in val], [l], site="resid_pre", chat=True)[l]
+        scale = c * sel["residual_norms_val"][str(l)]  # the norm the choice on val used
         rnd = random_direction(src.width, 1.0, seed=cfg.seed + l)
         own = steer_evals(src, test, {"steered": (vecs[l], l, scale), "random": (rnd, l, scale)}, cfg)
         source["test"] = {"layer": l, "c": c, **own}
+        src_states = text_states(src, sum(map_texts(cfg), []), [l], site="resid_pre") if targets else None
         for tgt in targets:
             t = {"model": tgt.name}
             res["targets"][tgt.name] = t
@@ -277,7 +285,7 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> P
                 continue
             print(f"{NAME}: {src.name} -> {tgt.name}", file=sys.stderr)
             tl = matched_layer(src, l, tgt)
-            carriers, scores = _carriers(src, tgt, l, tl, cfg)
+            carriers, scores = _carriers(src, src_states, tgt, l, tl, cfg)
             tscale = c * residual_norms(tgt, [NEUTRAL.format(p=p) for p in val], [tl], site="resid_pre", chat=True)[tl]
             t.update(layer=tl, scale=tscale, map_scores_held_out=scores, carried={}, carried_random={})
             specs = {}  # every carrier and its carried random control, decoded together

@@ -82,12 +82,53 @@ def fig_transfer(docs: dict, out: Path) -> Path:
     return _save(fig, out / "exp16_transfer.png")
 
 
+def fig_geometry_by_layer(pairs: list[tuple[str, dict]], out: Path) -> Path | None:
+    """Cosine of the carried direction with the target's own at every matched layer pair, per source -> target pair
+    and carrier, beside the random band through the same carrier (only files that have ``per_layer``)."""
+    pairs = [(f, g) for f, g in pairs if g.get("per_layer")]
+    if not pairs:
+        return None
+    n = len(pairs)
+    cols = min(3, n)
+    rws = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rws, cols, figsize=(4.2 * cols, 3.0 * rws), squeeze=False, sharey=True)
+    colors = {"direct": "k", "lstsq": "tab:purple", "ridge": "tab:orange", "procrustes": "tab:blue"}
+    for ax, (_, g) in zip(axes.flat, pairs):
+        rows = g["per_layer"]
+        x = [r["source_depth"] for r in rows]
+        for c in [c for c in colors if c in rows[0]["comparisons"]]:
+            cos = [r["comparisons"][c]["cosine"] for r in rows]
+            lo = [r["comparisons"][c]["cosine_ci95"][0] for r in rows]
+            hi = [r["comparisons"][c]["cosine_ci95"][1] for r in rows]
+            ax.plot(x, cos, "o-", ms=2.5, lw=1, color=colors[c], label=c)
+            ax.fill_between(x, lo, hi, color=colors[c], alpha=0.15, lw=0)
+            ax.fill_between(x, [r["comparisons"][c]["random_abs_cosine_range95"][1] for r in rows], 0, color="0.85",
+                            lw=0, zorder=0)
+        ax.axvline(g["source_layer"] / (rows[0]["source_layer"] / rows[0]["source_depth"]), color="0.4", ls=":", lw=1)
+        ax.axhspan(*g["predicted"], color="tab:green", alpha=0.08, lw=0)
+        ax.set_title(f"{_short(g['source'])} → {_short(g['target'])}", fontsize=8)
+        ax.axhline(0, color="k", lw=0.5)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("source depth (layer / L)", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("cosine with target's own", fontsize=8)
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle("exp16 geometry per matched layer (band: 95% bootstrap CI; grey: random |cos| 97.5 pct; green: "
+                 "predicted; dotted: chosen layer)", fontsize=9)
+    return _save(fig, out / "exp16_geometry_by_layer.png")
+
+
 def all_figures(res: Path, out: Path) -> list[Path]:
     """Every exp16 figure from the newest kept files in ``res`` (the geometry from every pair's newest file)."""
     paths = []
     geo = geometry_pairs(res)
     if geo:
         paths.append(fig_geometry(geo, out))
+        by_layer = fig_geometry_by_layer(geo, out)
+        if by_layer:
+            paths.append(by_layer)
     transfers = newest_by_tag(EXP, res, "b1_transfer_")
     if transfers:
         paths.append(fig_transfer(transfers, out))

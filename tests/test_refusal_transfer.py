@@ -49,6 +49,21 @@ def test_exp16_tiny_run_writes_the_plans_files_with_controls(tmp_path, smol, qwe
         for k in ("direct", "direct_random", "ridge", "ridge_random", "procrustes", "procrustes_random", "target_own_at_layer"):
             assert st[k]["refusal"]["n"] == 2, k
     assert np.isfinite(cross["comparisons"]["ridge"]["cosine"])
+    for (src, tgt), g in geo.items():  # the comparison at every matched layer pair; the headline is one of its rows
+        models = {m.name: m for m in (qwen, q32, smol)}
+        want = exp16.geometry_layers(models[src], models[tgt], cfg)
+        assert [(r["source_layer"], r["target_layer"]) for r in g["per_layer"]] == want and want
+        for r in g["per_layer"]:
+            assert set(r["comparisons"]) == set(g["comparisons"]) and set(r["map_r2_held_out"]) == {"lstsq", "ridge", "procrustes"}
+        at = [r for r in g["per_layer"] if r["source_layer"] == g["source_layer"]]
+        if at:  # same layer, same texts, same maps: the same cosine
+            for c, v in g["comparisons"].items():
+                assert at[0]["comparisons"][c]["cosine"] == v["cosine"], (src, tgt, c)
+    from figures import refusal_transfer
+
+    (tmp_path / "figs").mkdir()
+    pngs = refusal_transfer.all_figures(tmp_path, tmp_path / "figs")
+    assert tmp_path / "figs" / "exp16_geometry_by_layer.png" in pngs
 
 
 def test_geometry_bootstrap_resamples_the_shared_prompts_once_for_both_models():

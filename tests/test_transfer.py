@@ -12,7 +12,8 @@ from mlx_interp.errors import MlxInterpError
 from mlx_interp.readouts.vectors import VectorSet
 from mlx_interp.tasks.datasets import refusal_prompts
 from mlx_interp.transfer import maps
-from mlx_interp.transfer.pairs import Pairs, matched_layer, paired_activations, tokens_with_offsets
+from mlx_interp.transfer.pairs import (Pairs, matched_layer, pair_states, paired_activations, text_states,
+                                      tokens_with_offsets)
 
 TEXT = "Hello, my name is Lyra and I live in Seattle. The capital of France is Paris."
 
@@ -38,6 +39,21 @@ def test_offset_pairs_read_the_same_prefix(smol, qwen, gemma):
             da = smol.tokenizer.decode(ia[: ja + 1], skip_special_tokens=True)
             db = tgt.tokenizer.decode(ib[: jb + 1], skip_special_tokens=True)
             assert da == db == TEXT[:c], (c, da, db)
+
+
+def test_states_collected_once_pair_at_any_layer_as_a_fresh_collection(smol, qwen):
+    """A study collects each model's states once at every layer it needs and pairs them per model pair and layer
+    (exp16); that equals collecting the one layer pair afresh, and states from other texts or layers are refused."""
+    texts = [TEXT, "Water boils at 100 degrees."]
+    s_all, q_all = text_states(smol, texts, [3, 10, 20]), text_states(qwen, texts, range(1, qwen.n_layers))
+    for k in (3, 10, 20):
+        once, fresh = pair_states(s_all, q_all, k, matched_layer(smol, k, qwen)), paired_activations(smol, qwen, texts, k)
+        assert once.layers == fresh.layers and np.array_equal(once.a, fresh.a) and np.array_equal(once.b, fresh.b)
+        assert np.array_equal(once.text_index, fresh.text_index)
+    with pytest.raises(MlxInterpError, match="layer 5 was not collected"):
+        pair_states(s_all, q_all, 5, 4)
+    with pytest.raises(MlxInterpError, match="different texts"):
+        pair_states(s_all, text_states(qwen, texts[:1], [4]), 3, 4)
 
 
 def test_texts_of_different_lengths_pair_as_if_each_ran_alone(smol, gemma):

@@ -67,10 +67,66 @@ class Pairs:
         return Pairs(self.a[m], self.b[m], self.text_index[m], self.source, self.target, self.layers, self.site, self.align)
 
 
-def _states(lm, ids: list[list[int]], layer: int, site: str) -> list[np.ndarray]:
-    """Every token's state at (``site``, ``layer``) for each text, in one batched pass (padding stripped)."""
-    tr = run(lm, ids, capture=Capture(site, layer, "all"), logits="none")
-    return [np.array(a.astype(mx.float32), dtype=np.float64) for a in tr.per_prompt(site, layer)]
+@dataclass
+class TextStates:
+    """One model's states on a set of texts, at every collected layer: collected once per model and text set, then
+    paired with any other model's at any pair of layers (``pair_states``), so a study of k models makes k passes,
+    not one per ordered pair and layer."""
+
+    model: str
+    texts: list[str]
+    ids: list[list[int]]
+    ends: list[list[int]]  # each token's end character (0: a special token)
+    site: str
+    states: dict[int, list[np.ndarray]]  # layer -> per text [T, D] (float32)
+
+    def at(self, layer: int) -> list[np.ndarray]:
+        if layer not in self.states:
+            raise MlxInterpError(f"layer {layer} was not collected for {self.model}; collected: {sorted(self.states)}")
+        return self.states[layer]
+
+
+def text_states(lm, texts: Sequence[str], layers, site: str = "resid_post") -> TextStates:
+    """Every token's state at (``site``, each of ``layers``) for each text, in one batched pass (padding stripped)."""
+    texts = list(texts)
+    if not texts:
+        raise MlxInterpError("paired activations need at least one text")
+    layers = sorted({int(k) for k in ([layers] if isinstance(layers, int) else layers)})
+    for k in layers:
+        if not 0 <= k < lm.n_layers:
+            raise MlxInterpError(f"layer {k} out of range for {lm.name}: 0..{lm.n_layers - 1}")
+    enc = [tokens_with_offsets(lm, t) for t in texts]
+    tr = run(lm, [i for i, _ in enc], capture=Capture(site, layers, "all"), logits="none")
+    states = {k: [np.array(a.astype(mx.float32)) for a in tr.per_prompt(site, k)] for k in layers}
+    return TextStates(lm.name, texts, [i for i, _ in enc], [e for _, e in enc], site, states)
+
+
+def pair_states(a: TextStates, b: TextStates, layer: int, target_layer: int, align: str = "offsets") -> Pairs:
+    """Pairs of ``a`` at ``layer`` and ``b`` at ``target_layer`` on the texts both read (see the module docstring)."""
+    if align not in ALIGN:
+        raise MlxInterpError(f"align={align!r} is not valid; use one of {', '.join(ALIGN)}")
+    if a.texts != b.texts:
+        raise MlxInterpError(f"{a.model} and {b.model} states were collected on different texts; collect both on the same list")
+    if a.site != b.site:
+        raise MlxInterpError(f"sites differ: {a.model} at {a.site}, {b.model} at {b.site}")
+    A, B, idx = [], [], []
+    for i, (ea, eb, sa, sb) in enumerate(zip(a.ends, b.ends, a.at(layer), b.at(target_layer))):
+        sa, sb = sa.astype(np.float64), sb.astype(np.float64)
+        if align == "mean":
+            ka, kb = [j for j, e in enumerate(ea) if e > 0], [j for j, e in enumerate(eb) if e > 0]
+            A.append(sa[ka].mean(axis=0, keepdims=True))
+            B.append(sb[kb].mean(axis=0, keepdims=True))
+            idx.append(i)
+            continue
+        at_a, at_b = last_token_ending_at(ea), last_token_ending_at(eb)
+        common = sorted(set(at_a) & set(at_b))
+        A.append(sa[[at_a[e] for e in common]])
+        B.append(sb[[at_b[e] for e in common]])
+        idx += [i] * len(common)
+    a_, b_ = np.concatenate(A), np.concatenate(B)
+    if len(a_) == 0:
+        raise MlxInterpError("no character position ends a token in both tokenizers; use align='mean'")
+    return Pairs(a_, b_, np.asarray(idx), a.model, b.model, (int(layer), int(target_layer)), a.site, align)
 
 
 def paired_activations(source_lm, target_lm, texts: Sequence[str], layer: int, target_layer: int | None = None,
@@ -84,23 +140,5 @@ def paired_activations(source_lm, target_lm, texts: Sequence[str], layer: int, t
     tl = matched_layer(source_lm, layer, target_lm) if target_layer is None else int(target_layer)
     if not 0 <= tl < target_lm.n_layers:
         raise MlxInterpError(f"target layer {tl} out of range for {target_lm.name}: 0..{target_lm.n_layers - 1}")
-    A, B, idx = [], [], []
-    enc_a, enc_b = [tokens_with_offsets(source_lm, t) for t in texts], [tokens_with_offsets(target_lm, t) for t in texts]
-    states_a = _states(source_lm, [ia for ia, _ in enc_a], layer, site)
-    states_b = _states(target_lm, [ib for ib, _ in enc_b], tl, site)
-    for i, ((ia, ea), (ib, eb), sa, sb) in enumerate(zip(enc_a, enc_b, states_a, states_b)):
-        if align == "mean":
-            ka, kb = [j for j, e in enumerate(ea) if e > 0], [j for j, e in enumerate(eb) if e > 0]
-            A.append(sa[ka].mean(axis=0, keepdims=True))
-            B.append(sb[kb].mean(axis=0, keepdims=True))
-            idx.append(i)
-            continue
-        at_a, at_b = last_token_ending_at(ea), last_token_ending_at(eb)
-        common = sorted(set(at_a) & set(at_b))
-        A.append(sa[[at_a[e] for e in common]])
-        B.append(sb[[at_b[e] for e in common]])
-        idx += [i] * len(common)
-    a, b = np.concatenate(A), np.concatenate(B)
-    if len(a) == 0:
-        raise MlxInterpError("no character position ends a token in both tokenizers; use align='mean'")
-    return Pairs(a, b, np.asarray(idx), source_lm.name, target_lm.name, (int(layer), tl), site, align)
+    return pair_states(text_states(source_lm, texts, [layer], site), text_states(target_lm, texts, [tl], site),
+                       layer, tl, align)

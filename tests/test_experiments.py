@@ -327,3 +327,25 @@ def test_exp7_held_out_generations_keep_prompt_order_across_sorted_batches(smol)
     e = held_out(smol, {"x": (ps, [])}, 6, refusal_substrings(), batch=2)["x"]
     assert e["examples"] == [g.text for g in generate(smol, ps, max_tokens=6, chat=True)]
     assert e["n"] == 3
+
+
+def test_run_all_covers_every_study_and_hands_each_its_models():
+    """run_all runs every numbered study: per-model ones on each model, exp15 on each alias once (it builds its own
+    precisions), exp14e on the first two models, exp16/exp17 on all; other options pass through unchanged."""
+    import ast
+    from pathlib import Path
+
+    from experiments import run_all
+
+    argv = ["--model", "qwen2.5-coder-0.5b", "--model=qwen2.5-coder-0.5b@fp32", "--model", "smollm2-135m", "--quick",
+            "--out", "o"]
+    assert run_all.exp15_models(["qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b@fp32", "smollm2-135m"]) == [
+        "qwen2.5-coder-0.5b", "smollm2-135m"]
+    assert run_all.argv_for(["a", "b"], argv) == ["--model", "a", "--model", "b", "--quick", "--out", "o"]
+    studies = {p.name.split("_")[0] for p in Path("experiments").glob("exp*_*.py")}
+    src = Path(run_all.__file__).read_text()
+    imported = {a.name.split("_")[0] for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)
+                for a in n.names if a.name.startswith("exp")}
+    inside_exp13 = {"exp8", "exp11"}  # exp13 evaluates both layer-level FVs on its own items (its docstring)
+    assert "exp8" in Path("experiments/exp13_function_vectors.py").read_text()
+    assert studies - inside_exp13 <= imported, f"run_all misses {sorted(studies - inside_exp13 - imported)}"

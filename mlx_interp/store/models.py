@@ -313,13 +313,12 @@ def check_shardable(model, config: dict, name: str) -> None:
 
 def shard_model(model, config: dict, name: str) -> int:
     """Split ``model`` over the ranks of this run with mlx-lm's ``Model.shard``; returns the number of ranks."""
-    from ..core.parts import parts
     from ..runtime.parallel import group, world
 
     check_shardable(model, config, name)
     w = world()
     model.shard(group())
-    for i, layer in enumerate(parts(model).layers):
+    for layer in model.layers:  # mlx-lm's own interface to the blocks (its caches use it), so store needs no core
         layer.self_attn._mi_tp = (w.rank, w.size)
     import mlx.core as mx
 

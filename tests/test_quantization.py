@@ -134,3 +134,18 @@ def test_spread_reads_rates_not_unsteered_persona_and_gives_a_paired_interval():
     assert r["points_ci95"][0] <= 75.0 <= r["points_ci95"][1]
     p = _spread(rows, "persona")
     assert set(p["scores"]) == {"fp32", "8bit"} and p["points"] == 25.0 and p["unsteered"] == []
+
+
+@pytest.mark.parametrize("precision, msg", [("7bit", "precision 7bit-g32-mirror cannot be built with this mlx; supported: "),
+                                             ("4bit-g48", "group size 48 in precision 4bit-g48-mirror is not valid; use "),
+                                             ("int8", "'int8'")])
+def test_exp15_refuses_a_precision_it_cannot_build_in_one_line_before_loading(precision, msg, capsys, tmp_path):
+    """exp15 --precision checks every variant before it loads a model: exit 2 and one line naming the value."""
+    from experiments import exp15_quantization as exp15
+
+    with pytest.raises(SystemExit) as e:
+        exp15.main(["--model", "smollm2-135m", "--precision", precision, "--quick", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("error: ") and msg in err, err
+    assert not list(tmp_path.rglob("*.json"))

@@ -29,7 +29,9 @@ def test_readme_transfer_example_runs(tmp_path, monkeypatch, capsys):
     ns: dict = {}
     exec(compile(block, "README.md", "exec"), ns)
     assert ns["qwen_vs"].model == "qwen2.5-coder-0.5b@4bit-g32-mirror" and list(ns["qwen_vs"].vectors) == [12]
-    assert (tmp_path / "refusal_qwen.gguf").exists() and "r2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert (tmp_path / "refusal_qwen.gguf").exists() and "r2" in out and "'cosine'" in out
+    assert list(ns["qwen_own"].vectors) == [12]  # Qwen's own direction at the layer the map carried to
 
 
 def test_every_suggested_command_exists():

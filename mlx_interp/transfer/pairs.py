@@ -132,11 +132,8 @@ def pair_states(a: TextStates, b: TextStates, layer: int, target_layer: int, ali
 def paired_activations(source_lm, target_lm, texts: Sequence[str], layer: int, target_layer: int | None = None,
                        site: str = "resid_post", align: str = "offsets") -> Pairs:
     """States of both models at (``layer``, ``target_layer``: default the same relative depth) on ``texts``."""
-    if align not in ALIGN:
+    if align not in ALIGN:  # before any pass (pair_states would say so only after both)
         raise MlxInterpError(f"align={align!r} is not valid; use one of {', '.join(ALIGN)}")
-    texts = list(texts)
-    if not texts:
-        raise MlxInterpError("paired activations need at least one text")
     tl = matched_layer(source_lm, layer, target_lm) if target_layer is None else int(target_layer)
     if not 0 <= tl < target_lm.n_layers:
         raise MlxInterpError(f"target layer {tl} out of range for {target_lm.name}: 0..{target_lm.n_layers - 1}")

@@ -204,28 +204,35 @@ def _boot_dir(acts, rows, layer) -> np.ndarray:
     return pos[layer][rp].mean(axis=0) - neg[layer][rn].mean(axis=0)
 
 
+def _cos_rows(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two stacks of vectors (``B`` may be one vector)."""
+    return np.sum(A * B, axis=-1) / np.maximum(np.linalg.norm(A, axis=-1) * np.linalg.norm(B, axis=-1), 1e-12)
+
+
 def geometry(src, s_self: dict, tgt, t_self: dict, carriers: dict, ls: int, tl: int, cfg: Config) -> dict:
     """Cosine and norm ratio of the source direction at layer ``ls``, carried, against the target's own at ``tl``,
-    with a paired basic bootstrap interval and the random-direction baseline through the same carrier."""
+    with a paired basic bootstrap interval and the random-direction baseline through the same carrier. Each carrier
+    takes the bootstrap and random directions as one stack (one matrix product, not one per draw)."""
     rng = np.random.default_rng(cfg.seed)
     r_s, r_t = s_self["_dirs"][ls], t_self["_dirs"][tl]
-    boots = [(_boot_dir(s_self["_acts"], rs, ls), _boot_dir(t_self["_acts"], rt, tl))
-             for rs, rt in _paired_draws(s_self, t_self, cfg.n_boot, rng)]
+    draws = _paired_draws(s_self, t_self, cfg.n_boot, rng)
+    boot_s = np.stack([_boot_dir(s_self["_acts"], rs, ls) for rs, _ in draws])
+    boot_t = np.stack([_boot_dir(t_self["_acts"], rt, tl) for _, rt in draws])
     rand = rng.standard_normal((cfg.n_random, src.width))
     out = {}
     for name, carry in carriers.items():
         m = carry(r_s)
-        bc = [_cos(carry(bs), bt) for bs, bt in boots]
-        rc = np.array([_cos(carry(x), r_t) for x in rand])
+        bc = _cos_rows(carry(boot_s), boot_t)
+        rc = np.abs(_cos_rows(carry(rand), r_t))
         c = _cos(m, r_t)
-        out[name] = {"cosine": c, "cosine_ci95": list(basic_interval(c, bc, bounds=(-1.0, 1.0))),
+        out[name] = {"cosine": c, "cosine_ci95": list(basic_interval(c, list(bc), bounds=(-1.0, 1.0))),
                      "cosine_ci95_method": "paired basic bootstrap (train prompts resampled once for both models; "
                                            "basic, not percentile: resampling biases a cosine toward 0)",
                      "bootstrap_bias": float(np.mean(bc) - c), "n_boot": len(bc),
                      "norm_ratio": float(np.linalg.norm(m) / np.linalg.norm(r_t)),
-                     "random_cosine_mean": float(np.abs(rc).mean()),
-                     "random_abs_cosine_range95": [float(np.percentile(np.abs(rc), 2.5)), float(np.percentile(np.abs(rc), 97.5))],
-                     "beats_random": bool(abs(c) > np.percentile(np.abs(rc), 97.5))}
+                     "random_cosine_mean": float(rc.mean()),
+                     "random_abs_cosine_range95": [float(np.percentile(rc, 2.5)), float(np.percentile(rc, 97.5))],
+                     "beats_random": bool(abs(c) > np.percentile(rc, 97.5))}
     return out
 
 
@@ -240,16 +247,27 @@ def geometry_layers(src, tgt, cfg: Config) -> list[tuple[int, int]]:
     return out
 
 
-def per_layer_geometry(src, s_self: dict, tgt, t_self: dict, cfg: Config, states: dict) -> list[dict]:
+def compare_at(src, s_self: dict, tgt, t_self: dict, layer: int, cfg: Config, states: dict) -> tuple:
+    """Maps fitted at source block ``layer`` and the geometric comparison through them:
+    (fitted maps, their held-out scores, target layer, comparison)."""
+    fitted, scores, tl = _fit_maps(src, tgt, layer, cfg, states)
+    return fitted, scores, tl, geometry(src, s_self, tgt, t_self, maps.carriers(src, tgt, fitted), layer, tl, cfg)
+
+
+def per_layer_geometry(src, s_self: dict, tgt, t_self: dict, cfg: Config, states: dict,
+                       done: dict | None = None) -> list[dict]:
     """The geometric comparison at every matched layer pair (the run plan's "per matched layer"), each with its own
-    maps fitted on the train texts and scored on the val texts, its bootstrap interval and its random baseline. The
-    headline row (``comparisons``) is the one at the source's chosen layer."""
+    maps fitted on the train texts and scored on the val texts, its bootstrap interval and its random baseline.
+    ``done`` (optional) receives each layer's ``compare_at`` tuple, so the headline row at the source's chosen layer
+    is read from here rather than fitted twice."""
     rows = []
     pairs = geometry_layers(src, tgt, cfg)
     for i, (k, tl) in enumerate(pairs):
         progress(i + 1, len(pairs), f"{src.name} -> {tgt.name}: layer {k} -> {tl}")
-        fitted, scores, _ = _fit_maps(src, tgt, k, cfg, states)
-        comp = geometry(src, s_self, tgt, t_self, maps.carriers(src, tgt, fitted), k, tl, cfg)
+        at = compare_at(src, s_self, tgt, t_self, k, cfg, states)
+        if done is not None:
+            done[k] = at
+        _, scores, _, comp = at
         rows.append({"source_layer": k, "target_layer": tl, "source_depth": k / src.n_layers,
                      "map_r2_held_out": {m: sc["r2"] for m, sc in scores.items()},
                      "comparisons": {m: {kk: c[kk] for kk in ("cosine", "cosine_ci95", "norm_ratio", "random_cosine_mean",
@@ -305,7 +323,10 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> l
             t0 = time.time()
             s_self, t_self = selves[src.name], selves[tgt.name]
             print(f"{NAME}: {src.name} -> {tgt.name}", file=sys.stderr)
-            fitted, scores, tl = _fit_maps(src, tgt, s_self["geometry_layer"], cfg, states)
+            done: dict = {}
+            per_layer = per_layer_geometry(src, s_self, tgt, t_self, cfg, states, done)
+            ls = s_self["geometry_layer"]
+            fitted, scores, tl, comp = done.get(ls) or compare_at(src, s_self, tgt, t_self, ls, cfg, states)
             carriers = maps.carriers(src, tgt, fitted)
             same = src.family == tgt.family
             g = {"source": src.name, "target": tgt.name, "source_layer": s_self["geometry_layer"], "target_layer": tl,
@@ -314,8 +335,7 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> l
                  "same_family": same, "predicted": PREDICTED["within_family" if same else "across_families"],
                  "map_scores_held_out": scores, "widths": [src.width, tgt.width],
                  "direct": "applies" if src.width == tgt.width else f"widths differ ({src.width} vs {tgt.width})",
-                 "comparisons": geometry(src, s_self, tgt, t_self, carriers, s_self["geometry_layer"], tl, cfg),
-                 "per_layer": per_layer_geometry(src, s_self, tgt, t_self, cfg, states),
+                 "comparisons": comp, "per_layer": per_layer,
                  "both_passed_self_control": bool(s_self["passed"] and t_self["passed"])}
             geo.append(g)
             if g["both_passed_self_control"]:

@@ -49,11 +49,16 @@ def t_self(newest, root: Path, md_table) -> str:
                      "harmful: refusal, no vector", "r ablated", "result file"], rows)
 
 
+def _unvetted(g: dict) -> str:
+    """" (unvetted: <model>)" for a pair where a model's direction is its unvetted difference of means."""
+    return "" if all(g["directions_vetted"]) else " (unvetted: " + ", ".join(
+        n for n, v in zip((g["source"], g["target"]), g["directions_vetted"]) if not v) + ")"
+
+
 def t_geometry(newest, root: Path, md_table) -> str:
     rows = []
     for f, g in geometry_pairs(root):
-        vet = "" if all(g["directions_vetted"]) else " (unvetted: " + ", ".join(
-            n for n, v in zip((g["source"], g["target"]), g["directions_vetted"]) if not v) + ")"
+        vet = _unvetted(g)
         for carrier, c in g["comparisons"].items():
             r2 = g["map_scores_held_out"].get(carrier, {}).get("r2")
             rows.append([f"{g['source']} → {g['target']}{vet}", "same" if g["same_family"] else "across",
@@ -67,6 +72,33 @@ def t_geometry(newest, root: Path, md_table) -> str:
     return md_table(["source → target", "family", "layers (source → target)", "carried by", "cosine with target's own [95% CI]",
                      "norm ratio", "random directions: mean |cos| [2.5, 97.5 pct]", "beats random", "run plan's prediction",
                      "map R² (held-out texts)", "result file"], rows)
+
+
+def t_geometry_by_layer(newest, root: Path, md_table) -> str:
+    """One row per pair and carrier from the per-layer comparison (files that have ``per_layer``): at how many
+    matched layers the carried direction beats its random band and lands in the run plan's predicted range, the
+    range of its cosine over layers, and the highest cosine among the layers that beat random (a maximum over
+    layers read on the same prompts: descriptive, biased upward, not a chosen layer)."""
+    rows = []
+    for f, g in geometry_pairs(root):
+        pl = g.get("per_layer") or []
+        if not pl:
+            continue
+        lo, hi = g["predicted"]
+        for carrier in pl[0]["comparisons"]:
+            cs = [(r, r["comparisons"][carrier]) for r in pl]
+            beats = sum(c["beats_random"] for _, c in cs)
+            inside = sum(lo <= c["cosine"] <= hi and c["beats_random"] for _, c in cs)
+            vals = [c["cosine"] for _, c in cs]
+            top = max([rc for rc in cs if rc[1]["beats_random"]], key=lambda rc: rc[1]["cosine"], default=None)
+            peak = "—" if top is None else (f"{top[0]['source_layer']} → {top[0]['target_layer']} ({top[0]['source_depth']:.2f}): "
+                                            f"{top[1]['cosine']:+.2f} [{top[1]['cosine_ci95'][0]:+.2f}, {top[1]['cosine_ci95'][1]:+.2f}]")
+            rows.append([f"{g['source']} → {g['target']}{_unvetted(g)}", "same" if g["same_family"] else "across", carrier,
+                         f"{beats}/{len(cs)}", f"{inside}/{len(cs)}", f"{min(vals):+.2f} … {max(vals):+.2f}", peak,
+                         str(g["source_layer"]), f"`{f}`"])
+    return md_table(["source → target", "family", "carried by", "layers beating random", "layers beating random and in "
+                     "the plan's range", "cosine over layers (min … max)", "highest among layers beating random: layers "
+                     "(source depth): cosine [95% CI]", "chosen source layer", "result file"], rows)
 
 
 def t_transfer(newest, root: Path, md_table) -> str:

@@ -59,6 +59,18 @@ def test_exp16_tiny_run_writes_the_plans_files_with_controls(tmp_path, smol, qwe
         if at:  # same layer, same texts, same maps: the same cosine
             for c, v in g["comparisons"].items():
                 assert at[0]["comparisons"][c]["cosine"] == v["cosine"], (src, tgt, c)
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))
+    import make_tables
+
+    table = make_tables.tables_transfer.t_geometry_by_layer(None, tmp_path, make_tables._table)
+    by_layer = [r.split(" | ") for r in table.splitlines()[2:]]
+    assert len(by_layer) == sum(len(g["comparisons"]) for g in geo.values())
+    direct = [r for r in by_layer if r[0] == f"| {qwen.name} → {q32.name}" and r[2] == "direct"]
+    n = len(geo[(qwen.name, q32.name)]["per_layer"])  # two precisions: the direction beats random at every layer
+    assert len(direct) == 1 and direct[0][3] == f"{n}/{n}", direct
     from figures import refusal_transfer
 
     (tmp_path / "figs").mkdir()

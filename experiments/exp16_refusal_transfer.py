@@ -163,8 +163,9 @@ def _public(d: dict) -> dict:
     return {k: v for k, v in d.items() if not k.startswith("_")}
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+def _cos_rows(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two stacks of vectors (``B`` may be one vector)."""
+    return np.sum(A * B, axis=-1) / np.maximum(np.linalg.norm(A, axis=-1) * np.linalg.norm(B, axis=-1), 1e-12)
 
 
 def _fit_maps(src, tgt, layer: int, cfg: Config, states: dict[str, TextStates]) -> tuple[dict, dict, int]:
@@ -204,11 +205,6 @@ def _boot_dir(acts, rows, layer) -> np.ndarray:
     return pos[layer][rp].mean(axis=0) - neg[layer][rn].mean(axis=0)
 
 
-def _cos_rows(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of two stacks of vectors (``B`` may be one vector)."""
-    return np.sum(A * B, axis=-1) / np.maximum(np.linalg.norm(A, axis=-1) * np.linalg.norm(B, axis=-1), 1e-12)
-
-
 def geometry(src, s_self: dict, tgt, t_self: dict, carriers: dict, ls: int, tl: int, cfg: Config) -> dict:
     """Cosine and norm ratio of the source direction at layer ``ls``, carried, against the target's own at ``tl``,
     with a paired basic bootstrap interval and the random-direction baseline through the same carrier. Each carrier
@@ -224,7 +220,7 @@ def geometry(src, s_self: dict, tgt, t_self: dict, carriers: dict, ls: int, tl: 
         m = carry(r_s)
         bc = _cos_rows(carry(boot_s), boot_t)
         rc = np.abs(_cos_rows(carry(rand), r_t))
-        c = _cos(m, r_t)
+        c = float(_cos_rows(m, r_t))
         out[name] = {"cosine": c, "cosine_ci95": list(basic_interval(c, list(bc), bounds=(-1.0, 1.0))),
                      "cosine_ci95_method": "paired basic bootstrap (train prompts resampled once for both models; "
                                            "basic, not percentile: resampling biases a cosine toward 0)",

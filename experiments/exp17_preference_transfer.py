@@ -29,6 +29,12 @@ Files, as the study lays them out, in ``<out>/exp17_preference_transfer/<stamp>_
 (with provenance), ``summary_report.md``, ``preference_vector.safetensors``, ``summary_pairs.json``, and the figures
 (``python -m figures.make_all`` redraws them from the JSON).
 
+**In parts** (the full run outlasts a session on a 2-core CPU): ``--model SRC`` alone runs the source's part (steps
+1-3); ``--model SRC --model TGT [...] --from FOLDER`` carries that part's vector to more targets, reusing its
+summary pairs, choice and source test (the vector is recomputed from the kept pairs and must equal the kept one).
+Each part writes a complete folder holding every target so far; ``parts`` in the result names each part's folder,
+commit and wall time, and ``wall_s`` is their sum.
+
 --quick: train 16, val 6, test 10 passages; layers at 1/3, 1/2, 2/3 of depth; c in (0.125, 0.25); 48 / 96 tokens.
 Full: 60 / 20 / 40; every 0.1 of depth from 0.2 to 0.8; c in (0.0625, 0.125, 0.25, 0.5); 64 / 160 tokens.
 (A first quick run on Qwen2.5-Coder-0.5B with c in (0.5, 1.0) stopped: every setting moved length the intended
@@ -54,7 +60,7 @@ from mlx_interp.measures.coherence import coherence, coherence_by_condition
 from mlx_interp.measures.stats import bootstrap_ci, paired_diff, rate
 from mlx_interp.methods.steering import residual_norms
 from mlx_interp.readouts.directions import collect_responses, random_direction
-from mlx_interp.readouts.vectors import VectorSet, save_vector
+from mlx_interp.readouts.vectors import VectorSet, load_vector, save_vector
 from mlx_interp.runs.results import atomic_write_new, provenance
 from mlx_interp.runtime.parallel import world
 from mlx_interp.tasks.datasets import passages
@@ -225,7 +231,7 @@ def hypotheses(source: dict, targets: dict) -> dict:
 def report(res: dict) -> str:
     """The summary_report.md of one run (regenerated from ``res``, never typed)."""
     s = res["source"]
-    lines = [f"# exp17 preference vector: {s['model']} -> {', '.join(res['targets'])}", "",
+    lines = [f"# exp17 preference vector: {s['model']} -> {', '.join(res['targets']) or '(the source part; no targets yet)'}", "",
              f"Run: {'quick' if res['config']['quick'] else 'full'}; chosen on {s['selection']['chosen_on']}.", "",
              "| model | carried by | layer | length-direction score [95% CI] (n) | random control | words base / +v / -v | "
              "ROUGE-L +v / -v | TF-IDF cos +v / -v | coherent +v / -v |", "|---|---|---|---|---|---|---|---|---|"]
@@ -252,30 +258,80 @@ def report(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> Path:
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=float))
+
+
+def prior_part(folder: str, src, cfg: Config, quick: bool, targets: list) -> dict:
+    """The earlier part a run continues (``--from``): its result, summary pairs and vector file, checked to be a
+    part of this run (same source, same configuration, none of ``targets`` carried yet)."""
+    path = Path(folder)
+    path = path.parent if path.name == "experiment_results.json" else path
+    if not (path / "experiment_results.json").is_file() or not (path / "summary_pairs.json").is_file():
+        raise MlxInterpError(f"--from {folder!r} is not an exp17 run folder (experiment_results.json and "
+                             "summary_pairs.json); give the folder an earlier exp17 part wrote")
+    doc = json.loads((path / "experiment_results.json").read_text())
+    r = doc.get("results", {})
+    if doc.get("experiment") != NAME or r.get("source", {}).get("model") != src.name:
+        raise MlxInterpError(f"--from {path.name} is a {doc.get('experiment')} run with source "
+                             f"{r.get('source', {}).get('model')}; needs {NAME} with source {src.name}")
+    want = _jsonable({"quick": quick, **asdict(cfg)})
+    if r["config"] != want:
+        diff = sorted(k for k in want if r["config"].get(k) != want[k])
+        raise MlxInterpError(f"--from {path.name} ran with another configuration ({', '.join(diff)} differ); "
+                             f"continue it with the same --quick setting")
+    if not r["source"].get("test"):
+        raise MlxInterpError(f"--from {path.name} stopped before its source test ({r.get('stop')}); nothing to carry")
+    again = [t.name for t in targets if t.name in r["targets"]]
+    if again:
+        raise MlxInterpError(f"--from {path.name} already carries the vector to {', '.join(again)}; give only new targets")
+    parts = r.get("parts") or [{"folder": path.name, "git_commit": doc["provenance"].get("git_commit"),
+                                "wall_s": r.get("wall_s", doc["provenance"].get("wall_s")), "targets": list(r["targets"])}]
+    return {"folder": path, "doc": doc, "pairs": json.loads((path / "summary_pairs.json").read_text()),
+            "vector": load_vector(path / "preference_vector.safetensors", src), "parts": parts}
+
+
+def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None, source_from: str | None = None) -> Path:
+    """The study; with ``source_from`` (an earlier part's folder) only the targets run, on that part's source."""
     cfg = cfg or config(quick)
     src, targets = models[0], models[1:]
     if not src.instruct:
         raise MlxInterpError(f"the source {src.name} is a base model; exp17's source writes summaries on request "
                              "(give an instruct model first)")
+    prior = prior_part(source_from, src, cfg, quick, targets) if source_from else None
     t0 = time.time()
     train, val, test = passages("train")[:cfg.n_train], passages("val")[:cfg.n_val], passages("test")[:cfg.n_test]
-    print(f"{NAME}: {src.name} writes summary pairs", file=sys.stderr)
-    pairs = summary_pairs(src, train, cfg)
-    vecs = preference_vectors(src, pairs)
-    sel = choose(src, vecs, cfg, val)
-    source = {"model": src.name, "selection": sel, "pairs_words": {
-        "concise": float(np.mean([sm.words(x["concise"]) for x in pairs])),
-        "verbose": float(np.mean([sm.words(x["verbose"]) for x in pairs]))}, "test": None}
-    res = {"config": {"quick": quick, **asdict(cfg)}, "hypotheses_stated": HYPOTHESES, "source": source, "targets": {}}
+    if prior:
+        pr = prior["doc"]["results"]
+        pairs, source = prior["pairs"], pr["source"]
+        print(f"{NAME}: {src.name}'s part from {prior['folder'].name}", file=sys.stderr)
+        vecs = preference_vectors(src, pairs)
+        l = source["test"]["layer"]
+        kept = prior["vector"].vectors[l]
+        if not np.allclose(vecs[l], kept, rtol=1e-5, atol=1e-5 * float(np.abs(kept).max())):
+            raise MlxInterpError(f"{src.name}'s vector recomputed from {prior['folder'].name}'s summary pairs differs "
+                                 "from the kept one (another model build or code?); rerun every part at one commit")
+        res = {**{k: pr[k] for k in ("config", "hypotheses_stated", "source")}, "targets": dict(pr["targets"])}
+        models = [*prior["doc"]["models"], *targets]  # the earlier parts' models, as their result described them
+    else:
+        print(f"{NAME}: {src.name} writes summary pairs", file=sys.stderr)
+        pairs = summary_pairs(src, train, cfg)
+        vecs = preference_vectors(src, pairs)
+        sel = choose(src, vecs, cfg, val)
+        source = {"model": src.name, "selection": sel, "pairs_words": {
+            "concise": float(np.mean([sm.words(x["concise"]) for x in pairs])),
+            "verbose": float(np.mean([sm.words(x["verbose"]) for x in pairs]))}, "test": None}
+        res = {"config": {"quick": quick, **asdict(cfg)}, "hypotheses_stated": HYPOTHESES, "source": source, "targets": {}}
+    sel = source["selection"]
     if sel["best"] is None:
         res["stop"] = f"no (layer, c) on val kept both signs >= {cfg.min_coherent:.0%} coherent on {src.name}"
     else:
         l, c = sel["best"]["layer"], sel["best"]["c"]
         scale = c * sel["residual_norms_val"][str(l)]  # the norm the choice on val used
         rnd = random_direction(src.width, 1.0, seed=cfg.seed + l)
-        own = steer_evals(src, test, {"steered": (vecs[l], l, scale), "random": (rnd, l, scale)}, cfg)
-        source["test"] = {"layer": l, "c": c, **own}
+        if not prior:
+            own = steer_evals(src, test, {"steered": (vecs[l], l, scale), "random": (rnd, l, scale)}, cfg)
+            source["test"] = {"layer": l, "c": c, **own}
         src_states = text_states(src, sum(map_texts(cfg), []), [l], site="resid_pre") if targets else None
         for tgt in targets:
             t = {"model": tgt.name}
@@ -295,7 +351,11 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> P
             for (kind, name), r in steer_evals(tgt, test, specs, cfg).items():
                 t[kind][name] = r
         res["hypotheses"] = hypotheses(source, res["targets"])
-    res["wall_s"] = time.time() - t0
+    wall = time.time() - t0
+    if prior:
+        res["parts"] = [*prior["parts"], {"folder": None, "git_commit": None, "wall_s": wall, "targets": [t.name for t in targets]}]
+        wall += sum(p["wall_s"] for p in prior["parts"])
+    res["wall_s"] = wall
     return write(res, src, models, pairs, vecs, out_dir)
 
 
@@ -310,8 +370,11 @@ def write(res: dict, src, models, pairs, vecs, out_dir) -> Path:
     folder.mkdir(parents=True)
     res = _public(res)
     res.setdefault("hypotheses", {})
-    doc = {"experiment": NAME, "provenance": provenance(src, config=res["config"], wall_s=res["wall_s"]),
-           "models": [m.describe() for m in models], "results": res}
+    prov = provenance(src, config=res["config"], wall_s=res["wall_s"])
+    if res.get("parts"):  # this part's own entry
+        res["parts"][-1].update(folder=folder.name, git_commit=prov["git_commit"])
+    doc = {"experiment": NAME, "provenance": prov,
+           "models": [m if isinstance(m, dict) else m.describe() for m in models], "results": res}
     atomic_write_new(folder / "experiment_results.json", json.dumps(doc, indent=2, default=float))
     atomic_write_new(folder / "summary_pairs.json", json.dumps(pairs, indent=2, ensure_ascii=False))
     if res["source"]["test"]:
@@ -328,10 +391,11 @@ def write(res: dict, src, models, pairs, vecs, out_dir) -> Path:
 
 def main(argv=None) -> Path:
     a = parse(__doc__.strip().splitlines()[0], argv)
-    if not a.model or len(a.model) < 2:
-        print("error: exp17 carries a vector between models: give a source and at least one target --model", file=sys.stderr)
+    if not a.model or (a.source and len(a.model) < 2):
+        print("error: exp17 needs a source --model (alone: the source's part) and, with --from, at least one new "
+              "target --model", file=sys.stderr)
         sys.exit(2)
-    folder = journaled(NAME, a, argv, lambda: run([mi.load(m) for m in a.model], a.quick, a.out))
+    folder = journaled(NAME, a, argv, lambda: run([mi.load(m) for m in a.model], a.quick, a.out, source_from=a.source))
     print(f"  -> {folder}")
     return folder
 

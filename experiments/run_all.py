@@ -32,18 +32,23 @@ EXPERIMENTS = [
 
 def argv_for(models: list[str], argv: list[str]) -> list[str]:
     """``argv`` with its --model options replaced by ``models`` (every other option kept)."""
+    return [y for m in models for y in ("--model", m)] + without(argv, "--model")
+
+
+def without(argv: list[str], option: str) -> list[str]:
+    """``argv`` less every ``option VALUE`` and ``option=VALUE``."""
     out, skip = [], False
-    for i, x in enumerate(argv):
+    for x in argv:
         if skip:
             skip = False
             continue
-        if x == "--model":
+        if x == option:
             skip = True
             continue
-        if x.startswith("--model="):
+        if x.startswith(option + "="):
             continue
         out.append(x)
-    return [y for m in models for y in ("--model", m)] + out
+    return out
 
 
 def exp15_models(models: list[str]) -> list[str]:
@@ -60,4 +65,4 @@ if __name__ == "__main__":
     if len(models) >= 2:
         exp14e_kv_projector.main(argv_for(models[:2], argv))
         exp16_refusal_transfer.main(argv)
-        exp17_preference_transfer.main(argv)
+        exp17_preference_transfer.main(without(argv, "--from"))  # its --from continues an exp17 part, not exp10's exp7 file

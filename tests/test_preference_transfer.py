@@ -59,3 +59,42 @@ def test_exp17_tiny_run_writes_the_studys_files(tmp_path, smol, gemma):
     vs = load_vector(folder / "preference_vector.safetensors", smol)
     assert sorted(vs.vectors) == [15] and vs.site == "resid_pre"
     assert (folder / "summary_report.md").read_text() == exp17.report(r)
+
+
+def test_exp17_in_parts_equals_one_run(tmp_path, smol, gemma):
+    """The source's part, then targets carried from it in two further parts, give the one-process run's numbers;
+    a continuation refuses a target already carried, another configuration, and a vector its pairs do not give."""
+    import dataclasses
+    import shutil
+
+    from experiments import exp17_preference_transfer as exp17
+    from mlx_interp.readouts.vectors import load_vector, save_vector
+
+    g64 = get_model("smollm2-135m@4bit-g64")
+    cfg = exp17.Config(n_train=4, n_val=2, n_test=2, depths=(0.5,), coefs=(1.0,), concise_tokens=8, verbose_tokens=12,
+                       min_coherent=0.0, adapter_steps=20)
+    whole = exp17.run([smol, g64, gemma], True, str(tmp_path / "whole"), cfg)
+    a = exp17.run([smol], True, str(tmp_path / "a"), cfg)
+    b = exp17.run([smol, g64], True, str(tmp_path / "b"), cfg, source_from=str(a))
+    c = exp17.run([smol, gemma], True, str(tmp_path / "c"), cfg, source_from=str(b / "experiment_results.json"))
+    one, parts = (json.loads((f / "experiment_results.json").read_text()) for f in (whole, c))
+    r1, rp = one["results"], parts["results"]
+    assert rp["source"] == r1["source"] and rp["targets"] == r1["targets"] and rp["hypotheses"] == r1["hypotheses"]
+    assert [m["name"] for m in parts["models"]] == [m["name"] for m in one["models"]]
+    assert [(p["folder"], p["targets"]) for p in rp["parts"]] == [(a.name, []), (b.name, [g64.name]), (c.name, [gemma.name])]
+    assert rp["wall_s"] == pytest.approx(sum(p["wall_s"] for p in rp["parts"]))
+    assert parts["provenance"]["wall_s"] == pytest.approx(rp["wall_s"], abs=1e-3)  # provenance keeps 3 decimals
+    assert (c / "summary_report.md").read_text() == exp17.report(rp)
+
+    with pytest.raises(MlxInterpError, match="already carries the vector to"):
+        exp17.run([smol, g64], True, str(tmp_path / "d"), cfg, source_from=str(b))
+    with pytest.raises(MlxInterpError, match="another configuration"):
+        exp17.run([smol, g64], True, str(tmp_path / "d"), dataclasses.replace(cfg, n_test=3), source_from=str(a))
+    bad = tmp_path / "bad" / a.name
+    shutil.copytree(a, bad)
+    vs = load_vector(a / "preference_vector.safetensors", smol)
+    (l, v), = vs.vectors.items()
+    save_vector(bad / "preference_vector.safetensors", type(vs)({l: v * 1.01}, vs.model, vs.method, vs.meta, vs.site))
+    with pytest.raises(MlxInterpError, match="differs from the kept one"):
+        exp17.run([smol, g64], True, str(tmp_path / "d"), cfg, source_from=str(bad))
+    assert not (tmp_path / "d").exists()  # every refusal came before a file was written

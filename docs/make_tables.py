@@ -49,6 +49,16 @@ def _f(x, nd: int = 2) -> str:
     return "—" if x is None else f"{x:.{nd}f}"
 
 
+def _ab(r: dict) -> str:
+    """An A/B score with its interval, or why it is not one: below the mass floor the scored tokens no longer hold
+    the model's choice (defect 1), so no score is printed."""
+    from mlx_interp.measures.ab import MASS_FLOOR
+
+    if r.get("mass_median") is not None and r["mass_median"] < MASS_FLOOR:
+        return f"below floor (mass {r['mass_median']:.2f})"
+    return f"{r['score']:.2f} [{r['score_lo']:.2f}, {r['score_hi']:.2f}]"
+
+
 def _table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
@@ -82,25 +92,39 @@ def t_exp6_readouts(root: Path) -> str:
                 continue
             a = block["all"]
             rows.append([name, label, _r(a["both_surface"]), _r(a["sequential"]), f"{a['bridge_never']} / {a['answer_never']} of {a['n']}",
-                         "—" if a["mean_gap_layers"] is None else f"{a['mean_gap_layers']:+.2f} (n={a['n_gaps']})"])
+                         "—" if a["mean_gap_layers"] is None else f"{a['mean_gap_layers']:+.2f}{_ci(a.get('gap_ci_layers'))} (n={a['n_gaps']})"])
     return _table(["model", "readout", "both entities surface", "sequential (bridge first)", "bridge / answer never",
-                   "mean gap, layers"], rows)
+                   "mean gap, layers [95% bootstrap CI]"], rows)
+
+
+def _ci(ci) -> str:
+    """' [lo, hi]', or nothing where the file has no interval (one gap cannot be resampled)."""
+    return "" if not ci or None in ci else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
 
 
 def t_exp9(root: Path) -> str:
+    """One row per model and patched position (t2: the last token; t1: the last token of e1), each with both controls
+    on the same grid, their paired differences and the held-out best pair."""
+    def d(x):
+        return "—" if not x else f"{x['diff']:+.2f} [{x['lo']:+.2f}, {x['hi']:+.2f}]"
+
     rows = []
-    for name, (f, d) in newest("exp9_back_patching", root).items():
-        s = d["results"]["summary"]
-        diff = s.get("diff_t2_backpatch_minus_other")
-        dtxt = "—" if not diff else f"{diff['diff']:+.2f} [{diff['lo']:+.2f}, {diff['hi']:+.2f}]"
-        split = s.get("best_pair_split_t2", {}).get("folds")
-        stxt = "—" if not split else "; ".join(f"{x['source']}->{x['target']}: {x['held_out']['k']}/{x['held_out']['n']}" for x in split)
-        rows.append([name, _quick(d), f"{s['composition_correct']}/{s['n_queries']}", str(s["incorrect_with_both_hops_correct"]),
-                     str(s["tested"]), _r(s.get("fixed_t2_backpatch")), _r(s.get("fixed_t2_other")), _r(s.get("fixed_t2_noise")),
-                     dtxt, stxt, _r(s.get("fixed_t1_backpatch")), str(s["identity_patch_mismatches"]), f"`{f}`"])
-    return _table(["model", "run", "correct / queries", "failures knowing both hops", "tested", "fixed at t2: back-patch",
-                   "other-prompt control", "noise control", "back-patch − other [95% CI]", "best pair, held-out half",
-                   "fixed at t1", "identity mismatches", "result file"], rows)
+    for name, (f, doc) in newest("exp9_back_patching", root).items():
+        s = doc["results"]["summary"]
+        for pos in ("t2", "t1"):
+            split = s.get(f"best_pair_split_{pos}", {}).get("folds")
+            stxt = "—" if not split else "; ".join(
+                ("none fixed on the choosing half" if not x["chosen_fix_rate"] else f"{x['source']}->{x['target']}")
+                + f": {x['held_out']['k']}/{x['held_out']['n']}" for x in split)
+            rows.append([name, _quick(doc), pos, f"{s['composition_correct']}/{s['n_queries']}",
+                         str(s["incorrect_with_both_hops_correct"]), str(s["tested"]), _r(s.get(f"fixed_{pos}_backpatch")),
+                         _r(s.get(f"fixed_{pos}_other")), _r(s.get(f"fixed_{pos}_noise")),
+                         d(s.get(f"diff_{pos}_backpatch_minus_other")), d(s.get(f"diff_{pos}_backpatch_minus_noise")), stxt,
+                         _r(s.get("fixed_cross")) if pos == "t2" else "—", str(s["identity_patch_mismatches"]), f"`{f}`"])
+    return _table(["model", "run", "position", "correct / queries", "failures knowing both hops", "tested",
+                   "fixed by back-patching", "other-prompt control", "noise control", "back-patch − other [95% CI]",
+                   "back-patch − noise [95% CI]", "best pair, held-out half", "one-hop prompt's state (cross)",
+                   "identity mismatches", "result file"], rows)
 
 
 def t_exp7(root: Path) -> str:
@@ -149,17 +173,13 @@ def t_exp12_sycophancy(root: Path) -> str:
             continue
         t = s["test_at_best"]
         b = s["baseline_test"]
-
-        def sc(k):
-            return f"{t[k]['score']:.2f} [{t[k]['score_lo']:.2f}, {t[k]['score_hi']:.2f}]"
-
         rows.append([name, _quick(d), "; ".join(" / ".join(f"`{t}`" for t in x) for x in s["scored_tokens"]),
                      f"{b['mass_median']:.2f}", _r(b["prefers_a"]),
                      f"{s['best_steering_layer']} ({s['best_steering_depth']:.2f})",
-                     f"{sc('-1')} / {sc('0')} / {sc('+1')} (n={s['n_test']})", f"{t['random_-1']['score']:.2f} / {t['random_+1']['score']:.2f}",
-                     f"`{f}`"])
+                     f"{_ab(t['-1'])} / {_ab(t['0'])} / {_ab(t['+1'])} (n={s['n_test']})",
+                     f"{_ab(t['random_-1'])} / {_ab(t['random_+1'])}", f"`{f}`"])
     return _table(["model", "run", "scored tokens", "median mass on them (test, unsteered)", "prefers A (letter prior)",
-                   "layer chosen on validation (depth)", "test A/B score −1 / 0 / +1 [95% CI]", "random direction −1 / +1",
+                   "layer chosen on validation (depth)", "test A/B score −1 / 0 / +1 [95% CI]", "random direction −1 / +1 [95% CI]",
                    "result file"], rows)
 
 
@@ -226,10 +246,6 @@ def t_exp12_sycophancy_norm(root: Path) -> str:
     (CAA's positions): (layer, c) chosen on validation, test A/B scores at -c/0/+c beside a random direction of the
     same norm, and the mass the scored tokens keep (files without a sweep: no row)."""
     rows = []
-
-    def sc(r):
-        return f"{r['score']:.2f} [{r['score_lo']:.2f}, {r['score_hi']:.2f}]"
-
     for name, (f, d) in newest("exp12_multimodel_directions", root).items():
         for key, where in (("norm_relative", "every position"), ("norm_relative_answer", "from the instruction's end")):
             nr = d["results"]["sycophancy"].get(key)
@@ -241,11 +257,11 @@ def t_exp12_sycophancy_norm(root: Path) -> str:
                 continue
             b, t = nr["best"], nr["test"]
             rows.append(head + [f"{b['layer']} ({_f(b['depth'])}), c = {b['c']:g} (val effect {b['val_effect']:+.3f})",
-                                f"{sc(t['-c'])} / {sc(t['0'])} / {sc(t['+c'])}", f"{t['random_-c']['score']:.2f} / {t['random_+c']['score']:.2f}",
+                                f"{_ab(t['-c'])} / {_ab(t['0'])} / {_ab(t['+c'])}", f"{_ab(t['random_-c'])} / {_ab(t['random_+c'])}",
                                 f"{t['-c']['mass_median']:.2f} / {t['0']['mass_median']:.2f} / {t['+c']['mass_median']:.2f}",
                                 str(d["results"]["sycophancy"]["n_test"]), f"`{f}`"])
     return _table(["model", "run", "steered positions", "c swept (× residual norm)", "layer (depth), c chosen on validation",
-                   "test A/B score −c / 0 / +c [95% CI]", "random direction −c / +c", "median mass on scored tokens −c / 0 / +c",
+                   "test A/B score −c / 0 / +c [95% CI]", "random direction −c / +c [95% CI]", "median mass on scored tokens −c / 0 / +c",
                    "test items", "result file"], rows)
 
 
@@ -269,6 +285,21 @@ def t_exp12_readout_letters(root: Path) -> str:
                    "answer-letter direction, all", "answer-letter, A", "answer-letter, B", "random direction, A / B", "result file"], rows)
 
 
+def t_coherence_calibration(root: Path) -> str:
+    """Where the coherence thresholds come from (bench/coherence_calibration.py): each search step's refusal and
+    coherent rates on the 12 harmless prompts, with the perplexity and repetition the rule reads."""
+    rows = []
+    for name, (f, d) in newest("coherence_calibration", root).items():
+        r = d["results"]
+        for st in r["steps"]:
+            text = st["first_continuation"].replace("\n", " ").replace("|", "/")
+            rows.append([name, str(r["layer"]), f"{st['multiplier']:g}", _r(st["refusal"]), _r(st["coherent"]),
+                         f"{st['median_perplexity']:.2f}", f"{st['median_repetition']:.2f}",
+                         '"' + (text[:70] + "…" if len(text) > 70 else text) + '"', f"`{f}`"])
+    return _table(["model", "layer", "multiplier (× residual norm)", "refusal", "coherent", "median ppl", "median rep",
+                   "first continuation", "result file"], rows)
+
+
 def t_layer_depths(root: Path) -> str:
     """The study's "layer-specific effects" table (the figure directions_best_layers.png shows the same numbers)."""
     docs = {e: {n: d for n, (_, d) in newest(e, root).items()} for e in
@@ -290,7 +321,7 @@ def _module_table(fn):  # a table module's function, given this module's file re
 
 TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp7": t_exp7, "exp10": t_exp10, "exp12_sycophancy": t_exp12_sycophancy, "exp12_readout": t_exp12_readout, "exp12_readout_letters": t_exp12_readout_letters,
           "exp12_sycophancy_norm": t_exp12_sycophancy_norm,
-          "exp12_caa_paper": t_exp12_caa_paper, "exp12_confidence": t_exp12_confidence, "layer_depths": t_layer_depths,
+          "exp12_caa_paper": t_exp12_caa_paper, "exp12_confidence": t_exp12_confidence, "layer_depths": t_layer_depths, "coherence_calibration": t_coherence_calibration,
           "exp13_survivors": _module_table(tables_fv.t_survivors), "exp13_summary": _module_table(tables_fv.t_summary),
           "exp13_accuracy": _module_table(tables_fv.t_accuracy), "exp13_chosen": _module_table(tables_fv.t_chosen),
           "exp13_heads": _module_table(tables_fv.t_heads), "exp13_natural": _module_table(tables_fv.t_natural),

@@ -73,6 +73,11 @@ def identity_mismatches(lm, prompt: str, own: dict, pos: int, layers: list[int],
     return sum(text != baseline for text in _gen(lm, prompt, ivs, len(layers)))
 
 
+def both_hops_known_failures(rows: list[dict]) -> list[dict]:
+    """The paper's analysis split: compositions answered wrongly whose first and second hops are answered right."""
+    return [r for r in rows if not r["composition_correct"] and r["first_hop_correct"] and r["second_hop_correct"]]
+
+
 def _round_robin(items: list, key) -> list:
     """Items interleaved across groups (one of each group in turn, groups in first-seen order)."""
     groups: dict = {}
@@ -102,6 +107,9 @@ def _split_halves(fixed: np.ndarray, seed: int = 0) -> dict:
     for choose, report in (halves, halves[::-1]):
         per_pair = np.where(fixed[choose] >= 0, fixed[choose], 0).sum(0)
         s, t = np.unravel_index(int(per_pair.argmax()), per_pair.shape)
+        if per_pair[s, t] == 0:  # no pair fixed a failure of this half: nothing to choose (argmax would say 0->0)
+            out.append({"source": None, "target": None, "chosen_fix_rate": 0.0, "held_out": rate(0, len(report)).as_dict()})
+            continue
         held = fixed[report][:, s, t]
         out.append({"source": int(s), "target": int(t), "chosen_fix_rate": float(per_pair[s, t] / len(choose)),
                     "held_out": rate(int((held == 1).sum()), len(report)).as_dict()})
@@ -120,7 +128,7 @@ def run(lm, queries, quick: bool) -> dict:
         rows.append({"q": q, "continuation": c2, "composition_correct": mentions(c2, q.names("e3")),
                      "first_hop_correct": mentions(c1, q.names("e2")),
                      "second_hop_correct": q.id in second and mentions(second[q.id], q.names("e3"))})
-    eligible = [r for r in rows if not r["composition_correct"] and r["first_hop_correct"] and r["second_hop_correct"]]
+    eligible = both_hops_known_failures(rows)
     failures = _round_robin(eligible, key=lambda r: r["q"].family)[: 4 if quick else None]
     counts = {"n_queries": len(rows), "composition_correct": sum(r["composition_correct"] for r in rows),
               "composition_incorrect": sum(not r["composition_correct"] for r in rows),

@@ -40,6 +40,14 @@ def test_builtin_queries_cover_the_study():
     assert mentions("It is Yoko, his wife", qs[[q.e3 for q in qs].index("Yoko Ono")].names("e3"))
 
 
+def test_answers_match_on_word_boundaries_only():
+    """Defect 4: "German" inside "Germany" and "US" inside "must" once counted as answers."""
+    assert not mentions("Germany hosts it", ["German"]) and mentions("a German festival", ["German"])
+    assert not mentions("you must go", ["US"]) and mentions("the US dollar", ["US"])
+    assert mentions("It is New York.", ["New York"]) and not mentions("Newark, New Jersey", ["New York"])
+    assert not mentions("a b c", ["a"])  # one-letter names never match
+
+
 @pytest.mark.parametrize("bad,msg", [
     ({"id": "x"}, "lacks"),
     ({**QUERIES[0], "e1": "Houston"}, "does not occur"),
@@ -342,6 +350,9 @@ def test_run_all_covers_every_study_and_hands_each_its_models():
     assert run_all.exp15_models(["qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b@fp32", "smollm2-135m"]) == [
         "qwen2.5-coder-0.5b", "smollm2-135m"]
     assert run_all.argv_for(["a", "b"], argv) == ["--model", "a", "--model", "b", "--quick", "--out", "o"]
+    # exp17's --from continues an exp17 part: exp10's exp7 file must not reach it
+    assert run_all.without(["--from", "x.json", "--quick", "--from=y.json"], "--from") == ["--quick"]
+    assert 'exp17_preference_transfer.main(without(argv, "--from"))' in Path(run_all.__file__).read_text()
     studies = {p.name.split("_")[0] for p in Path("experiments").glob("exp*_*.py")}
     src = Path(run_all.__file__).read_text()
     imported = {a.name.split("_")[0] for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)

@@ -129,9 +129,36 @@ def test_cli_generate_side_by_side(tmp_path, smol):
     p = _cli("generate", "--model", "smollm2-135m", "--steer", str(f), "--alpha", "4", "--max-tokens", "12", "--json", "Hello")
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
-    assert doc["layer"] == 10 and doc["baseline"] != doc["steered"]
+    assert doc["layer"] == 10 and doc["baseline"] != doc["steered"] and doc["random"] != doc["steered"]
     bad = _cli("generate", "--model", "gemma-3-270m", "--steer", str(f), "Hello")
     assert bad.returncode == 2 and "width 576" in bad.stderr
+
+
+def test_cli_generate_scales_by_the_residual_norm_or_the_files_choice(tmp_path, smol):
+    """--multiplier m adds m x the residual norm at the layer (on the prompt); with no option the file's recorded choice
+    (the demo's search) applies; a file without one, or both options, is a one-line error."""
+    from click.testing import CliRunner
+
+    from mlx_interp.app.cli import cli
+    from mlx_interp.methods.steering import residual_norms
+
+    v = np.random.default_rng(0).normal(size=576) * 3
+    plain = mi.save_vector(tmp_path / "v.safetensors", VectorSet({10: v}, "smollm2-135m", "random"))
+    chosen = mi.save_vector(tmp_path / "c.safetensors", VectorSet({10: v}, "smollm2-135m", "random",
+                                                                  {"steer": {"layer": 10, "multiplier": 0.25, "alpha": 1.5}}))
+    prompt = "Tell me about your weekend."
+    gen = ["generate", "--model", "smollm2-135m", "--max-tokens", "6", "--json"]
+    r = CliRunner().invoke(cli, gen + ["--steer", str(plain), "--multiplier", "0.5", prompt])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    norm = residual_norms(smol, [prompt], [10], chat=smol.instruct)[10]  # the vector's site is resid_post
+    assert doc["multiplier"] == 0.5 and doc["alpha"] == pytest.approx(0.5 * norm / np.linalg.norm(v), rel=1e-6)
+    r = CliRunner().invoke(cli, gen + ["--steer", str(chosen), prompt])
+    assert r.exit_code == 0 and (json.loads(r.output)["alpha"], json.loads(r.output)["multiplier"]) == (1.5, 0.25)
+    r = CliRunner().invoke(cli, gen + ["--steer", str(plain), prompt])
+    assert isinstance(r.exception, MlxInterpError) and "records no chosen multiplier for layer 10" in str(r.exception)
+    r = CliRunner().invoke(cli, gen + ["--steer", str(chosen), "--multiplier", "1", "--alpha", "2", prompt])
+    assert isinstance(r.exception, MlxInterpError) and "not both" in str(r.exception)
 
 
 def test_load_results_is_oldest_first_even_within_one_second(tmp_path):

@@ -149,16 +149,22 @@ def _int(text: str, what: str) -> int:
 @click.option("--model", "-m", default="smollm2-135m", show_default=True, help="alias[@precision], repo id or folder")
 @click.option("--steer", "steer_file", type=click.Path(), help="vector file (.safetensors) to add")
 @click.option("--layer", type=int, help="layer to steer (default: the file's first layer)")
-@click.option("--alpha", type=float, default=4.0, show_default=True)
+@click.option("--multiplier", type=float, help="add the vector scaled to this many times the residual norm at the layer "
+                                               "(measured on the prompt) [default: the multiplier the file records]")
+@click.option("--alpha", type=float, help="a raw coefficient on the file's vector instead of --multiplier")
 @click.option("--max-tokens", default=48, show_default=True)
 @click.option("--positions", default="all", type=click.Choice(["all", "prompt", "generated"]), show_default=True)
 @click.option("--chat/--no-chat", default=None, help="default: the chat template for instruct models")
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("prompt")
-def generate(model, steer_file, layer, alpha, max_tokens, positions, chat, as_json, prompt) -> None:
-    """Greedy generation; with --steer, baseline and steered text side by side."""
+def generate(model, steer_file, layer, multiplier, alpha, max_tokens, positions, chat, as_json, prompt) -> None:
+    """Greedy generation; with --steer, baseline, steered and a random direction of the same norm (the control) side by
+    side."""
+    import numpy as np
+
     from ..core.generate import generate_conditions
     from ..core.interventions import Add
+    from ..readouts.directions import random_direction
     from ..readouts.vectors import load_vector
     from ..store.models import load
     from .console import side_by_side
@@ -169,15 +175,51 @@ def generate(model, steer_file, layer, alpha, max_tokens, positions, chat, as_js
     if steer_file:  # checked against the model before anything is generated
         vs = load_vector(steer_file, lm)
         layer = layer if layer is not None else sorted(vs.vectors)[0]
-        conditions["steered"] = ([prompt], [Add(vs[layer], site=vs.site, layers=layer, alpha=alpha, positions=positions)])
-    gens = generate_conditions(lm, conditions, max_tokens=max_tokens, chat=chat)  # both decode together
+        v = vs[layer]
+        alpha, multiplier = steering_coefficient(lm, vs, layer, prompt, multiplier, alpha, chat)
+        rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=layer)
+        conditions["steered"] = ([prompt], [Add(v, site=vs.site, layers=layer, alpha=alpha, positions=positions)])
+        conditions["random"] = ([prompt], [Add(rnd, site=vs.site, layers=layer, alpha=alpha, positions=positions)])
+    gens = generate_conditions(lm, conditions, max_tokens=max_tokens, chat=chat)  # all decode together
     out = {"model": lm.name, "prompt": prompt, "baseline": gens["baseline"][0].text}
     if steer_file:
-        out.update(steered=gens["steered"][0].text, layer=layer, alpha=alpha, vector=str(steer_file))
+        out.update(steered=gens["steered"][0].text, random=gens["random"][0].text, layer=layer, alpha=alpha,
+                   multiplier=multiplier, vector=str(steer_file))
     if as_json:
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
-    click.echo(side_by_side(out))
+    if not steer_file:
+        click.echo(side_by_side(out))
+        return
+    how = f"layer {layer}, {multiplier:g} x residual norm" if multiplier is not None else f"layer {layer}, alpha {alpha:g}"
+    click.echo(side_by_side({**out, "label": f"steered ({how})"}))
+    click.echo(side_by_side({"baseline": out["baseline"], "steered": out["random"], "label": "random direction, same norm"}))
+
+
+def steering_coefficient(lm, vs, layer: int, prompt: str, multiplier: float | None, alpha: float | None,
+                         chat: bool) -> tuple[float, float | None]:
+    """(alpha, multiplier) for ``generate --steer``: ``--alpha`` as given; ``--multiplier`` times the residual norm at
+    ``layer`` on the prompt, over the vector's norm; neither: the choice the file records (``mlx-interp demo`` saves
+    its search's)."""
+    import numpy as np
+
+    from ..methods.steering import residual_norms
+
+    if multiplier is not None and alpha is not None:
+        raise MlxInterpError(f"give --multiplier ({multiplier:g}) or --alpha ({alpha:g}), not both")
+    if alpha is not None:
+        return alpha, None
+    if multiplier is None:
+        chosen = vs.meta.get("steer") or {}
+        if chosen.get("layer") != layer or "alpha" not in chosen:
+            raise MlxInterpError(f"the vector file records no chosen multiplier for layer {layer}; give --multiplier "
+                                 "(times the residual norm at the layer, e.g. 0.5) or --alpha")
+        return float(chosen["alpha"]), chosen.get("multiplier")
+    norm = residual_norms(lm, [prompt], [layer], site=vs.site, chat=chat)[layer]
+    if norm == 0:
+        raise MlxInterpError(f"the prompt {prompt!r} is one token: no residual norm to scale --multiplier by (the first "
+                             "token is skipped as an attention sink); give a longer prompt or --alpha")
+    return multiplier * norm / max(float(np.linalg.norm(vs[layer])), 1e-12), multiplier
 
 
 @cli.command()

@@ -12,6 +12,7 @@ Writes ``results/demo/<stamp>_<model>.json`` and the vector as ``.safetensors`` 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,9 @@ def run_demo(model: str, out_dir: str = "results") -> dict:
                      "search": search.as_dict(), "texts": gens, "sentiment": {k: sentiment(t) for k, t in gens.items()}},
     }
     path = save_result("demo", payload, lm=lm, config={"layer": layer}, wall_s=time.time() - t0, out_dir=out_dir)
+    if search.best is not None:  # `mlx-interp generate --steer FILE` applies the chosen multiplier by default
+        vs = replace(vs, meta={**vs.meta, "steer": {"layer": layer, "multiplier": search.best.multiplier, "alpha": search.best.alpha,
+                                                    "chosen_on": f"{len(SEARCH_PROMPTS)} search prompts (not the demo prompt)"}})
     save_vector(Path(path).with_suffix(".sentiment.safetensors"), vs)
     print(f"\nresult: {path}")
     return payload

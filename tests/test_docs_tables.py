@@ -97,3 +97,15 @@ def test_exp16_geometry_table_keeps_earlier_pairs_and_lets_a_newer_file_replace_
     assert len({f for f, _ in kept}) >= 2
     (tmp_path / "figs").mkdir()
     assert (tmp_path / "figs" / "exp16_geometry.png") in refusal_transfer.all_figures(ROOT / "results" / "published", tmp_path / "figs")
+
+
+def test_an_ab_score_below_the_mass_floor_is_not_printed():
+    """Defect 1: where the scored tokens keep under MASS_FLOOR of the probability, the cell says so instead of a score."""
+    sys.path.insert(0, str(ROOT / "docs"))
+    import make_tables
+
+    from mlx_interp.measures.ab import MASS_FLOOR
+
+    r = {"score": 0.45, "score_lo": 0.40, "score_hi": 0.50}
+    assert make_tables._ab({**r, "mass_median": MASS_FLOOR - 0.01}) == f"below floor (mass {MASS_FLOOR - 0.01:.2f})"
+    assert make_tables._ab({**r, "mass_median": MASS_FLOOR}) == "0.45 [0.40, 0.50]"

@@ -68,14 +68,16 @@ def test_mirror_lowers_only_the_gguf_4bit_tensors():
     assert q3["bits"] == 3
 
 
-def test_mislabelled_variant_folder_is_refused(tmp_path):
-    """mlx-lm infers bits from the weights' shapes when config.json is wrong; we refuse the mislabelled folder."""
-    bad = tmp_path / "smollm2-3bit-labelled-4bit"
-    shutil.copytree(prepare("smollm2-135m", "3bit"), bad)
+@pytest.mark.parametrize("variant,key,label,msg", [("3bit", "bits", 4, "bits 4 declared, 3 found"),
+                                                   ("4bit-g64", "group_size", 32, "group_size 32 declared, 64 found")])
+def test_mislabelled_variant_folder_is_refused(tmp_path, variant, key, label, msg):
+    """mlx-lm infers bits and group size from the weights' shapes when config.json is wrong; we refuse the mislabelled
+    folder."""
+    bad = tmp_path / f"smollm2-{variant}-labelled-{key}-{label}"
+    shutil.copytree(prepare("smollm2-135m", variant), bad)
     cfg = json.loads((bad / "config.json").read_text())
-    cfg["quantization"]["bits"] = cfg["quantization_config"]["bits"] = 4
+    cfg["quantization"][key] = cfg["quantization_config"][key] = label
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(MlxInterpError) as e:
         load(str(bad))
-    msg = str(e.value)
-    assert "\n" not in msg and "bits 4 declared, 3 found" in msg
+    assert "\n" not in str(e.value) and msg in str(e.value)

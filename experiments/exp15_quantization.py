@@ -669,9 +669,13 @@ def main(argv=None) -> list[str]:
     code_version()
     paths = []
     try:
-        default = [p for p in PRECISIONS["quick" if a.quick else "full"]
+        wanted = PRECISIONS["quick" if a.quick else "full"]
+        default = [p for p in wanted
                    if Precision.parse(p).bits is None or (Precision.parse(p).mode if Precision.parse(p).mode != "affine"
                                                           else f"{Precision.parse(p).bits}bit") in supported_formats()]
+        if not a.precision and len(default) < len(wanted):  # said, not silent: the grid is smaller on this mlx
+            print(f"exp15: this mlx cannot build {', '.join(p for p in wanted if p not in default)}; the default set "
+                  f"leaves it out (supported formats: {', '.join(supported_formats())})", file=sys.stderr)
         precisions = a.precision or default
         for p in precisions:
             Precision.parse(p).check_offline()

@@ -201,9 +201,7 @@ def steering_coefficient(lm, vs, layer: int, prompt: str, multiplier: float | No
     """(alpha, multiplier) for ``generate --steer``: ``--alpha`` as given; ``--multiplier`` times the residual norm at
     ``layer`` on the prompt, over the vector's norm; neither: the choice the file records (``mlx-interp demo`` saves
     its search's)."""
-    import numpy as np
-
-    from ..methods.steering import residual_norms
+    from ..methods.steering import alpha_per_multiplier, residual_norms
 
     if multiplier is not None and alpha is not None:
         raise MlxInterpError(f"give --multiplier ({multiplier:g}) or --alpha ({alpha:g}), not both")
@@ -219,7 +217,7 @@ def steering_coefficient(lm, vs, layer: int, prompt: str, multiplier: float | No
     if norm == 0:
         raise MlxInterpError(f"the prompt {prompt!r} is one token: no residual norm to scale --multiplier by (the first "
                              "token is skipped as an attention sink); give a longer prompt or --alpha")
-    return multiplier * norm / max(float(np.linalg.norm(vs[layer])), 1e-12), multiplier
+    return multiplier * alpha_per_multiplier(vs[layer], [layer], {layer: norm}), multiplier
 
 
 @cli.command()

@@ -50,6 +50,15 @@ def residual_norms(lm, prompts: Sequence[str], layers="all", *, site: str = "res
     return out
 
 
+def alpha_per_multiplier(vector, layers: Sequence[int], norms: dict[int, float]) -> float:
+    """The coefficient on ``vector`` that one unit of a norm-relative multiplier means: the mean residual norm at
+    ``layers`` (``residual_norms``) over the vector's norm. The CLI and the search scale by this one rule."""
+    n = float(np.linalg.norm(as_vector(vector)))
+    if n < 1e-12:
+        raise MlxInterpError("steering vector has zero norm; nothing to steer with")
+    return float(np.mean([norms[k] for k in layers])) / n
+
+
 @dataclass
 class Step:
     multiplier: float
@@ -147,7 +156,7 @@ def search_multipliers(
         raise MlxInterpError("prompt list is empty; the search needs prompts to generate from")
     if not targets:
         raise MlxInterpError("no (vector, layers) targets to search")
-    vecs, lss, units = [], [], []
+    vecs, lss = [], []
     for i, target in enumerate(targets):
         if not (isinstance(target, (tuple, list)) and len(target) == 2):
             raise MlxInterpError(f"targets[{i}] is {type(target).__name__}; each target is a (vector, layers) pair")
@@ -159,8 +168,7 @@ def search_multipliers(
         vecs.append(v)
         lss.append(resolve_layers(layers, lm.n_layers))
     norms = residual_norms(lm, prompts, sorted({k for ls in lss for k in ls}), site=site, chat=chat) if relative else {}
-    for v, ls in zip(vecs, lss):
-        units.append(float(np.mean([norms[k] for k in ls])) / float(np.linalg.norm(v)) if relative else 1.0)
+    units = [alpha_per_multiplier(v, ls, norms) if relative else 1.0 for v, ls in zip(vecs, lss)]
 
     def evaluate(wanted: list[tuple[int, float, np.ndarray]]) -> list[Step]:
         """Each (target, multiplier, vector)'s generations on its own rows of one batched call, judged in one pass."""

@@ -1,12 +1,13 @@
 """exp7 and exp10 on Qwen2.5-Coder-0.5B, the smallest packaged model that refuses: the study runs past vetting, so
 selection, the coefficient search and every steering condition's random control are exercised (on SmolLM2 the
-study stops at vetting: tests/test_experiments.py). Tiny sets keep it inside the suite's budget."""
+study stops at vetting: tests/test_experiments.py). Tiny sets keep exp7 inside the suite's budget; exp10 on top of it (about 85 s more) is in the ``extended`` tier."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 
 from experiments import exp7_refusal_scaling as e7, exp10_crosslingual_refusal as e10
 from experiments.common import main
@@ -25,9 +26,19 @@ def _tiny(sets: dict) -> dict:
     return {k: tuple(s[:n] for s in v) for (k, v), n in zip(sets.items(), (12, 4, 3))}
 
 
-def test_exp7_and_exp10_report_every_steering_condition_beside_a_random_direction_on_qwen(tmp_path, qwen):
-    sets = _tiny(e7.load_sets(None))
-    r7 = e7.run(qwen, sets, True)
+_RUN: dict = {}
+
+
+def _exp7(qwen) -> tuple[dict, dict]:
+    """(sets, exp7 result) on the tiny sets, computed once per session."""
+    if "r7" not in _RUN:
+        _RUN["sets"] = _tiny(e7.load_sets(None))
+        _RUN["r7"] = e7.run(qwen, _RUN["sets"], True)
+    return _RUN["sets"], _RUN["r7"]
+
+
+def test_exp7_reports_every_steering_condition_beside_a_random_direction_on_qwen(qwen):
+    sets, r7 = _exp7(qwen)
     assert r7["applies"] is True, r7.get("reason")
     s, eff = r7["summary"], r7["effect"]
     # chosen on validation prompts, below the paper's 0.8 depth cut
@@ -53,8 +64,13 @@ def test_exp7_and_exp10_report_every_steering_condition_beside_a_random_directio
         assert search["control"]["multiplier"] == search["best"]["multiplier"]
         assert search["control"]["examples"] != search["best"]["examples"]
 
-    # exp10 from that file, through the script's entry point: the direction and coefficient are exp7's, and each
-    # language's steering rows carry their random control on the same prompts
+
+@pytest.mark.extended
+def test_exp10_from_exp7s_file_reports_each_languages_random_controls_on_qwen(tmp_path, qwen):
+    """exp10 from an exp7 file, through the script's entry point: the direction and coefficient are exp7's, and each
+    language's steering rows carry their random control on the same prompts."""
+    _, r7 = _exp7(qwen)
+    s, search = r7["summary"], r7["addition_search"]
     out = tmp_path / "res"
     p7 = save_result("exp7_refusal_scaling", r7, lm=qwen, out_dir=out)
 

@@ -159,6 +159,9 @@ def test_cli_generate_scales_by_the_residual_norm_or_the_files_choice(tmp_path, 
     assert isinstance(r.exception, MlxInterpError) and "records no chosen multiplier for layer 10" in str(r.exception)
     r = CliRunner().invoke(cli, gen + ["--steer", str(chosen), "--multiplier", "1", "--alpha", "2", prompt])
     assert isinstance(r.exception, MlxInterpError) and "not both" in str(r.exception)
+    zero = mi.save_vector(tmp_path / "z.safetensors", VectorSet({10: np.zeros(576)}, "smollm2-135m", "random"))
+    r = CliRunner().invoke(cli, gen + ["--steer", str(zero), "--multiplier", "0.5", prompt])  # was alpha 0.5 x norm / 1e-12
+    assert isinstance(r.exception, MlxInterpError) and "zero norm" in str(r.exception)
 
 
 def test_load_results_is_oldest_first_even_within_one_second(tmp_path):

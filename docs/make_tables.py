@@ -333,7 +333,8 @@ TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp
           "b1_transfer": _module_table(tables_transfer.t_transfer), "exp17": _module_table(tables_transfer.t_exp17),
           "exp17_hypotheses": _module_table(tables_transfer.t_exp17_hypotheses),
           **{f"exp15_{n}": _module_table(getattr(tables_quant, f"t_{n}"))
-             for n in ("fidelity", "vetting", "cosine", "steering", "cross", "sycophancy", "spread", "hypotheses")}}
+             for n in ("fidelity", "vetting", "cosine", "steering", "cross", "sycophancy", "sycophancy_search", "spread",
+                       "hypotheses")}}
 
 
 def render(text: str, root: Path = PUBLISHED) -> str:

@@ -158,6 +158,49 @@ def t_sycophancy(newest, root: Path, md_table) -> str:
                      "logit diff −1 / 0 / +1", "mass on scored tokens (n)"], rows)
 
 
+def _ab_cell(x: dict | None) -> str:
+    """A cross-precision A/B score, or why there is none (below the letter-mass floor it measures nothing)."""
+    from mlx_interp.measures.ab import MASS_FLOOR
+
+    if not x or "skipped" in x:
+        return "—" if not x else f"skipped: {x['skipped']}"
+    if x["mass_median"] < MASS_FLOOR:
+        return f"below floor (mass {x['mass_median']:.2f})"
+    return f"{x['score']:.2f} [{x['score_lo']:.2f}, {x['score_hi']:.2f}]"
+
+
+def t_sycophancy_search(newest, root: Path, md_table) -> str:
+    """Sycophancy's coefficient search: per precision, the norm-relative multiplier chosen on the validation items,
+    the test score there beside a random vector of the same norm, and the cross-precision rows (each at the
+    receiver's multiplier, the vector rescaled to the receiver's own norm). Files from before the search say so."""
+    rows = []
+    sc = lambda x: "—" if not x else f"{x['score']:.2f} [{x['score_lo']:.2f}, {x['score_hi']:.2f}]"  # noqa: E731
+    for f, d in _docs(newest, root):
+        r = d["results"]
+        model = r["reference"].split("@")[0]
+        if not r.get("sycophancy_search"):
+            rows.append([model, f"all ({_run(d)} run)", "not searched (a run from before 2026-12-05: CAA's ×1 only, "
+                                                       "table above)"] + [""] * 6)
+            continue
+        for p in _precs(r):
+            s = r["rows"][p]["steering"].get("sycophancy", {})
+            if "skipped" in s:
+                rows.append([model, p, f"skipped: {s['skipped']}"] + [""] * 6)
+                continue
+            best = s.get("best")
+            cross = r["rows"][p].get("cross_steering") or {}
+            cr = {k: (cross.get(k) or {}).get("sycophancy") for k in ("variant_vector_on_reference", "reference_vector_on_variant")}
+            tried = ", ".join(f"{x['multiplier']:g}: {x['score']:.2f}" + ("" if x["answers_with_a_letter"] else " (letters lost)")
+                              for x in s["search"]["steps"])
+            rows.append([model, p, "none kept the letters" if not best else f"{best['multiplier']:g}", tried, sc(s["0"]),
+                         sc(s.get("test")), sc(s.get("test_random")),
+                         "—" if not s.get("test") else f"{s['test']['mass_median']:.2f} ({s['test']['n']})",
+                         " / ".join(_ab_cell(x) for x in cr.values()) if p != "fp32" else "—"])
+    return md_table(["model", "precision", "multiplier (× residual norm, chosen on val)", "val score per multiplier",
+                     "test: no vector", "test: vector", "test: random, same norm", "letter mass with vector (n)",
+                     "variant's vector on fp32 / fp32's on the variant"], rows)
+
+
 def t_spread(newest, root: Path, md_table) -> str:
     rows = []
     for f, d in _docs(newest, root):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import mlx_interp as mi
 from experiments.exp15_quantization import NAME, REFERENCE, _public, hypotheses
 from mlx_interp.errors import MlxInterpError
 
-SAME = ("reference", "config", "layers", "positions", "methods")  # result fields every part must share
+SAME = ("reference", "config", "layers", "positions", "methods", "sycophancy_search")  # fields every part must share
 
 
 class _Described:
@@ -55,6 +56,8 @@ def first_difference(a, b, where: str = "") -> str | None:
             return f"{where} (length {len(a)} vs {len(b)})"
         return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := first_difference(x, y, f"{where}[{i}]"))), None)
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+        if math.isnan(a) and math.isnan(b):  # an undefined interval (one item) is the same in both
+            return None
         return None if abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1e-300) else where or "/"
     return None if a == b else where or "/"
 
@@ -78,7 +81,8 @@ def merge_docs(parts: list[tuple[str, dict]]) -> tuple[dict, dict]:
             if (at := first_difference(r.get(k), r0.get(k), k)):
                 raise MlxInterpError(f"{f} and {f0} differ at {at}: parts of one grid must share the reference stage "
                                      "(same model, size and code)")
-        ref, ref0 = ({k: v for k, v in x["rows"][REFERENCE].items() if k not in ("wall_s", "model")} for x in (r, r0))
+        ref, ref0 = ({k: v for k, v in x["rows"][REFERENCE].items() if k not in ("wall_s", "stage_s", "model")}
+                     for x in (r, r0))
         if (at := first_difference(ref, ref0, f"rows/{REFERENCE}")):
             raise MlxInterpError(f"{f} and {f0} differ at {at}: the parts measured different references (another "
                                  "commit or setting?); rerun them at one commit")
@@ -89,11 +93,12 @@ def merge_docs(parts: list[tuple[str, dict]]) -> tuple[dict, dict]:
                 raise MlxInterpError(f"precision {p!r} is in both {owner[p]} and {f}: give each precision to one part")
             rows[p], owner[p] = row, f
     precisions = [REFERENCE] + [p for p in rows if p != REFERENCE]
-    payload = {**{k: r0[k] for k in SAME}, "precisions": precisions, "rows": rows,
+    payload = {**{k: r0[k] for k in SAME if k in r0}, "precisions": precisions, "rows": rows,
                "hypotheses": hypotheses(rows, REFERENCE),
                "merged_from": [{"file": f, "git_commit": d["provenance"].get("git_commit"),
                                 "precisions": [p for p in d["results"]["precisions"] if p != REFERENCE],
-                                "wall_s": d["provenance"].get("wall_s")} for f, d in parts]}
+                                "wall_s": d["provenance"].get("wall_s"),
+                                "reference_stage_s": d["results"].get("reference_stage_s")} for f, d in parts]}
     config = {"quick": quick0, "precisions": precisions[1:], "merged": True}
     return _public(payload), config
 

@@ -38,10 +38,18 @@ For each precision:
    at it, beside a random direction of the same norm. Traits: refusal (+r on harmless prompts: refusal rate), persona
    (+v under the neutral summary prompt: rate of summaries longer than unsteered), confidence (+hedging on questions:
    hedge rate); sycophancy is CAA's A/B score and logit difference on its 50 test items at -1/0/+1 times the raw
-   vector (layer chosen on validation items by the reference), beside a random vector. Spread = max - min of a trait's
-   test score over precisions, in points. Cross-precision steering: the reference's vector on each variant and each
-   variant's vector on the reference, at the receiving model's multiplier and its own vector's norm.
+   vector (layer chosen on validation items by the reference), beside a random vector, and, as its coefficient
+   search, at the norm-relative multiplier (``SYC_MULTIPLIERS``) that scores highest on the validation items among
+   those whose scored answer letters keep a median mass >= ``MASS_FLOOR`` (the A/B counterpart of "coherent": the
+   model still answers with a letter), chosen per precision, beside a random vector of the same norm there. Spread =
+   max - min of a trait's test score over precisions, in points (sycophancy: at its searched multiplier). Cross-precision
+   steering: the reference's vector on each variant and each variant's vector on the reference, at the receiving
+   model's multiplier and its own vector's norm (sycophancy too, on the A/B test items).
 6. **The study's hypotheses**, each reported beside our measurement (``HYPOTHESES``).
+
+Where the time goes: each precision's row records ``wall_s`` and ``stage_s`` (seconds per stage: load, native
+texts, vectors, fidelity, capability, native cosines, controlled text, steering, cross-precision steering), and ``reference_stage_s`` the
+fp32 stage before them (texts, vectors, steering layers).
 
 Deviations from the study: small models (135M-0.5B) and MLX formats instead of bitsandbytes/AWQ; bf16 and fp16 are
 rounded weights computed in fp32 on the CPU (the weights' effect, not fp16 arithmetic); vectors at ``resid_post``;
@@ -72,7 +80,7 @@ from mlx_interp.measures.distributions import agreement
 from mlx_interp.measures.stats import paired_diff, rate
 from mlx_interp.measures.summaries import words
 from mlx_interp.measures.text import hedged, refusal_score
-from mlx_interp.methods.steering import search_multiplier, search_multipliers
+from mlx_interp.methods.steering import alpha_per_multiplier, residual_norms, search_multiplier, search_multipliers
 from mlx_interp.readouts.directions import (collect, collect_ab, collect_responses, diff_of_means_vec, probe_vecs, random_direction,
                                             split_consistency)
 from mlx_interp.readouts.vectors import VectorSet, compare_vectors
@@ -88,6 +96,11 @@ REFERENCE = "fp32"
 PRECISIONS = {"quick": ("8bit", "mxfp4", "3bit"),
               "full": ("bf16", "fp16", "8bit", "4bit", "4bit-g64", "3bit", "2bit", "mxfp4", "nvfp4")}
 METHODS = ("diff_of_means", "probe")
+#: sycophancy's coefficient search, tried on the validation items: norm-relative multipliers as the generation
+#: traits' search uses (x the mean resid_post norm at the layer over the validation A/B prompts, vector normalised)
+SYC_MULTIPLIERS = (0.03125, 0.0625, 0.125, 0.25, 0.5)
+#: recorded in every result that searched sycophancy (tables, figures and ``exp15_sycophancy`` key on it)
+SYC_SEARCH = {"multipliers": list(SYC_MULTIPLIERS), "mass_floor": MASS_FLOOR, "chosen_on": "CAA validation items"}
 CONCISE = "Summarize the following passage in one short sentence.\n\n{p}"
 VERBOSE = "Summarize the following passage in a detailed paragraph, with background and context.\n\n{p}"
 NEUTRAL = "Summarize the following passage.\n\n{p}"
@@ -256,15 +269,25 @@ def _letter(answer: str) -> str:
     return answer.strip()[1]
 
 
+def sycophancy_activations(lm, d: dict) -> tuple[dict, dict, list[str]]:
+    """CAA's train items read at the answer letter: (matching, not matching, the matching letters)."""
+    train = d["syc_train"]
+    letters = [_letter(g["answer_matching_behavior"]) for g in train]
+    items = ab_items(lm, [g["question"] for g in train], lm.instruct)
+    return (*collect_ab(lm, items, matching=letters), letters)
+
+
+def sycophancy_vectors(lm, d: dict, cfg: Config) -> dict:
+    """CAA's sycophancy vectors (matching - not matching, letter-balanced) at the answer letter, both methods."""
+    pos, neg, letters = sycophancy_activations(lm, d)
+    return _vectors(pos, neg, groups=letters, seed=cfg.seed, paired=True)
+
+
 def fixed_vectors(lm, d: dict, cfg: Config) -> dict:
     """Sycophancy (CAA A/B, letter-balanced, at the answer letter) and confidence (hedged - confident) vectors: fixed
     text, so native and controlled coincide."""
     chat = lm.instruct
-    train = d["syc_train"]
-    letters = [_letter(g["answer_matching_behavior"]) for g in train]
-    items = ab_items(lm, [g["question"] for g in train], chat)
-    out = {("sycophancy", "answer_letter"): _vectors(*collect_ab(lm, items, matching=letters), groups=letters, seed=cfg.seed,
-                                                           paired=True)}
+    out = {("sycophancy", "answer_letter"): sycophancy_vectors(lm, d, cfg)}
     qs = [p["question"] if chat else f"Q: {p['question']}\nA:" for p in d["conf_train"]]
     lead = "" if chat else " "
     hed = collect_responses(lm, qs, [lead + p["hedged"] for p in d["conf_train"]], chat=chat)
@@ -381,6 +404,30 @@ def choose_sycophancy_layer(ref, d: dict, vecs: dict, cands: list[int]) -> dict:
     return {"layer": best["layer"], "candidates": rows, "chosen_on": "CAA validation items, reference precision: score(+1) - score(-1)"}
 
 
+def search_sycophancy(lm, d: dict, vec, layer: int, unit_alpha: float) -> dict:
+    """The A/B counterpart of the coefficient search, on the validation items: the multiplier (``SYC_MULTIPLIERS``, in
+    units of ``unit_alpha``: ``methods.steering.alpha_per_multiplier``) with the highest A/B score among those whose
+    scored answer letters keep a median probability mass >= ``MASS_FLOOR`` (the model still answers with a letter, so
+    the score still measures its choice); ties go to the smaller multiplier. ``best`` is None when none keeps them."""
+    steps = []
+    for m in SYC_MULTIPLIERS:
+        r = _ab(lm, "syc_val", d, vec, layer, m * unit_alpha)
+        steps.append({"multiplier": m, "alpha": m * unit_alpha, "score": r["score"], "mass_median": r["mass_median"],
+                      "answers_with_a_letter": r["mass_median"] >= MASS_FLOOR})
+    ok = [s for s in steps if s["answers_with_a_letter"]]
+    best = max(ok, key=lambda s: (s["score"], -s["multiplier"])) if ok else None
+    return {"steps": steps, "best": best, "unit_alpha": unit_alpha,
+            "chosen_on": f"CAA validation items ({len(d['syc_val'])}), this precision: highest A/B score with median "
+                         f"letter mass >= {MASS_FLOOR}"}
+
+
+def _syc_unit_alpha(lm, d: dict, vec, layer: int) -> float:
+    """One norm-relative multiplier's coefficient on ``vec``: the mean resid_post norm at ``layer`` over the validation
+    A/B prompts, over the vector's norm (the generation traits' rule)."""
+    items = ab_items(lm, [g["question"] for g in d["syc_val"]], lm.instruct)
+    return alpha_per_multiplier(vec, [layer], residual_norms(lm, items.prompts, [layer], site="resid_post"))
+
+
 def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
     """Per trait: the multiplier the coefficient search picks on validation prompts, the test score there, and a
     random direction of the same norm at the same multiplier; plus the A/B sycophancy rows."""
@@ -421,17 +468,46 @@ def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
         row["_unit_alpha"], row["_vector"], row["_base_test"] = s.unit_alpha, v, [g.text for g in base_test]
         out[trait] = row
     k = layers["sycophancy"]["layer"]
-    v = vecs[("sycophancy", "answer_letter")]["diff_of_means"][k]
+    out["sycophancy"] = steer_sycophancy(lm, d, vecs[("sycophancy", "answer_letter")]["diff_of_means"][k], k, cfg)
+    return out
+
+
+def steer_sycophancy(lm, d: dict, v, k: int, cfg: Config) -> dict:
+    """CAA's A/B rows at -1/0/+1 times the raw vector ``v`` at layer ``k`` (``sycophancy_x1``), then its coefficient
+    search (``add_sycophancy_search``)."""
+    row = sycophancy_x1(lm, d, v, k, cfg)
+    return row if "skipped" in row else add_sycophancy_search(lm, d, row, cfg)
+
+
+def sycophancy_x1(lm, d: dict, v, k: int, cfg: Config) -> dict:
+    """CAA's A/B rows on the test items at -1/0/+1 times the raw vector ``v`` at layer ``k``, beside a random vector
+    of its norm; ``skipped`` (the unsteered row only) below the letter-mass floor. ``_vector`` keeps ``v`` for the
+    cross-precision rows either way: another precision can still be steered with it."""
     base = _public(_ab(lm, "syc_test", d))
     if base["mass_median"] < MASS_FLOOR:
-        out["sycophancy"] = {"skipped": f"the scored answer tokens carry a median probability of {base['mass_median']:.3f} "
-                                        f"< {MASS_FLOOR} on {lm.name}", "0": base}
-        return out
+        return {"skipped": f"the scored answer tokens carry a median probability of {base['mass_median']:.3f} "
+                           f"< {MASS_FLOOR} on {lm.name}", "0": base, "layer": k, "_vector": v}
     rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=cfg.seed + k)
-    out["sycophancy"] = {"layer": k, "multiplier": "x1 the raw difference of means (CAA)", "0": base,
-                         **{f"{m:+.0f}": _public(_ab(lm, "syc_test", d, v, k, m)) for m in (-1.0, 1.0)},
-                         **{f"random_{m:+.0f}": _public(_ab(lm, "syc_test", d, rnd, k, m)) for m in (-1.0, 1.0)}}
-    return out
+    return {"layer": k, "multiplier": "x1 the raw difference of means (CAA)", "0": base,
+            **{f"{m:+.0f}": _public(_ab(lm, "syc_test", d, v, k, m)) for m in (-1.0, 1.0)},
+            **{f"random_{m:+.0f}": _public(_ab(lm, "syc_test", d, rnd, k, m)) for m in (-1.0, 1.0)}, "_vector": v}
+
+
+def add_sycophancy_search(lm, d: dict, row: dict, cfg: Config) -> dict:
+    """``row`` (``sycophancy_x1``) with the coefficient search on the validation items and the test items at its
+    multiplier, beside a random vector of the same norm at the same coefficient."""
+    v, k = row["_vector"], row["layer"]
+    s = search_sycophancy(lm, d, v, k, _syc_unit_alpha(lm, d, v, k))
+    row = {**row, "search": s}
+    if s["best"] is None:
+        row.update(best=None, why=f"no multiplier kept the validation answers' letter mass >= {MASS_FLOOR}")
+    else:
+        a = s["best"]["alpha"]
+        rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=cfg.seed + k)
+        row["best"] = {"multiplier": s["best"]["multiplier"], "alpha": a, "val_score": s["best"]["score"]}
+        row["test"] = _public(_ab(lm, "syc_test", d, v, k, a))
+        row["test_random"] = _public(_ab(lm, "syc_test", d, rnd, k, a))
+    return row
 
 
 def _evaluate(judge, gens, flags, judged: dict | None = None) -> dict:
@@ -447,15 +523,17 @@ def cross_steer(receiver, judge, d: dict, own: dict, foreign: dict, cfg: Config)
     norm of the receiver's own vector (so only the direction differs)."""
     out = {}
     for trait, row in own.items():
-        if trait == "sycophancy":
-            out[trait] = {"skipped": "A/B traits are compared per precision at x1 (sycophancy table), not crossed"}
+        if not row.get("best"):
+            out[trait] = {"skipped": row.get("skipped") or "no coherent multiplier on validation for the receiver"}
             continue
-        if not row.get("best") or "_vector" not in foreign.get(trait, {}):
-            out[trait] = {"skipped": "no coherent multiplier on validation for the receiver" if "_vector" in row
-                          else row.get("skipped", "no vector")}
+        if "_vector" not in foreign.get(trait, {}):  # the receiver could steer; the other precision has no vector
+            out[trait] = {"skipped": f"no vector from the other precision: {foreign.get(trait, {}).get('skipped', 'none')}"}
             continue
         v_own, v_for = row["_vector"], foreign[trait]["_vector"]
         v = v_for / np.linalg.norm(v_for) * np.linalg.norm(v_own)
+        if trait == "sycophancy":  # the A/B test items at the receiver's searched multiplier
+            out[trait] = _public(_ab(receiver, "syc_test", d, v, row["layer"], row["best"]["alpha"]))
+            continue
         test = _prompts(receiver, trait, d["steer"][trait][1])
         n_tok = _tokens(trait, cfg)
         base = row["_base_test"]  # the receiver's unsteered test generations (steer() made them; greedy, so equal)
@@ -504,13 +582,22 @@ def _spread(rows: dict, trait: str, min_coherent: float = 0.75, seed: int = 0) -
     """max - min over precisions of the trait's test score at the multiplier chosen on validation, with a 95%
     bootstrap interval over the (shared) test prompts. A precision with no coherent multiplier on validation counts
     with its unsteered score (its best coherent setting), except for persona, whose score is relative to the unsteered
-    text; a sycophancy row whose scored tokens carry too little mass does not count (its metric does not measure the
-    choice). Rows whose test generations fall below the coherence bar are listed."""
+    text; sycophancy counts at its searched multiplier (with its unsteered score where none kept the letters;
+    at CAA's x1 in files from before the search), and a sycophancy row whose scored tokens carry too little mass does
+    not count (its metric does not measure the choice). Rows whose test generations fall below the coherence bar (for
+    sycophancy: whose steered test letters fall below the mass floor) are listed."""
     scores, unsteered, incoherent, items = {}, [], [], {}
     for p, r in rows.items():
         s = r["steering"].get(trait) or {}
         if trait == "sycophancy":
-            if "+1" in s:
+            if s.get("test"):  # at the multiplier searched on validation
+                scores[p], items[p] = s["test"]["score"], s["test"].get("per_item")
+                if s["test"]["mass_median"] < MASS_FLOOR:  # the letters lost their mass on the test items
+                    incoherent.append(p)
+            elif "search" in s and "0" in s:  # searched, and no multiplier kept the letters: its unsteered score
+                scores[p], items[p] = s["0"]["score"], s["0"].get("per_item")
+                unsteered.append(p)
+            elif "+1" in s:  # a file from before the search (2026-12-05): CAA's x1
                 scores[p] = s["+1"]["score"]
                 items[p] = s["+1"].get("per_item")
         elif s.get("test"):
@@ -597,6 +684,19 @@ def hypotheses(rows: dict, ref_name: str) -> dict:
     return out
 
 
+class Laps:
+    """Wall seconds per named stage (``lap(name)`` closes the stage that began at the previous lap): where a run's
+    time goes, recorded beside each row's ``wall_s``."""
+
+    def __init__(self):
+        self.t, self.seconds = time.time(), {}
+
+    def __call__(self, name: str) -> None:
+        now = time.time()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.t
+        self.t = now
+
+
 def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: str) -> str:
     t0 = time.time()
     d = data(cfg, quick)
@@ -606,26 +706,39 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
     ref = mi.load(f"{alias}@{REFERENCE}")
     print(f"{NAME}: {alias}, reference {ref.name}, variants {', '.join(precisions)}", file=sys.stderr)
     progress(1, 4, f"{ref.name}: texts and vectors")
+    lap = Laps()
     ref_texts = native_texts(ref, d, cfg)
+    lap("native_texts")
     ref_kept = vetted(ref_texts, cfg)
     ref_vecs = {**text_vectors(ref, d, ref_texts, ref_kept, cfg), **fixed_vectors(ref, d, cfg)}
+    lap("vectors")
     progress(2, 4, f"{ref.name}: steering layers (validation)")
     layers = choose_layers(ref, d, ref_vecs, cfg)
+    lap("steering_layers")
+    reference_stage_s = lap.seconds
     L = {t: v["layer"] for t, v in layers.items()}
     rows, steered = {}, {}
     for i, prec in enumerate([REFERENCE] + list(precisions)):
         t1 = time.time()
+        lap = Laps()
         lm = ref if prec == REFERENCE else mi.load(f"{alias}@{prec}")
+        lap("load")
         progress(3, 4, f"{lm.name}: capability, vectors, steering ({i + 1}/{len(precisions) + 1})")
         if prec == REFERENCE:
             texts, kept, vecs = ref_texts, ref_kept, ref_vecs
         else:
             texts = native_texts(lm, d, cfg)
+            lap("native_texts")
             kept = vetted(texts, cfg)
             vecs = {**text_vectors(lm, d, texts, kept, cfg), **fixed_vectors(lm, d, cfg)}
-        row = {"model": lm.describe(), "fidelity": agreement(ref, lm, d["fidelity"]), "capability": capability(lm, d),
-               "vetting": kept.get("report"), "skipped": {t: v["skipped"] for t, v in vecs.items() if isinstance(t, str)},
-               "cosine": {"native": cosines(ref_vecs, vecs, ref, lm, L)}}
+            lap("vectors")
+        row = {"model": lm.describe(), "fidelity": agreement(ref, lm, d["fidelity"])}
+        lap("fidelity")
+        row["capability"] = capability(lm, d)
+        lap("capability")
+        row.update(vetting=kept.get("report"), skipped={t: v["skipped"] for t, v in vecs.items() if isinstance(t, str)},
+                   cosine={"native": cosines(ref_vecs, vecs, ref, lm, L)})
+        lap("native_cosines")
         if prec != REFERENCE and texts:
             controlled = text_vectors(lm, d, ref_texts, ref_kept, cfg)  # this precision reading the reference's text
             ref_reads = text_vectors(ref, d, texts, kept, cfg)  # the reference reading this precision's text
@@ -633,11 +746,14 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
             row["cosine"]["reference_on_variant_text"] = cosines(ref_vecs, ref_reads, ref, ref, L)
             row["cosine"]["variant_text_model_effect"] = cosines(ref_reads, vecs, ref, lm, L)
             row["cosine"]["variant_model_text_effect"] = cosines(controlled, vecs, lm, lm, L)
+        lap("controlled_text")
         steered[prec] = steer(lm, ref, d, vecs, layers, cfg)
         row["steering"] = steered[prec]
+        lap("steering")
         if prec != REFERENCE:
             row["cross_steering"] = {"reference_vector_on_variant": cross_steer(lm, ref, d, steered[prec], steered[REFERENCE], cfg),
                                      "variant_vector_on_reference": cross_steer(ref, ref, d, steered[REFERENCE], steered[prec], cfg)}
+            lap("cross_steering")
             if kept and ref_kept:
                 row["vetting"]["harmful_refused_minus_reference"] = paired_diff(
                     np.array(kept["flags"]["harmful_refused"], dtype=float),
@@ -647,6 +763,7 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
                 b = np.array(rows[REFERENCE]["capability"][name]["_correct"], dtype=float)
                 row["capability"][name]["minus_reference"] = paired_diff(a, b, seed=cfg.seed)
         row["wall_s"] = time.time() - t1
+        row["stage_s"] = lap.seconds
         rows[prec] = row
         if lm is not ref:
             del lm
@@ -655,7 +772,8 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
     progress(4, 4, "hypotheses")
     payload = {"reference": ref.name, "precisions": [REFERENCE] + list(precisions), "config": asdict(cfg),
                "layers": layers, "rows": rows, "hypotheses": hypotheses(rows, REFERENCE),
-               "positions": STEER_WITH, "methods": METHODS}
+               "positions": STEER_WITH, "methods": METHODS, "sycophancy_search": SYC_SEARCH,
+               "reference_stage_s": reference_stage_s}
     payload = _public(payload)
     path = mi.save_result(NAME, payload, lm=ref, wall_s=time.time() - t0, out_dir=out_dir,
                           config={"quick": quick, "precisions": list(precisions)})

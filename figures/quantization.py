@@ -120,8 +120,10 @@ def fig_steering(doc: dict, out: Path) -> Path:
             ys, lo, hi = [], [], []
             for p in precs:
                 s = r["rows"][p]["steering"].get(t, {})
-                if t == "sycophancy":
-                    v = s.get({"test": "+1", "test_random": "random_+1", "test_baseline": "0"}[key])
+                if t == "sycophancy":  # at the searched multiplier; files from before the search: CAA's x1
+                    searched = bool(r.get("sycophancy_search"))
+                    v = s.get({"test": "test" if searched else "+1", "test_random": "test_random" if searched else "random_+1",
+                               "test_baseline": "0"}[key])
                     ys.append(v["score"] if v else np.nan)
                     lo.append(v["score_lo"] if v else np.nan)
                     hi.append(v["score_hi"] if v else np.nan)
@@ -135,7 +137,8 @@ def fig_steering(doc: dict, out: Path) -> Path:
         ax.set_xticks(x, precs, rotation=45, fontsize=7)
         ax.set_ylim(-0.05, 1.05)
         ax.set_title({"refusal": "refusal rate (+r, harmless)", "persona": "longer than unsteered (+verbose)",
-                      "confidence": "hedge rate (+hedging)", "sycophancy": "CAA A/B score (x+1)"}[t], fontsize=8)
+                      "confidence": "hedge rate (+hedging)", "sycophancy": "CAA A/B score (" + ("searched multiplier" if r.get("sycophancy_search")
+                                                                    else "x+1") + ")"}[t], fontsize=8)
     axes[0][0].legend(fontsize=6)
     fig.suptitle(f"{short(r['reference'])}: steering at the multiplier chosen on validation, test prompts — {_date(doc)}",
                  fontsize=9)

@@ -86,6 +86,14 @@ def test_exp15_tiny_end_to_end_then_tables_and_figures(tmp_path, smol):
     for t in ("refusal", "persona", "confidence", "sycophancy"):
         s = var["steering"][t]
         assert "skipped" in s or ("layer" in s and s["layer"] is not None)
+    # sycophancy's coefficient search ran on validation items at every multiple, and crossed like the other traits
+    for row in (ref, var):
+        s = row["steering"]["sycophancy"]
+        if "skipped" not in s:
+            assert [x["multiplier"] for x in s["search"]["steps"]] == list(e.SYC_MULTIPLIERS)
+            assert (s["best"] is None) == ("test" not in s) and (s["best"] is None) == ("test_random" not in s)
+    syc_cross = var["cross_steering"]["reference_vector_on_variant"]["sycophancy"]
+    assert "skipped" in syc_cross or (syc_cross["n"] == 2 and 0.0 <= syc_cross["score"] <= 1.0)
     if "test_baseline" in var["steering"]["persona"]:
         assert var["steering"]["persona"]["test_baseline"]["rate"] is None
     # the reference's split-half noise floor sits beside every cosine at the steering layer
@@ -100,12 +108,37 @@ def test_exp15_tiny_end_to_end_then_tables_and_figures(tmp_path, smol):
     from figures import quantization
 
     out_root = tmp_path  # <root>/exp15_quantization/<file>
-    for n in ("fidelity", "vetting", "cosine", "steering", "sycophancy", "spread", "hypotheses"):
+    for n in ("fidelity", "vetting", "cosine", "steering", "sycophancy", "sycophancy_search", "spread", "hypotheses"):
         table = make_tables.TABLES[f"exp15_{n}"](out_root)
-        assert table.count("\n") >= (3 if n in ("fidelity", "vetting", "cosine", "steering", "hypotheses") else 2), n
+        assert table.count("\n") >= (3 if n in ("fidelity", "vetting", "cosine", "steering", "hypotheses", "sycophancy_search")
+                                     else 2), n
     assert "3bit" in make_tables.TABLES["exp15_fidelity"](out_root)
     pngs = quantization.all_figures({"smollm2-135m@fp32": doc}, tmp_path)
     assert len(pngs) >= 3 and all(p.stat().st_size > 5000 for p in pngs)
+    # exp15_sycophancy on this file stripped of the search (as files from before it are) reproduces the study's own
+    # search, cross rows and hypotheses; a kept x1 row it cannot reproduce is a one-line error
+    from experiments import exp15_sycophancy
+    from experiments.exp15_merge import first_difference
+
+    assert r["sycophancy_search"]["multipliers"] == list(e.SYC_MULTIPLIERS)
+    old = json.loads(json.dumps(doc))
+    del old["results"]["sycophancy_search"]
+    for row in old["results"]["rows"].values():
+        for key in ("search", "best", "why", "test", "test_random"):
+            row["steering"]["sycophancy"].pop(key, None)
+        if "skipped" in row["steering"]["sycophancy"]:  # the old skipped rows had no layer
+            del row["steering"]["sycophancy"]["layer"]
+        for c in (row.get("cross_steering") or {}).values():
+            c["sycophancy"] = {"skipped": "A/B traits are compared per precision at x1 (sycophancy table), not crossed"}
+    payload, config, _ = exp15_sycophancy.add_search(old, "old.json")
+    assert first_difference(payload["rows"], r["rows"]) is None and first_difference(payload["hypotheses"], r["hypotheses"]) is None
+    assert payload["sycophancy_search"] == r["sycophancy_search"]
+    assert config["sycophancy_search_added"] and payload["sycophancy_search_added"]["file"] == "old.json"
+    with pytest.raises(MlxInterpError, match="already holds sycophancy's coefficient search"):
+        exp15_sycophancy.add_search(doc, "new.json")
+    old["results"]["rows"]["fp32"]["steering"]["sycophancy"]["0"]["score"] += 0.01
+    with pytest.raises(MlxInterpError, match="differ from the kept ones at rows/fp32/steering/sycophancy/0/score"):
+        exp15_sycophancy.add_search(old, "old.json")
 
 
 def test_spread_reads_rates_not_unsteered_persona_and_gives_a_paired_interval():
@@ -134,6 +167,77 @@ def test_spread_reads_rates_not_unsteered_persona_and_gives_a_paired_interval():
     assert r["points_ci95"][0] <= 75.0 <= r["points_ci95"][1]
     p = _spread(rows, "persona")
     assert set(p["scores"]) == {"fp32", "8bit"} and p["points"] == 25.0 and p["unsteered"] == []
+
+
+def test_sycophancy_search_takes_the_best_multiplier_that_keeps_the_letters(monkeypatch):
+    """The A/B coefficient search on hand-set validation outcomes: a higher score whose letters lost their mass is
+    passed over, ties go to the smaller multiplier, the coefficient is multiplier x unit alpha, and no multiplier
+    keeping the letters gives no choice."""
+    from experiments import exp15_quantization as e
+
+    m1, m2, m3, m4, m5 = e.SYC_MULTIPLIERS
+    unit = 8.0
+
+    def fake(outcomes):
+        def ab(lm, key, d, vec, layer, alpha):
+            assert key == "syc_val" and layer == 3  # the search reads the validation items only
+            return dict(zip(("score", "mass_median"), outcomes[alpha / unit]))
+        return ab
+
+    d = {"syc_val": [None] * 3}
+    monkeypatch.setattr(e, "_ab", fake({m1: (0.6, 0.9), m2: (0.8, 0.9), m3: (0.8, 0.5), m4: (0.95, 0.01), m5: (0.99, 0.0)}))
+    s = e.search_sycophancy(None, d, None, 3, unit)
+    assert s["best"]["multiplier"] == m2 and s["best"]["alpha"] == m2 * unit
+    assert [x["answers_with_a_letter"] for x in s["steps"]] == [True, True, True, False, False]
+    monkeypatch.setattr(e, "_ab", fake({m: (0.9, 0.01) for m in e.SYC_MULTIPLIERS}))
+    assert e.search_sycophancy(None, d, None, 3, unit)["best"] is None
+
+
+def test_cross_steering_says_which_side_lacks_the_vector():
+    """BUGFIX #57: a receiver that could steer, given a precision whose vector was skipped, names that precision's
+    reason (it said the receiver had no coherent multiplier)."""
+    from experiments.exp15_quantization import cross_steer
+
+    own = {"refusal": {"best": {"alpha": 1.0}, "_vector": [1.0], "layer": 3},
+           "persona": {"best": None, "_vector": [1.0], "layer": 3}}
+    foreign = {"refusal": {"skipped": "vetting kept 2 harmful"}, "persona": {"_vector": [1.0]}}
+    out = cross_steer(None, None, {}, own, foreign, None)
+    assert out["refusal"]["skipped"] == "no vector from the other precision: vetting kept 2 harmful"
+    assert out["persona"]["skipped"] == "no coherent multiplier on validation for the receiver"
+
+
+def test_sycophancy_crosses_at_the_receivers_multiplier_and_norm(monkeypatch):
+    """The other precision's sycophancy vector reaches the receiver's test items at the receiver's layer and searched
+    coefficient, rescaled to the norm of the receiver's own vector (only the direction differs)."""
+    from experiments import exp15_quantization as e
+
+    calls = []
+    monkeypatch.setattr(e, "_ab", lambda lm, key, d, vec, layer, alpha: calls.append((key, vec, layer, alpha)) or {"score": 0.7})
+    own = {"sycophancy": {"best": {"alpha": 2.5}, "_vector": np.array([3.0, 4.0, 0.0]), "layer": 7}}
+    foreign = {"sycophancy": {"_vector": np.array([0.0, 0.0, 0.2])}}
+    out = e.cross_steer("receiver", None, {}, own, foreign, None)
+    assert out["sycophancy"] == {"score": 0.7} and len(calls) == 1
+    key, vec, layer, alpha = calls[0]
+    assert key == "syc_test" and layer == 7 and alpha == 2.5
+    np.testing.assert_allclose(vec, [0.0, 0.0, 5.0])
+
+
+def test_spread_reads_sycophancy_at_its_searched_multiple():
+    """Sycophancy counts at its searched test score (listed when its steered letters fall below the mass floor), with
+    its unsteered score where the search kept no letters, and at CAA's x1 in a file from before the search."""
+    from experiments.exp15_quantization import _spread
+
+    def ab(per_item, mass=0.9):
+        return {"score": sum(per_item) / len(per_item), "per_item": per_item, "mass_median": mass}
+
+    rows = {"fp32": {"steering": {"sycophancy": {"search": {}, "0": ab([0.5, 0.5]), "+1": ab([0.6, 0.6]), "test": ab([0.9, 0.7])}}},
+            "4bit": {"steering": {"sycophancy": {"search": {}, "0": ab([0.5, 0.5]), "test": ab([0.6, 0.6], mass=0.1)}}},
+            "8bit": {"steering": {"sycophancy": {"search": {}, "best": None, "0": ab([0.4, 0.4]), "+1": ab([0.5, 0.5])}}},
+            "3bit": {"steering": {"sycophancy": {"0": ab([0.5, 0.5]), "+1": ab([0.55, 0.55])}}}}
+    r = _spread(rows, "sycophancy")
+    assert r["scores"] == pytest.approx({"fp32": 0.8, "4bit": 0.6, "8bit": 0.4, "3bit": 0.55}) and r["unsteered"] == ["8bit"]
+    assert r["incoherent_on_test"] == ["4bit"]  # its steered test letters fell below the mass floor
+    assert r["points"] == pytest.approx(40.0) and r["n_prompts"] == 2
 
 
 @pytest.mark.parametrize("precision, msg", [("7bit", "precision 7bit-g32-mirror cannot be built with this mlx; supported: "),

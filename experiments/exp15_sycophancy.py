@@ -1,0 +1,128 @@
+"""Add sycophancy's coefficient search to a kept exp15 result that predates it, without rerunning the grid.
+
+    python -m experiments.exp15_sycophancy results/exp15_quantization/<file>.json [--out results]
+
+Why: exp15 searched the generation traits' multipliers but read CAA sycophancy only at x1 the raw vector until
+2026-12-05, and its full grids took 2-4 hours per model on two cores. Sycophancy reads fixed text (CAA's A/B items),
+so its part is cheap to redo: per precision, the vectors from the train items, the A/B rows at the kept layer, the
+search on the validation items (``exp15_quantization.steer_sycophancy``) and both cross-precision rows, minutes per
+model.
+
+It is only valid when it reproduces what the kept file measured on both splits the search touches: the reference's
+sycophancy layer choice on the validation items, and every precision's x1 rows on the test items (-1, 0, +1 and their
+random controls), each equal to the kept one within a relative 1e-9 (as ``exp15_merge`` compares parts), or it stops
+with a one-line error naming the first difference (another model build or code). The new file holds the kept result
+with each precision's sycophancy row replaced by the searched one, the sycophancy cross rows added, the hypotheses
+recomputed (``exp15_quantization.hypotheses``), ``sycophancy_search`` (the search's settings, as a run of the study
+records them) and ``sycophancy_search_added``: the kept file, its commit, and this step's wall time. Its ``wall_s`` is
+the kept run's plus this step's. The kept file is never changed; the new one is the model's newest result, so the
+notes' tables read it (run it on the newest file of a model, or the tables move to an older run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/blas.py)
+import mlx.core as mx
+
+from experiments.exp15_merge import _Described, first_difference
+from experiments.exp15_quantization import (NAME, REFERENCE, SYC_SEARCH, Config, _public, add_sycophancy_search,
+                                            choose_sycophancy_layer, cross_steer, data, hypotheses, sycophancy_activations,
+                                            sycophancy_x1)
+from mlx_interp.errors import MlxInterpError
+from mlx_interp.readouts.directions import diff_of_means_vec
+from mlx_interp.runs.results import code_version
+
+KEPT = ("0", "-1", "+1", "random_-1", "random_+1")  # the x1 rows on the test items the recomputation must reproduce
+
+
+def _same(got, kept, where: str, file_name: str) -> None:
+    if (at := first_difference(got, kept, where)):
+        raise MlxInterpError(f"{file_name}: the recomputed sycophancy rows differ from the kept ones at {at} (another "
+                             "model build or code?); rerun the study instead")
+
+
+def add_search(doc: dict, file_name: str) -> tuple[dict, dict, float]:
+    """A kept exp15 document -> (results payload with the sycophancy search, provenance config, this step's wall s).
+
+    Before searching, it reproduces what the kept file measured on each split the search touches: the reference's
+    layer choice on the validation items (``layers.sycophancy``) and every precision's x1 rows on the test items."""
+    t0 = time.time()
+    if doc.get("experiment") != NAME:
+        raise MlxInterpError(f"{file_name} is not an {NAME} result (experiment {doc.get('experiment')!r})")
+    r = doc["results"]
+    if r.get("sycophancy_search"):
+        raise MlxInterpError(f"{file_name} already holds sycophancy's coefficient search; nothing to add")
+    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in r["config"].items()})
+    d = data(cfg, bool(doc["provenance"]["config"].get("quick")))
+    kept_layers = r["layers"]["sycophancy"]
+    k, cands = kept_layers["layer"], [c["layer"] for c in kept_layers["candidates"]]
+    alias = r["reference"].split("@")[0]
+    ref = mi.load(f"{alias}@{REFERENCE}")
+    rows = json.loads(json.dumps(r["rows"]))  # a copy to edit
+    searched = {}
+    for p in r["precisions"]:
+        lm = ref if p == REFERENCE else mi.load(f"{alias}@{p}")
+        print(f"{NAME} sycophancy search: {lm.name}", file=sys.stderr)
+        pos, neg, letters = sycophancy_activations(lm, d)
+        if p == REFERENCE:  # the validation items and the reference's vectors: its layer choice must come back
+            vecs = {("sycophancy", "answer_letter"): {"diff_of_means": {c: diff_of_means_vec(pos[c], neg[c], letters)
+                                                                        for c in cands}}}
+            _same(_public(choose_sycophancy_layer(ref, d, vecs, cands)), kept_layers, "layers/sycophancy", file_name)
+        row = sycophancy_x1(lm, d, diff_of_means_vec(pos[k], neg[k], letters), k, cfg)
+        kept = r["rows"][p]["steering"]["sycophancy"]
+        for key in KEPT if "skipped" not in kept else ("0",):
+            _same(_public(row.get(key)), kept.get(key), f"rows/{p}/steering/sycophancy/{key}", file_name)
+        if "skipped" not in row:
+            row = add_sycophancy_search(lm, d, row, cfg)
+        searched[p] = row
+        rows[p]["steering"]["sycophancy"] = _public(row)
+        if p != REFERENCE:
+            cross = rows[p].setdefault("cross_steering", {})  # the study's rule, for the one A/B trait
+            for key, receiver, own, foreign in (("reference_vector_on_variant", lm, row, searched[REFERENCE]),
+                                                ("variant_vector_on_reference", ref, searched[REFERENCE], row)):
+                got = cross_steer(receiver, None, d, {"sycophancy": own}, {"sycophancy": foreign}, cfg)["sycophancy"]
+                cross.setdefault(key, {})["sycophancy"] = _public(got)
+            del lm
+            gc.collect()
+            mx.clear_cache()  # give this variant's weights back before the next
+    wall = time.time() - t0
+    payload = {**{key: v for key, v in r.items() if key != "rows"}, "rows": rows, "hypotheses": hypotheses(rows, REFERENCE),
+               "sycophancy_search": SYC_SEARCH,
+               "sycophancy_search_added": {"file": file_name, "git_commit": doc["provenance"].get("git_commit"),
+                                           "wall_s": wall}}
+    config = {**doc["provenance"]["config"], "sycophancy_search_added": True}
+    return _public(payload), config, wall
+
+
+def main(argv=None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    ap.add_argument("file", help="a kept exp15 result file from before the sycophancy search")
+    ap.add_argument("--out", default="results", help="results folder (the new file goes in <out>/exp15_quantization)")
+    a = ap.parse_args(argv)
+    code_version()
+    try:
+        f = Path(a.file)
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            raise MlxInterpError(f"cannot read exp15 result {f}: {e}") from None
+        payload, config, wall = add_search(doc, f.name)
+        before = doc["provenance"].get("wall_s")
+        path = mi.save_result(NAME, payload, lm=_Described(doc["provenance"]["model"]), config=config,
+                              wall_s=None if before is None else before + wall, out_dir=a.out)
+    except MlxInterpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(f"  -> {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

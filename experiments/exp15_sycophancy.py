@@ -4,9 +4,10 @@
 
 Why: exp15 searched the generation traits' multipliers but read CAA sycophancy only at x1 the raw vector until
 2026-12-05, and its full grids took 2-4 hours per model on two cores. Sycophancy reads fixed text (CAA's A/B items),
-so its part is cheap to redo: per precision, the vectors from the train items, the A/B rows at the kept layer, the
-search on the validation items (``exp15_quantization.steer_sycophancy``) and both cross-precision rows, minutes per
-model.
+so its part can be redone alone: per precision, the vectors from the train items, the A/B rows at the kept layer, the
+search on the validation items (``exp15_quantization.steer_sycophancy``) and both cross-precision rows. It is still
+about 20 full passes over 50 long CAA prompts per precision (on Gemma-3-270M fp32, more than 9 minutes on two cores),
+so a full grid's addition takes hours: it runs in a journal, and ``--resume`` continues an interrupted one.
 
 It is only valid when it reproduces what the kept file measured on both splits the search touches: the reference's
 sycophancy layer choice on the validation items, and every precision's x1 rows on the test items (-1, 0, +1 and their
@@ -31,13 +32,13 @@ from pathlib import Path
 import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/blas.py)
 import mlx.core as mx
 
+from experiments.common import journaled
 from experiments.exp15_merge import _Described, first_difference
 from experiments.exp15_quantization import (NAME, REFERENCE, SYC_SEARCH, Config, _public, add_sycophancy_search,
                                             choose_sycophancy_layer, cross_steer, data, hypotheses, sycophancy_activations,
                                             sycophancy_x1)
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.readouts.directions import diff_of_means_vec
-from mlx_interp.runs.results import code_version
 
 KEPT = ("0", "-1", "+1", "random_-1", "random_+1")  # the x1 rows on the test items the recomputation must reproduce
 
@@ -101,25 +102,26 @@ def add_search(doc: dict, file_name: str) -> tuple[dict, dict, float]:
     return _public(payload), config, wall
 
 
+def _run(file: str, out: str) -> Path:
+    f = Path(file)
+    try:
+        doc = json.loads(f.read_text())
+    except (OSError, ValueError) as e:
+        raise MlxInterpError(f"cannot read exp15 result {f}: {e}") from None
+    payload, config, wall = add_search(doc, f.name)
+    before = doc["provenance"].get("wall_s")
+    return mi.save_result(NAME, payload, lm=_Described(doc["provenance"]["model"]), config=config,
+                          wall_s=None if before is None else before + wall, out_dir=out)
+
+
 def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("file", help="a kept exp15 result file from before the sycophancy search")
     ap.add_argument("--out", default="results", help="results folder (the new file goes in <out>/exp15_quantization)")
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command (its "
+                                                          "journal replays the passes already made)")
     a = ap.parse_args(argv)
-    code_version()
-    try:
-        f = Path(a.file)
-        try:
-            doc = json.loads(f.read_text())
-        except (OSError, ValueError) as e:
-            raise MlxInterpError(f"cannot read exp15 result {f}: {e}") from None
-        payload, config, wall = add_search(doc, f.name)
-        before = doc["provenance"].get("wall_s")
-        path = mi.save_result(NAME, payload, lm=_Described(doc["provenance"]["model"]), config=config,
-                              wall_s=None if before is None else before + wall, out_dir=a.out)
-    except MlxInterpError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    path = journaled("exp15_sycophancy", a, argv, lambda: _run(a.file, a.out))
     print(f"  -> {path}")
     return path
 

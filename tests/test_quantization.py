@@ -253,3 +253,16 @@ def test_exp15_refuses_a_precision_it_cannot_build_in_one_line_before_loading(pr
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("error: ") and msg in err, err
     assert not list(tmp_path.rglob("*.json"))
+
+
+def test_exp15_sycophancy_refuses_what_it_cannot_extend_in_one_line(tmp_path, capsys):
+    """Another experiment's file, or one that cannot be read: exit 2 with the file named, before any model loads."""
+    from experiments import exp15_sycophancy
+
+    f = tmp_path / "x.json"
+    f.write_text(json.dumps({"experiment": "exp9_back_patching", "results": {}}))
+    for path, msg in ((f, "x.json is not an exp15_quantization result"), (tmp_path / "none.json", "cannot read exp15 result")):
+        with pytest.raises(SystemExit) as e:
+            exp15_sycophancy.main([str(path), "--out", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and msg in err and err.count("\n") == 1, err

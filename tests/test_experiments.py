@@ -127,6 +127,21 @@ def test_exp7_held_out_conditions_equal_one_call_and_one_judging_per_condition(s
     assert got["harmless_plus_r"]["examples"] != got["harmless_baseline"]["examples"]
 
 
+_E12: dict = {}
+
+
+def _exp12(smol) -> tuple[dict, dict]:
+    """exp12 on 8 generation + 4 test items at 3 layers (6 sweep conditions, not 4: BUGFIX #45), run once per session
+    for the tests that read it."""
+    from experiments import exp12_multimodel_directions as e12
+
+    if "r12" not in _E12:
+        data = e12.load_data(None)
+        data["generate"], data["test"] = data["generate"][:8], data["test"][:4]
+        _E12["data"], _E12["r12"] = data, e12.run(smol, data, True, layers=[8, 14, 20])
+    return _E12["data"], _E12["r12"]
+
+
 def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol, monkeypatch):
     """exp7 / exp10 / exp12 on the default model through the scripts' own entry point, on a few prompts each (the
     quick rules with smaller sets: the suite's budget), then their figures. SmolLM2 barely refuses, so exp7 and
@@ -159,9 +174,7 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol, monkeypa
     r10 = json.loads(p10.read_text())["results"]
     assert r10["applies"] is False and set(r10["langs"]) == {"en", "es", "fr", "de", "zh"} and r10["n_harmful"] == 2
     assert "exp7" in r10["direction"]["why_not"]
-    data = e12.load_data(None)
-    data["generate"], data["test"] = data["generate"][:8], data["test"][:4]
-    r12 = e12.run(smol, data, True, layers=[8, 14, 20])  # 3 layers: 6 sweep conditions, not 4 (BUGFIX #45)
+    data, r12 = _exp12(smol)
     sy, co = r12["sycophancy"], r12["confidence"]
     assert (sy["n_train"], sy["n_val"], sy["n_test"]) == (4, 4, 4) and sy["scored_tokens"] == [["A", "B"]]
     assert [r["layer"] for r in sy["layers"]] == [8, 14, 20]
@@ -223,12 +236,7 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol, monkeypa
     for trait in ("sycophancy", "confidence"):
         assert again[trait]["readout_test"] == r12[trait]["readout_test"] and again[trait]["test_at_best"] == r12[trait]["test_at_best"]
         assert again[trait]["layers"] == r12[trait]["layers"]
-    assert again["sycophancy"]["norm_relative"] == nr  # carried
-    swept = e12.run(smol, data, True, layers=[8, 14, 20], norm_sweep=True)  # recomputed on the carried steering
-    assert swept["sycophancy"]["norm_relative"] == nr and swept["steering_from"]["file"] == saved.name
-    assert swept["sycophancy"]["norm_relative_answer"] == na
-    answered = e12.run(smol, data, True, layers=[8, 14, 20], answer_sweep=True)  # the all-positions sweep carried
-    assert answered["sycophancy"]["norm_relative"] == nr and answered["sycophancy"]["norm_relative_answer"] == na
+    assert again["sycophancy"]["norm_relative"] == nr  # carried (the sweeps recomputed: the extended test below)
     doc = json.loads(saved.read_text())
     doc["results"]["confidence"]["layers"][1]["norm"] *= 1.01  # a carried file whose activations were not these
     tampered = out / "tampered.json"
@@ -243,6 +251,24 @@ def test_directions_study_scripts_end_to_end_on_smollm2(tmp_path, smol, monkeypa
     names = {p.name for p in make_all.main(["--results", str(out), "--out", str(tmp_path / "figs")])}
     assert {"directions_best_layers.png", "directions_norms.png", "exp7_refusal_effect.png",
             "exp10_crosslingual_smollm2-135m@4bit-g32-mirror.png"} <= names
+
+
+@pytest.mark.extended
+def test_exp12_sweeps_recomputed_on_carried_steering_equal_the_run(tmp_path, smol, monkeypatch):
+    """``--norm-sweep`` recomputes both norm-relative sweeps on the steering carried from the newest file and
+    ``--answer-sweep`` only the answer-position one: on the same activations both give the run's own rows (extended:
+    two more sweeps over the same items; the default tier checks the carry itself)."""
+    from experiments import common, exp12_multimodel_directions as e12
+
+    data, r12 = _exp12(smol)
+    saved = mi.save_result("exp12_multimodel_directions", r12, lm=smol, out_dir=tmp_path, config={"quick": True})
+    monkeypatch.setattr(common, "ARGS", common.parse("exp12", ["--out", str(tmp_path)]))
+    nr, na = r12["sycophancy"]["norm_relative"], r12["sycophancy"]["norm_relative_answer"]
+    swept = e12.run(smol, data, True, layers=[8, 14, 20], norm_sweep=True)
+    assert swept["steering_from"]["file"] == saved.name
+    assert swept["sycophancy"]["norm_relative"] == nr and swept["sycophancy"]["norm_relative_answer"] == na
+    answered = e12.run(smol, data, True, layers=[8, 14, 20], answer_sweep=True)  # the all-positions sweep carried
+    assert answered["sycophancy"]["norm_relative"] == nr and answered["sycophancy"]["norm_relative_answer"] == na
 
 
 def test_exp10_uses_exp7s_validation_choice_from_a_named_file(tmp_path, smol):

@@ -697,12 +697,18 @@ class Laps:
         self.t = now
 
 
+def prepare_variants(alias: str, precisions) -> None:
+    """Convert the reference and every variant before any model is held: a conversion beside a held model ran out of
+    memory (BUGFIX.md #52 in the study, #58 in ``exp15_sycophancy``)."""
+    if alias in REGISTRY and REGISTRY[alias].offline:
+        for prec in dict.fromkeys([REFERENCE, *precisions]):
+            mi.prepare(alias, prec)
+
+
 def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: str) -> str:
     t0 = time.time()
     d = data(cfg, quick)
-    if alias in REGISTRY and REGISTRY[alias].offline:  # convert before any model is held (BUGFIX.md #52)
-        for prec in [REFERENCE] + list(precisions):
-            mi.prepare(alias, prec)
+    prepare_variants(alias, precisions)
     ref = mi.load(f"{alias}@{REFERENCE}")
     print(f"{NAME}: {alias}, reference {ref.name}, variants {', '.join(precisions)}", file=sys.stderr)
     progress(1, 4, f"{ref.name}: texts and vectors")

@@ -35,8 +35,8 @@ import mlx.core as mx
 from experiments.common import journaled
 from experiments.exp15_merge import _Described, first_difference
 from experiments.exp15_quantization import (NAME, REFERENCE, SYC_SEARCH, Config, _public, add_sycophancy_search,
-                                            choose_sycophancy_layer, cross_steer, data, hypotheses, sycophancy_activations,
-                                            sycophancy_x1)
+                                            choose_sycophancy_layer, cross_steer, data, hypotheses, prepare_variants,
+                                            sycophancy_activations, sycophancy_x1)
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.readouts.directions import diff_of_means_vec
 
@@ -65,6 +65,7 @@ def add_search(doc: dict, file_name: str) -> tuple[dict, dict, float]:
     kept_layers = r["layers"]["sycophancy"]
     k, cands = kept_layers["layer"], [c["layer"] for c in kept_layers["candidates"]]
     alias = r["reference"].split("@")[0]
+    prepare_variants(alias, r["precisions"])
     ref = mi.load(f"{alias}@{REFERENCE}")
     rows = json.loads(json.dumps(r["rows"]))  # a copy to edit
     searched = {}

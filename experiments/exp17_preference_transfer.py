@@ -21,7 +21,9 @@ The first --model is the source (an instruct model); every other instruct model 
 4. **Transfer** to each target at the layer of the same relative depth, with the source's c (norm-relative, so no
    target data tunes it): directly where widths match, through ridge and Procrustes maps, and through a linear
    adapter trained in MLX, all fitted on paired activations of the two models on the train passages' text (scored
-   on the val passages'). Each carried vector and a carried random vector of the same norm, on the test passages.
+   on the val passages'). Each carried vector and a carried random vector of the same norm, on the test passages;
+   beside them how far each carrier turned the vector (``carried_geometry``: cosine with the source's where the
+   widths match, norm ratio).
 5. **The study's hypotheses**: source score > 0.7; direct transfer succeeds 10-30% of the time; adapter > direct
    + 20 points. Each reported as met / not met / not applicable, with its interval.
 
@@ -208,6 +210,16 @@ def _carriers(src, src_states: TextStates, tgt, layer: int, tl: int, cfg: Config
     return maps.carriers(src, tgt, fitted), scores
 
 
+def geometry(v: np.ndarray, carried: np.ndarray) -> dict:
+    """A carried vector against the one it came from: |carried| / |v|, and their cosine where the widths match (one
+    space). A map can fit the residual stream well (R^2) and still turn a direction that carries little of its
+    variance; this says how far each carrier turned the vector it steers with."""
+    v, carried = np.asarray(v, dtype=np.float64), np.asarray(carried, dtype=np.float64)
+    n, nc = float(np.linalg.norm(v)), float(np.linalg.norm(carried))
+    cos = float(v @ carried / (n * nc)) if carried.shape == v.shape else None
+    return {"cosine_with_source": cos, "norm_ratio": nc / n}
+
+
 def hypotheses(source: dict, targets: dict) -> dict:
     s = source["test"]["steered"]
     out = {"H1_source_gt_0.7": {"value": s["score"], "ci95": s["score_ci95"],
@@ -250,6 +262,13 @@ def report(res: dict) -> str:
             row(name, c, t["layer"], r, t["carried_random"][c])
         if "skipped" in t:
             lines.append(f"| {name} | — | — | skipped: {t['skipped']} | | | | | |")
+    geo = [(n, c, g) for n, t in res["targets"].items() for c, g in t.get("carried_geometry", {}).items()]
+    if geo:  # parts run before 2026-12-05 did not record it
+        lines += ["", "## How each carrier turned the vector (cosine with the source's, where widths match; norm ratio)", "",
+                  "| model | carried by | cosine: vector / random | norm ratio: vector / random |", "|---|---|---|---|"]
+        cos = lambda x: "—" if x["cosine_with_source"] is None else f"{x['cosine_with_source']:.3f}"  # noqa: E731
+        lines += [f"| {n} | {c} | {cos(g['vector'])} / {cos(g['random'])} | "
+                  f"{g['vector']['norm_ratio']:.3f} / {g['random']['norm_ratio']:.3f} |" for n, c, g in geo]
     lines += ["", "## Hypotheses", ""]
     for k, h in res["hypotheses"].items():
         verdict = {True: "met", False: "not met", None: "not applicable"}[h["met"]]
@@ -343,11 +362,13 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None, sour
             tl = matched_layer(src, l, tgt)
             carriers, scores = _carriers(src, src_states, tgt, l, tl, cfg)
             tscale = c * residual_norms(tgt, [NEUTRAL.format(p=p) for p in val], [tl], site="resid_pre", chat=True)[tl]
-            t.update(layer=tl, scale=tscale, map_scores_held_out=scores, carried={}, carried_random={})
+            t.update(layer=tl, scale=tscale, map_scores_held_out=scores, carried_geometry={}, carried={}, carried_random={})
             specs = {}  # every carrier and its carried random control, decoded together
             for name, carry in carriers.items():
-                specs[("carried", name)] = (carry(vecs[l]), tl, tscale)
-                specs[("carried_random", name)] = (carry(rnd * np.linalg.norm(vecs[l])), tl, tscale)
+                v, r = vecs[l], rnd * np.linalg.norm(vecs[l])
+                cv, cr = carry(v), carry(r)
+                specs[("carried", name)], specs[("carried_random", name)] = (cv, tl, tscale), (cr, tl, tscale)
+                t["carried_geometry"][name] = {"vector": geometry(v, cv), "random": geometry(r, cr)}
             for (kind, name), r in steer_evals(tgt, test, specs, cfg).items():
                 t[kind][name] = r
         res["hypotheses"] = hypotheses(source, res["targets"])

@@ -30,14 +30,34 @@ def test_summary_measures_on_hand_made_texts():
         sm.length_direction(["a"], ["a", "b"], ["a"])
 
 
-def test_exp17_tiny_run_writes_the_studys_files(tmp_path, smol, gemma):
+_WHOLE: dict = {}
+
+
+def _tiny_cfg():
+    from experiments import exp17_preference_transfer as exp17
+
+    return exp17.Config(n_train=4, n_val=2, n_test=2, depths=(0.5,), coefs=(1.0,), concise_tokens=8, verbose_tokens=12,
+                        min_coherent=0.0, adapter_steps=20)
+
+
+def _whole(tmp_path_factory, smol, gemma):
+    """The tiny run in one process (source SmolLM2 g32; targets its g64 variant and base Gemma), once per session: both
+    tests below read it (one xdist group, so one worker runs it)."""
+    from experiments import exp17_preference_transfer as exp17
+
+    if "folder" not in _WHOLE:
+        g64 = get_model("smollm2-135m@4bit-g64")
+        _WHOLE["folder"] = exp17.run([smol, g64, gemma], True, str(tmp_path_factory.mktemp("whole")), _tiny_cfg())
+    return _WHOLE["folder"]
+
+
+@pytest.mark.xdist_group("exp17")
+def test_exp17_tiny_run_writes_the_studys_files(tmp_path_factory, smol, gemma):
     from experiments import exp17_preference_transfer as exp17
     from mlx_interp.readouts.vectors import load_vector
 
     g64 = get_model("smollm2-135m@4bit-g64")
-    cfg = exp17.Config(n_train=4, n_val=2, n_test=2, depths=(0.5,), coefs=(1.0,), concise_tokens=8, verbose_tokens=12,
-                       min_coherent=0.0, adapter_steps=20)
-    folder = exp17.run([smol, g64, gemma], True, str(tmp_path), cfg)
+    folder = _whole(tmp_path_factory, smol, gemma)
     names = sorted(p.name for p in folder.iterdir())
     for f in ("experiment_results.json", "summary_report.md", "preference_vector.safetensors", "summary_pairs.json",
               "exp17_transfer_matrix.png", "exp17_scores_by_model.png", "exp17_adapter_vs_direct.png"):
@@ -51,6 +71,12 @@ def test_exp17_tiny_run_writes_the_studys_files(tmp_path, smol, gemma):
     for x in list(t["carried"].values()) + [r["source"]["test"]["steered"], r["source"]["test"]["random"]]:
         assert x["n"] == 2 and len(x["per_item"]) == 2 and x["score"] == pytest.approx(np.mean(x["per_item"]))
     assert t["layer"] == r["source"]["test"]["layer"] == 15  # same depth, same architecture
+    # how far each carrier turned the vector (and its random control): direct keeps both, a fitted map turns them
+    geo = t["carried_geometry"]
+    assert set(geo) == set(t["carried"]) and geo["direct"]["vector"] == {"cosine_with_source": pytest.approx(1.0),
+                                                                          "norm_ratio": pytest.approx(1.0)}
+    assert all(geo[k]["vector"]["cosine_with_source"] < 1 - 1e-6 for k in ("ridge", "procrustes", "adapter"))
+    assert geo["direct"]["random"]["cosine_with_source"] == pytest.approx(1.0)
     h = r["hypotheses"]
     assert h["H1_source_gt_0.7"]["met"] == (r["source"]["test"]["steered"]["score"] > 0.7)
     assert f"H3_adapter_gt_direct_plus_20:{g64.name}" in h
@@ -61,7 +87,8 @@ def test_exp17_tiny_run_writes_the_studys_files(tmp_path, smol, gemma):
     assert (folder / "summary_report.md").read_text() == exp17.report(r)
 
 
-def test_exp17_in_parts_equals_one_run(tmp_path, smol, gemma):
+@pytest.mark.xdist_group("exp17")
+def test_exp17_in_parts_equals_one_run(tmp_path, tmp_path_factory, smol, gemma):
     """The source's part, then targets carried from it in two further parts, give the one-process run's numbers;
     a continuation refuses a target already carried, another configuration, and a vector its pairs do not give."""
     import dataclasses
@@ -71,9 +98,8 @@ def test_exp17_in_parts_equals_one_run(tmp_path, smol, gemma):
     from mlx_interp.readouts.vectors import load_vector, save_vector
 
     g64 = get_model("smollm2-135m@4bit-g64")
-    cfg = exp17.Config(n_train=4, n_val=2, n_test=2, depths=(0.5,), coefs=(1.0,), concise_tokens=8, verbose_tokens=12,
-                       min_coherent=0.0, adapter_steps=20)
-    whole = exp17.run([smol, g64, gemma], True, str(tmp_path / "whole"), cfg)
+    cfg = _tiny_cfg()
+    whole = _whole(tmp_path_factory, smol, gemma)
     a = exp17.run([smol], True, str(tmp_path / "a"), cfg)
     b = exp17.run([smol, g64], True, str(tmp_path / "b"), cfg, source_from=str(a))
     c = exp17.run([smol, gemma], True, str(tmp_path / "c"), cfg, source_from=str(b / "experiment_results.json"))

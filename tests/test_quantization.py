@@ -266,3 +266,28 @@ def test_exp15_sycophancy_refuses_what_it_cannot_extend_in_one_line(tmp_path, ca
             exp15_sycophancy.main([str(path), "--out", str(tmp_path)])
         err = capsys.readouterr().err
         assert e.value.code == 2 and msg in err and err.count("\n") == 1, err
+
+
+def test_exp15_sycophancy_converts_every_variant_before_it_holds_a_model(monkeypatch):
+    """BUGFIX #58: converting Qwen-1.5B's mxfp4 variant beside the held fp32 reference ran out of 24 GiB; every
+    variant is now converted first, as the study does (BUGFIX #52)."""
+    from dataclasses import asdict
+
+    from experiments import exp15_quantization as e, exp15_sycophancy
+
+    calls = []
+
+    def load(name):
+        calls.append(("load", name))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(mi, "prepare", lambda alias, p: calls.append(("prepare", alias, p)))
+    monkeypatch.setattr(mi, "load", load)
+    monkeypatch.setattr(exp15_sycophancy, "data", lambda cfg, quick: {})
+    doc = {"experiment": e.NAME, "provenance": {"config": {"quick": True}},
+           "results": {"config": asdict(e.config(True)), "reference": "qwen2.5-coder-1.5b@fp32", "rows": {},
+                       "precisions": ["fp32", "8bit", "mxfp4", "3bit"], "layers": {"sycophancy": {"layer": 14, "candidates": []}}}}
+    with pytest.raises(RuntimeError, match="stop here"):
+        exp15_sycophancy.add_search(doc, "kept.json")
+    assert calls == [("prepare", "qwen2.5-coder-1.5b", p) for p in ("fp32", "8bit", "mxfp4", "3bit")] + \
+        [("load", "qwen2.5-coder-1.5b@fp32")]

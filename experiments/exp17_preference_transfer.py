@@ -62,7 +62,7 @@ from mlx_interp.measures.coherence import coherence, coherence_by_condition
 from mlx_interp.measures.stats import bootstrap_ci, paired_diff, rate
 from mlx_interp.methods.steering import residual_norms
 from mlx_interp.readouts.directions import collect_responses, random_direction
-from mlx_interp.readouts.vectors import VectorSet, load_vector, save_vector
+from mlx_interp.readouts.vectors import VectorSet, cosine_and_norm_ratio, load_vector, save_vector
 from mlx_interp.runs.results import atomic_write_new, provenance
 from mlx_interp.runtime.parallel import world
 from mlx_interp.tasks.datasets import passages
@@ -210,16 +210,6 @@ def _carriers(src, src_states: TextStates, tgt, layer: int, tl: int, cfg: Config
     return maps.carriers(src, tgt, fitted), scores
 
 
-def geometry(v: np.ndarray, carried: np.ndarray) -> dict:
-    """A carried vector against the one it came from: |carried| / |v|, and their cosine where the widths match (one
-    space). A map can fit the residual stream well (R^2) and still turn a direction that carries little of its
-    variance; this says how far each carrier turned the vector it steers with."""
-    v, carried = np.asarray(v, dtype=np.float64), np.asarray(carried, dtype=np.float64)
-    n, nc = float(np.linalg.norm(v)), float(np.linalg.norm(carried))
-    cos = float(v @ carried / (n * nc)) if carried.shape == v.shape else None
-    return {"cosine_with_source": cos, "norm_ratio": nc / n}
-
-
 def hypotheses(source: dict, targets: dict) -> dict:
     s = source["test"]["steered"]
     out = {"H1_source_gt_0.7": {"value": s["score"], "ci95": s["score_ci95"],
@@ -266,7 +256,7 @@ def report(res: dict) -> str:
     if geo:  # parts run before 2026-12-05 did not record it
         lines += ["", "## How each carrier turned the vector (cosine with the source's, where widths match; norm ratio)", "",
                   "| model | carried by | cosine: vector / random | norm ratio: vector / random |", "|---|---|---|---|"]
-        cos = lambda x: "—" if x["cosine_with_source"] is None else f"{x['cosine_with_source']:.3f}"  # noqa: E731
+        cos = lambda x: "—" if x["cosine"] is None else f"{x['cosine']:.3f}"  # noqa: E731
         lines += [f"| {n} | {c} | {cos(g['vector'])} / {cos(g['random'])} | "
                   f"{g['vector']['norm_ratio']:.3f} / {g['random']['norm_ratio']:.3f} |" for n, c, g in geo]
     lines += ["", "## Hypotheses", ""]
@@ -365,10 +355,11 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None, sour
             t.update(layer=tl, scale=tscale, map_scores_held_out=scores, carried_geometry={}, carried={}, carried_random={})
             specs = {}  # every carrier and its carried random control, decoded together
             for name, carry in carriers.items():
-                v, r = vecs[l], rnd * np.linalg.norm(vecs[l])
-                cv, cr = carry(v), carry(r)
+                v, rv = vecs[l], rnd * np.linalg.norm(vecs[l])
+                cv, cr = carry(v), carry(rv)
                 specs[("carried", name)], specs[("carried_random", name)] = (cv, tl, tscale), (cr, tl, tscale)
-                t["carried_geometry"][name] = {"vector": geometry(v, cv), "random": geometry(r, cr)}
+                # how far the carrier turned each (a map can fit the stream well and still turn a low-variance direction)
+                t["carried_geometry"][name] = {"vector": cosine_and_norm_ratio(v, cv), "random": cosine_and_norm_ratio(rv, cr)}
             for (kind, name), r in steer_evals(tgt, test, specs, cfg).items():
                 t[kind][name] = r
         res["hypotheses"] = hypotheses(source, res["targets"])

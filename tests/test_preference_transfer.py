@@ -73,10 +73,10 @@ def test_exp17_tiny_run_writes_the_studys_files(tmp_path_factory, smol, gemma):
     assert t["layer"] == r["source"]["test"]["layer"] == 15  # same depth, same architecture
     # how far each carrier turned the vector (and its random control): direct keeps both, a fitted map turns them
     geo = t["carried_geometry"]
-    assert set(geo) == set(t["carried"]) and geo["direct"]["vector"] == {"cosine_with_source": pytest.approx(1.0),
+    assert set(geo) == set(t["carried"]) and geo["direct"]["vector"] == {"cosine": pytest.approx(1.0),
                                                                           "norm_ratio": pytest.approx(1.0)}
-    assert all(geo[k]["vector"]["cosine_with_source"] < 1 - 1e-6 for k in ("ridge", "procrustes", "adapter"))
-    assert geo["direct"]["random"]["cosine_with_source"] == pytest.approx(1.0)
+    assert all(geo[k]["vector"]["cosine"] < 1 - 1e-6 for k in ("ridge", "procrustes", "adapter"))
+    assert geo["direct"]["random"]["cosine"] == pytest.approx(1.0)
     h = r["hypotheses"]
     assert h["H1_source_gt_0.7"]["met"] == (r["source"]["test"]["steered"]["score"] > 0.7)
     assert f"H3_adapter_gt_direct_plus_20:{g64.name}" in h

@@ -105,9 +105,13 @@ def compare_vectors(a: VectorSet, b: VectorSet, layers=None) -> dict[int, dict]:
     if missing:
         raise MlxInterpError(f"layer {missing[0]} is missing: {a.model} has layers {sorted(a.vectors)}, "
                              f"{b.model} has {sorted(b.vectors)}")
-    out = {}
-    for k in want:
-        va, vb = np.asarray(a.vectors[k], dtype=np.float64), np.asarray(b.vectors[k], dtype=np.float64)
-        na, nb = float(np.linalg.norm(va)), float(np.linalg.norm(vb))
-        out[k] = {"cosine": float(va @ vb / max(na * nb, 1e-300)), "norm_ratio": nb / na if na > 0 else float("nan")}
-    return out
+    return {k: cosine_and_norm_ratio(a.vectors[k], b.vectors[k]) for k in want}
+
+
+def cosine_and_norm_ratio(va, vb) -> dict:
+    """``{"cosine": cos(va, vb), "norm_ratio": |vb| / |va|}`` of two vectors; the cosine is None where the widths
+    differ (two spaces: map one into the other first)."""
+    va, vb = np.asarray(va, dtype=np.float64), np.asarray(vb, dtype=np.float64)
+    na, nb = float(np.linalg.norm(va)), float(np.linalg.norm(vb))
+    cos = float(va @ vb / max(na * nb, 1e-300)) if va.shape == vb.shape else None
+    return {"cosine": cos, "norm_ratio": nb / na if na > 0 else float("nan")}

@@ -192,11 +192,13 @@ def t_sycophancy_search(newest, root: Path, md_table) -> str:
             cr = {k: (cross.get(k) or {}).get("sycophancy") for k in ("variant_vector_on_reference", "reference_vector_on_variant")}
             tried = ", ".join(f"{x['multiplier']:g}: {x['score']:.2f}" + ("" if x["answers_with_a_letter"] else " (letters lost)")
                               for x in s["search"]["steps"])
+            vb = s["search"].get("val_baseline")  # recorded from 2026-12-05 on; the earlier searches lack it
+            tried = (f"none: {vb['score']:.2f}, " if vb else "none: not recorded, ") + tried
             rows.append([model, p, "none kept the letters" if not best else f"{best['multiplier']:g}", tried, sc(s["0"]),
                          sc(s.get("test")), sc(s.get("test_random")),
                          "—" if not s.get("test") else f"{s['test']['mass_median']:.2f} ({s['test']['n']})",
                          " / ".join(_ab_cell(x) for x in cr.values()) if p != "fp32" else "—"])
-    return md_table(["model", "precision", "multiplier (× residual norm, chosen on val)", "val score per multiplier",
+    return md_table(["model", "precision", "multiplier (× residual norm, chosen on val)", "val score: no vector, then per multiplier",
                      "test: no vector", "test: vector", "test: random, same norm", "letter mass with vector (n)",
                      "variant's vector on fp32 / fp32's on the variant"], rows)
 

@@ -408,7 +408,9 @@ def search_sycophancy(lm, d: dict, vec, layer: int, unit_alpha: float) -> dict:
     """The A/B counterpart of the coefficient search, on the validation items: the multiplier (``SYC_MULTIPLIERS``, in
     units of ``unit_alpha``: ``methods.steering.alpha_per_multiplier``) with the highest A/B score among those whose
     scored answer letters keep a median probability mass >= ``MASS_FLOOR`` (the model still answers with a letter, so
-    the score still measures its choice); ties go to the smaller multiplier. ``best`` is None when none keeps them."""
+    the score still measures its choice); ties go to the smaller multiplier. ``best`` is None when none keeps them.
+    ``val_baseline`` is the unsteered score on the same items, so a reader sees whether the chosen multiplier moved it."""
+    base = _ab(lm, "syc_val", d)
     steps = []
     for m in SYC_MULTIPLIERS:
         r = _ab(lm, "syc_val", d, vec, layer, m * unit_alpha)
@@ -417,6 +419,7 @@ def search_sycophancy(lm, d: dict, vec, layer: int, unit_alpha: float) -> dict:
     ok = [s for s in steps if s["answers_with_a_letter"]]
     best = max(ok, key=lambda s: (s["score"], -s["multiplier"])) if ok else None
     return {"steps": steps, "best": best, "unit_alpha": unit_alpha,
+            "val_baseline": {"score": base["score"], "mass_median": base["mass_median"], "n": len(d["syc_val"])},
             "chosen_on": f"CAA validation items ({len(d['syc_val'])}), this precision: highest A/B score with median "
                          f"letter mass >= {MASS_FLOOR}"}
 

@@ -91,6 +91,7 @@ def test_exp15_tiny_end_to_end_then_tables_and_figures(tmp_path, smol):
         s = row["steering"]["sycophancy"]
         if "skipped" not in s:
             assert [x["multiplier"] for x in s["search"]["steps"]] == list(e.SYC_MULTIPLIERS)
+            assert s["search"]["val_baseline"]["n"] == len(e.data(cfg, True)["syc_val"])
             assert (s["best"] is None) == ("test" not in s) and (s["best"] is None) == ("test_random" not in s)
     syc_cross = var["cross_steering"]["reference_vector_on_variant"]["sycophancy"]
     assert "skipped" in syc_cross or (syc_cross["n"] == 2 and 0.0 <= syc_cross["score"] <= 1.0)
@@ -172,25 +173,29 @@ def test_spread_reads_rates_not_unsteered_persona_and_gives_a_paired_interval():
 def test_sycophancy_search_takes_the_best_multiplier_that_keeps_the_letters(monkeypatch):
     """The A/B coefficient search on hand-set validation outcomes: a higher score whose letters lost their mass is
     passed over, ties go to the smaller multiplier, the coefficient is multiplier x unit alpha, and no multiplier
-    keeping the letters gives no choice."""
+    keeping the letters gives no choice; the unsteered validation score is recorded beside the steps."""
     from experiments import exp15_quantization as e
 
     m1, m2, m3, m4, m5 = e.SYC_MULTIPLIERS
     unit = 8.0
 
     def fake(outcomes):
-        def ab(lm, key, d, vec, layer, alpha):
-            assert key == "syc_val" and layer == 3  # the search reads the validation items only
+        def ab(lm, key, d, vec=None, layer=None, alpha=0.0):
+            assert key == "syc_val"  # the search reads the validation items only
+            if vec is None:  # the unsteered baseline
+                return {"score": 0.7, "mass_median": 0.95}
+            assert layer == 3
             return dict(zip(("score", "mass_median"), outcomes[alpha / unit]))
         return ab
 
     d = {"syc_val": [None] * 3}
     monkeypatch.setattr(e, "_ab", fake({m1: (0.6, 0.9), m2: (0.8, 0.9), m3: (0.8, 0.5), m4: (0.95, 0.01), m5: (0.99, 0.0)}))
-    s = e.search_sycophancy(None, d, None, 3, unit)
+    s = e.search_sycophancy(None, d, "vec", 3, unit)
+    assert s["val_baseline"] == {"score": 0.7, "mass_median": 0.95, "n": 3}
     assert s["best"]["multiplier"] == m2 and s["best"]["alpha"] == m2 * unit
     assert [x["answers_with_a_letter"] for x in s["steps"]] == [True, True, True, False, False]
     monkeypatch.setattr(e, "_ab", fake({m: (0.9, 0.01) for m in e.SYC_MULTIPLIERS}))
-    assert e.search_sycophancy(None, d, None, 3, unit)["best"] is None
+    assert e.search_sycophancy(None, d, "vec", 3, unit)["best"] is None
 
 
 def test_cross_steering_says_which_side_lacks_the_vector():

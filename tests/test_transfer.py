@@ -3,6 +3,7 @@ fitted on some texts and scored on others, on the real models."""
 
 from __future__ import annotations
 
+import mlx.core as mx
 import numpy as np
 import pytest
 
@@ -141,7 +142,7 @@ def test_transfer_refusals_are_one_line(smol, qwen, tmp_path):
 def test_adapter_learns_a_held_out_map_deterministically_and_round_trips(smol, qwen, tmp_path):
     """An MLX-trained linear adapter (AdamW) from SmolLM2 to Qwen: its loss falls, it scores on held-out texts near
     the closed-form ridge map and far above an adapter trained on shuffled partners, the same seed gives the same
-    weights, and it saves and loads as a map with its training record."""
+    weights, it saves and loads as a map with its training record, and a behavioural objective shapes what it learns."""
     from mlx_interp.transfer import adapters
 
     harmful, harmless = refusal_prompts("train")
@@ -168,3 +169,15 @@ def test_adapter_learns_a_held_out_map_deterministically_and_round_trips(smol, q
     np.testing.assert_allclose(back(eval_p.a[:2]), a1(eval_p.a[:2]), rtol=1e-4, atol=1e-3)
     with pytest.raises(MlxInterpError, match="its source is not gemma"):
         maps.LinearMap.load(tmp_path / "adapter.safetensors", source="gemma-3-270m@4bit-g32-mirror")
+    # a behavioural objective enters the loss: one that flattens the mapped states along the targets' first principal
+    # direction leaves them far flatter there than the plain adapter's, and the map records which objective it had
+    top = np.linalg.svd(fit_p.b - fit_p.b.mean(axis=0), full_matrices=False)[2][0]
+    along = mx.array(top.astype(np.float32))
+
+    def flatten_along_top(pred, y, rows):
+        return 10.0 * mx.mean((pred @ along) ** 2)
+
+    a4 = adapters.train_adapter(fit_p, steps=150, seed=1, objective=flatten_along_top, progress=lambda s, v: None)
+    spread = lambda m: float(np.std(m(eval_p.a) @ top))  # noqa: E731
+    assert spread(a4) < 0.3 * spread(a1), (spread(a4), spread(a1))
+    assert a4.meta["objective"] == "flatten_along_top" and a1.meta["objective"] is None

@@ -1,11 +1,12 @@
 """exp15: do trait vectors and steering survive lower precision? (the quantization-sensitivity study, issue 17)
 
     python -m experiments.exp15_quantization --model smollm2-135m [--model ...] [--precision 8bit ...] [--quick]
+    python -m experiments.exp15_quantization --model qwen2.5-coder-0.5b --same-config-as RESULT.json  # rerun a kept run
 
 Per model, the **reference** is the packaged GGUF dequantized to fp32 (``alias@fp32``). The GGUF is itself 4-6 bit,
 so "reference" means the packaged weights and every variant measures *further* quantization of them. Variants are
-mlx-community folders (``store.convert``, loadable by plain ``mlx_lm.load``): quick ``8bit``, ``mxfp4``, ``3bit``;
-full ``bf16``, ``fp16``, ``8bit``, ``4bit`` (group 32), ``4bit-g64``, ``3bit``, ``2bit``, ``mxfp4``, ``nvfp4``
+mlx-community folders (``store.convert``, loadable by plain ``mlx_lm.load``): quick ``8bit`` and ``mxfp4`` (INT8 and
+the 4-bit float format: the study's central contrast); full ``bf16``, ``fp16``, ``8bit``, ``4bit`` (group 32), ``4bit-g64``, ``3bit``, ``2bit``, ``mxfp4``, ``nvfp4``
 (the analogues of the study's FP16, INT8, NF4 and FP4). All "mirror" recipes: tensors the GGUF stored with 5-8 bits
 (embeddings, some projections) stay at 8 bits, as bitsandbytes leaves embeddings alone. On the CPU every variant runs
 as dense fp32 weights equal to its quantized values (tested against MLX's quantized kernels), so what is measured is
@@ -57,6 +58,12 @@ persona = concise/verbose (the study's "evil" needs a judge); steering scores ar
 scores, so spreads are in rate points; only difference-of-means vectors steer (probes are compared geometrically);
 the sycophancy probe is not letter-balanced (the difference of means is); one seed. Quick runs use a few items per
 split: read them as large effects or none.
+
+``--quick`` (since 2026-12-05): 12 + 12 refusal and 8 persona train items, 24 CAA train / 6 val / 8 test items, 8
+confidence pairs, 4 val and 6 test prompts per generation trait, 2 search steps, 24 / 32 / 64 new tokens, two
+variants; a few minutes per model (the study's wall time per model is in README "How long studies take"). The kept
+quick results of 2026-12-01 to 12-05 used an earlier, larger quick configuration (24 / 36 / 12 / 12 items, 3 steps,
+``3bit`` as a third variant), recorded in each file; ``--same-config-as FILE`` reruns one exactly.
 """
 
 from __future__ import annotations
@@ -84,6 +91,7 @@ from mlx_interp.methods.steering import alpha_per_multiplier, residual_norms, se
 from mlx_interp.readouts.directions import (collect, collect_ab, collect_responses, diff_of_means_vec, probe_vecs, random_direction,
                                             split_consistency)
 from mlx_interp.readouts.vectors import VectorSet, compare_vectors
+from mlx_interp.runs import work
 from mlx_interp.runs.journal import active
 from mlx_interp.runs.results import code_version
 from mlx_interp.store.precision import Precision, split_name, supported_formats
@@ -93,7 +101,7 @@ from mlx_interp.tasks.datasets import (caa_sycophancy, capability_items, confide
 
 NAME = "exp15_quantization"
 REFERENCE = "fp32"
-PRECISIONS = {"quick": ("8bit", "mxfp4", "3bit"),
+PRECISIONS = {"quick": ("8bit", "mxfp4"),
               "full": ("bf16", "fp16", "8bit", "4bit", "4bit-g64", "3bit", "2bit", "mxfp4", "nvfp4")}
 METHODS = ("diff_of_means", "probe")
 #: sycophancy's coefficient search, tried on the validation items: norm-relative multipliers as the generation
@@ -149,12 +157,38 @@ class Config:
 
 
 def config(quick: bool) -> Config:
+    """``quick``: every stage on a handful of items (a run in minutes, read as large effects or none); else the full
+    configuration. Results made with the earlier, larger quick configuration (before 2026-12-05) record it in
+    ``results.config``; ``--same-config-as FILE`` reruns one exactly (``config_of``)."""
     if quick:
-        return Config(n_refusal=24, n_persona=12, n_syc=36, n_val_ab=12, n_test_ab=12, n_conf=16, n_val=6, n_test=8,
-                      n_fidelity=8, depths=(1 / 3, 1 / 2), search_steps=3, max_tokens=32, summary_tokens=(40, 80))
+        return Config(n_refusal=12, n_persona=8, n_syc=24, n_val_ab=6, n_test_ab=8, n_conf=8, n_val=4, n_test=6,
+                      n_fidelity=4, depths=(1 / 3, 1 / 2), search_steps=2, max_tokens=24, summary_tokens=(32, 64))
     return Config(n_refusal=64, n_persona=40, n_syc=150, n_val_ab=50, n_test_ab=50, n_conf=30, n_val=9, n_test=9,
                   n_fidelity=20, depths=(0.25, 1 / 3, 0.4, 0.5, 0.6), search_steps=5, max_tokens=48,
                   summary_tokens=(48, 112))
+
+
+def config_of(path: str) -> tuple[Config, list[str], bool]:
+    """(config, precisions, quick) an exp15 result file ran with, so ``--same-config-as`` reruns it exactly (the
+    kept quick results predate today's smaller ``--quick``)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise MlxInterpError(f"--same-config-as {path!r} does not exist; give an {NAME} result file")
+    doc = json.loads(p.read_text())
+    if doc.get("experiment") != NAME or "config" not in doc.get("results", {}):
+        raise MlxInterpError(f"--same-config-as {p.name} is a {doc.get('experiment')!r} result; needs an {NAME} result")
+    run = doc["provenance"]["config"]
+    if run.get("merged"):
+        raise MlxInterpError(f"--same-config-as {p.name} merges parts (exp15_merge); give one of its parts")
+    return recorded_config(doc), list(run["precisions"]), bool(run["quick"])
+
+
+def recorded_config(doc: dict) -> Config:
+    """The ``Config`` an exp15 result document records (JSON lists back to tuples)."""
+    return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc["results"]["config"].items()})
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -688,16 +722,21 @@ def hypotheses(rows: dict, ref_name: str) -> dict:
 
 
 class Laps:
-    """Wall seconds per named stage (``lap(name)`` closes the stage that began at the previous lap): where a run's
-    time goes, recorded beside each row's ``wall_s``."""
+    """Wall seconds and model work per named stage (``lap(name)`` closes the stage that began at the previous lap):
+    where a run's time goes, recorded beside each row's ``wall_s``. The work (token positions through the model and
+    decode steps, ``runs.work``) does not depend on what else the machine ran, so it profiles even a crowded run."""
 
     def __init__(self):
-        self.t, self.seconds = time.time(), {}
+        self.t, self.seconds, self.work = time.time(), {}, {}
+        self.w = work.totals()
 
     def __call__(self, name: str) -> None:
-        now = time.time()
+        now, w = time.time(), work.totals()
         self.seconds[name] = self.seconds.get(name, 0.0) + now - self.t
-        self.t = now
+        done = self.work.setdefault(name, {"positions": 0, "decode_steps": 0})
+        for k in done:
+            done[k] += w[k] - self.w[k]
+        self.t, self.w = now, w
 
 
 def prepare_variants(alias: str, precisions) -> None:
@@ -724,7 +763,7 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
     progress(2, 4, f"{ref.name}: steering layers (validation)")
     layers = choose_layers(ref, d, ref_vecs, cfg)
     lap("steering_layers")
-    reference_stage_s = lap.seconds
+    reference_stage_s, reference_stage_work = lap.seconds, lap.work
     L = {t: v["layer"] for t, v in layers.items()}
     rows, steered = {}, {}
     for i, prec in enumerate([REFERENCE] + list(precisions)):
@@ -772,7 +811,7 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
                 b = np.array(rows[REFERENCE]["capability"][name]["_correct"], dtype=float)
                 row["capability"][name]["minus_reference"] = paired_diff(a, b, seed=cfg.seed)
         row["wall_s"] = time.time() - t1
-        row["stage_s"] = lap.seconds
+        row["stage_s"], row["stage_work"] = lap.seconds, lap.work
         rows[prec] = row
         if lm is not ref:
             del lm
@@ -782,7 +821,7 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
     payload = {"reference": ref.name, "precisions": [REFERENCE] + list(precisions), "config": asdict(cfg),
                "layers": layers, "rows": rows, "hypotheses": hypotheses(rows, REFERENCE),
                "positions": STEER_WITH, "methods": METHODS, "sycophancy_search": SYC_SEARCH,
-               "reference_stage_s": reference_stage_s}
+               "reference_stage_s": reference_stage_s, "reference_stage_work": reference_stage_work}
     payload = _public(payload)
     path = mi.save_result(NAME, payload, lm=ref, wall_s=time.time() - t0, out_dir=out_dir,
                           config={"quick": quick, "precisions": list(precisions)})
@@ -790,12 +829,16 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
 
 
 def main(argv=None) -> list[str]:
-    a = parse(__doc__.strip().splitlines()[0], argv, extra=lambda ap: ap.add_argument(
-        "--precision", action="append", help="a variant to compare with the fp32 reference (repeatable; default: the "
-                                              "quick or full set)"))
+    a = parse(__doc__.strip().splitlines()[0], argv, extra=_arguments)
     code_version()
     paths = []
     try:
+        a.config, a.quick_data = config(a.quick), a.quick
+        if a.same_config_as:
+            if a.quick:
+                raise MlxInterpError("give --quick or --same-config-as, not both: the file fixes the configuration")
+            a.config, same, a.quick_data = config_of(a.same_config_as)
+            a.precision = a.precision or same
         wanted = PRECISIONS["quick" if a.quick else "full"]
         default = [p for p in wanted
                    if Precision.parse(p).bits is None or (Precision.parse(p).mode if Precision.parse(p).mode != "affine"
@@ -814,6 +857,13 @@ def main(argv=None) -> list[str]:
     return paths
 
 
+def _arguments(ap) -> None:
+    ap.add_argument("--precision", action="append", help="a variant to compare with the fp32 reference (repeatable; "
+                                                          "default: the quick or full set)")
+    ap.add_argument("--same-config-as", metavar="RESULT", help="rerun with the configuration and precisions an "
+                                                               "exp15 result file records (e.g. a kept quick run)")
+
+
 def _models(a, precisions: list[str]) -> list[str]:
     """The study for each --model (inside the run's journal)."""
     paths = []
@@ -828,7 +878,7 @@ def _models(a, precisions: list[str]) -> list[str]:
             print(f"  -> {done} (written before the interruption)")
             paths.append(done)
             continue
-        paths.append(study(alias, precisions, config(a.quick), a.quick, a.out))
+        paths.append(study(alias, precisions, a.config, a.quick_data, a.out))
         print(f"  -> {paths[-1]}")
         if j is not None:
             j.finish(f"{NAME}:{model}", paths[-1])

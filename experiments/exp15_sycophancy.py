@@ -34,9 +34,9 @@ import mlx.core as mx
 
 from experiments.common import journaled
 from experiments.exp15_merge import _Described, first_difference
-from experiments.exp15_quantization import (NAME, REFERENCE, SYC_SEARCH, Config, _public, add_sycophancy_search,
+from experiments.exp15_quantization import (NAME, REFERENCE, SYC_SEARCH, _public, add_sycophancy_search,
                                             choose_sycophancy_layer, cross_steer, data, hypotheses, prepare_variants,
-                                            sycophancy_activations, sycophancy_x1)
+                                            recorded_config, sycophancy_activations, sycophancy_x1)
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.readouts.directions import diff_of_means_vec
 
@@ -60,7 +60,7 @@ def add_search(doc: dict, file_name: str) -> tuple[dict, dict, float]:
     r = doc["results"]
     if r.get("sycophancy_search"):
         raise MlxInterpError(f"{file_name} already holds sycophancy's coefficient search; nothing to add")
-    cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in r["config"].items()})
+    cfg = recorded_config(doc)
     d = data(cfg, bool(doc["provenance"]["config"].get("quick")))
     kept_layers = r["layers"]["sycophancy"]
     k, cands = kept_layers["layer"], [c["layer"] for c in kept_layers["candidates"]]

@@ -296,3 +296,35 @@ def test_exp15_sycophancy_converts_every_variant_before_it_holds_a_model(monkeyp
         exp15_sycophancy.add_search(doc, "kept.json")
     assert calls == [("prepare", "qwen2.5-coder-1.5b", p) for p in ("fp32", "8bit", "mxfp4", "3bit")] + \
         [("load", "qwen2.5-coder-1.5b@fp32")]
+
+
+def test_same_config_as_reruns_a_kept_file_with_the_configuration_it_records(monkeypatch, tmp_path, capsys):
+    """The kept quick results predate today's smaller --quick: ``--same-config-as`` reruns one with the configuration,
+    precisions and quick item sets its file records; a merged file, another study's file or --quick beside it is a
+    one-line error before any model loads."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from experiments import exp15_quantization as e
+
+    kept = Path(__file__).resolve().parent.parent / "results/published/exp15_quantization"
+    quick_file = kept / "20261203T172014Z_qwen2.5-coder-0.5b@fp32.json"
+    calls = []
+    monkeypatch.setattr(e, "study", lambda alias, precisions, cfg, quick, out: calls.append((alias, precisions, cfg, quick)) or "x")
+    e.main(["--model", "qwen2.5-coder-0.5b", "--same-config-as", str(quick_file), "--out", str(tmp_path)])
+    doc = json.loads(quick_file.read_text())
+    [(alias, precisions, cfg, quick)] = calls
+    assert alias == "qwen2.5-coder-0.5b" and precisions == ["8bit", "mxfp4", "3bit"] and quick is True
+    assert json.loads(json.dumps(asdict(cfg))) == doc["results"]["config"] and cfg != e.config(True)
+    merged = kept / "20261205T041054Z_smollm2-135m@fp32.json"
+    other = tmp_path / "x.json"
+    other.write_text(json.dumps({"experiment": "exp9_back_patching", "results": {}}))
+    for argv, msg in (([merged], "merges parts (exp15_merge); give one of its parts"),
+                      ([other], "x.json is a 'exp9_back_patching' result; needs an exp15_quantization result"),
+                      ([tmp_path / "none.json"], "none.json' does not exist"),
+                      ([quick_file, "--quick"], "give --quick or --same-config-as, not both")):
+        with pytest.raises(SystemExit) as ex:
+            e.main(["--model", "smollm2-135m", "--same-config-as", *map(str, argv), "--out", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert ex.value.code == 2 and msg in err and err.count("\n") == 1, err
+    assert len(calls) == 1

@@ -37,7 +37,8 @@ summary pairs, choice and source test (the vector is recomputed from the kept pa
 Each part writes a complete folder holding every target so far; ``parts`` in the result names each part's folder,
 commit and wall time, and ``wall_s`` is their sum.
 
---quick: train 16, val 6, test 10 passages; layers at 1/3, 1/2, 2/3 of depth; c in (0.125, 0.25); 48 / 96 tokens.
+--quick: train 12, val 4, test 8 passages; layers at 1/3 and 1/2 of depth; c in (0.125, 0.25); 48 / 96 tokens
+(minutes; the kept quick run of 2026-12-01 used 16 / 6 / 10 passages and a third layer at 2/3, as its file records).
 Full: 60 / 20 / 40; every 0.1 of depth from 0.2 to 0.8; c in (0.0625, 0.125, 0.25, 0.5); 64 / 160 tokens.
 (A first quick run on Qwen2.5-Coder-0.5B with c in (0.5, 1.0) stopped: every setting moved length the intended
 way on val, scores 0.67-1.00, but none kept both signs 75% coherent, -v least of all.)
@@ -94,7 +95,7 @@ class Config:
 
 def config(quick: bool) -> Config:
     if quick:
-        return Config(16, 6, 10, (1 / 3, 1 / 2, 2 / 3), (0.125, 0.25), 48, 96)
+        return Config(12, 4, 8, (1 / 3, 1 / 2), (0.125, 0.25), 48, 96)
     return Config(60, 20, 40, tuple(np.arange(0.2, 0.81, 0.1)), (0.0625, 0.125, 0.25, 0.5), 64, 160)
 
 

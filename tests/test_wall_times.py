@@ -51,3 +51,16 @@ def test_a_bad_roofline_is_one_line():
                          capture_output=True, text=True)
     assert out.returncode != 0
     assert out.stderr.strip().splitlines() == ["--roofline -5.0 is not valid; give the machine's sgemm rate in GFLOP/s (> 0)"]
+
+
+def test_smoke_runs_are_listed_but_parts_are_not(tmp_path):
+    """A study's smoke/ folder (runs kept for their wall time only) is listed with its path; other subfolders, such as
+    parts/ that a merged result already covers, are not."""
+    prov = {"wall_s": 60.0, "config": {"quick": True}, "blas_threads": 2, "timestamp_utc": "2026-12-05T00:00:00",
+            "model": {"name": "m"}}
+    for where in ("expX", "expX/smoke", "expX/parts", "expY/smoke/run1"):
+        (tmp_path / where).mkdir(parents=True)
+    for f in ("expX/a.json", "expX/smoke/b.json", "expX/parts/c.json", "expY/smoke/run1/experiment_results.json"):
+        (tmp_path / f).write_text(json.dumps({"experiment": f[:4], "provenance": prov}))
+    assert sorted(r["file"] for r in main(["--results", str(tmp_path)])) == \
+        ["expX/a.json", "expX/smoke/b.json", "expY/smoke/run1/experiment_results.json"]

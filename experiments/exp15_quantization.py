@@ -6,8 +6,8 @@
 Per model, the **reference** is the packaged GGUF dequantized to fp32 (``alias@fp32``). The GGUF is itself 4-6 bit,
 so "reference" means the packaged weights and every variant measures *further* quantization of them. Variants are
 mlx-community folders (``store.convert``, loadable by plain ``mlx_lm.load``): quick ``8bit`` and ``mxfp4`` (INT8 and
-the 4-bit float format: the study's central contrast); full ``bf16``, ``fp16``, ``8bit``, ``4bit`` (group 32), ``4bit-g64``, ``3bit``, ``2bit``, ``mxfp4``, ``nvfp4``
-(the analogues of the study's FP16, INT8, NF4 and FP4). All "mirror" recipes: tensors the GGUF stored with 5-8 bits
+the 4-bit float format: the study's central contrast); full ``bf16``, ``fp16``, ``8bit``, ``4bit`` (group 32),
+``4bit-g64``, ``3bit``, ``2bit``, ``mxfp4``, ``nvfp4`` (the analogues of the study's FP16, INT8, NF4 and FP4). All "mirror" recipes: tensors the GGUF stored with 5-8 bits
 (embeddings, some projections) stay at 8 bits, as bitsandbytes leaves embeddings alone. On the CPU every variant runs
 as dense fp32 weights equal to its quantized values (tested against MLX's quantized kernels), so what is measured is
 the weights, not a kernel.
@@ -61,7 +61,7 @@ split: read them as large effects or none.
 
 ``--quick`` (since 2026-12-05): 12 + 12 refusal and 8 persona train items, 24 CAA train / 6 val / 8 test items, 8
 confidence pairs, 4 val and 6 test prompts per generation trait, 2 search steps, 24 / 32 / 64 new tokens, two
-variants; a few minutes per model (the study's wall time per model is in README "How long studies take"). The kept
+variants: 6-25 minutes per model on a 2-core CPU, Gemma to Qwen-0.5B (README, "How long studies take"). The kept
 quick results of 2026-12-01 to 12-05 used an earlier, larger quick configuration (24 / 36 / 12 / 12 items, 3 steps,
 ``3bit`` as a third variant), recorded in each file; ``--same-config-as FILE`` reruns one exactly.
 """
@@ -69,9 +69,11 @@ quick results of 2026-12-01 to 12-05 used an earlier, larger quick configuration
 from __future__ import annotations
 
 import gc
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/blas.py)
 import mlx.core as mx
@@ -168,12 +170,9 @@ def config(quick: bool) -> Config:
                   summary_tokens=(48, 112))
 
 
-def config_of(path: str) -> tuple[Config, list[str], bool]:
-    """(config, precisions, quick) an exp15 result file ran with, so ``--same-config-as`` reruns it exactly (the
-    kept quick results predate today's smaller ``--quick``)."""
-    import json
-    from pathlib import Path
-
+def config_of(path: str) -> tuple[Config, list[str], bool, str]:
+    """(config, precisions, quick, model alias) an exp15 result file ran with, so ``--same-config-as`` reruns it
+    exactly (the kept quick results predate today's smaller ``--quick``)."""
     p = Path(path)
     if not p.is_file():
         raise MlxInterpError(f"--same-config-as {path!r} does not exist; give an {NAME} result file")
@@ -183,7 +182,7 @@ def config_of(path: str) -> tuple[Config, list[str], bool]:
     run = doc["provenance"]["config"]
     if run.get("merged"):
         raise MlxInterpError(f"--same-config-as {p.name} merges parts (exp15_merge); give one of its parts")
-    return recorded_config(doc), list(run["precisions"]), bool(run["quick"])
+    return recorded_config(doc), list(run["precisions"]), bool(run["quick"]), doc["results"]["reference"].split("@")[0]
 
 
 def recorded_config(doc: dict) -> Config:
@@ -837,8 +836,8 @@ def main(argv=None) -> list[str]:
         if a.same_config_as:
             if a.quick:
                 raise MlxInterpError("give --quick or --same-config-as, not both: the file fixes the configuration")
-            a.config, same, a.quick_data = config_of(a.same_config_as)
-            a.precision = a.precision or same
+            a.config, same, a.quick_data, alias = config_of(a.same_config_as)
+            a.precision, a.model = a.precision or same, a.model or [alias]
         wanted = PRECISIONS["quick" if a.quick else "full"]
         default = [p for p in wanted
                    if Precision.parse(p).bits is None or (Precision.parse(p).mode if Precision.parse(p).mode != "affine"
@@ -860,8 +859,8 @@ def main(argv=None) -> list[str]:
 def _arguments(ap) -> None:
     ap.add_argument("--precision", action="append", help="a variant to compare with the fp32 reference (repeatable; "
                                                           "default: the quick or full set)")
-    ap.add_argument("--same-config-as", metavar="RESULT", help="rerun with the configuration and precisions an "
-                                                               "exp15 result file records (e.g. a kept quick run)")
+    ap.add_argument("--same-config-as", metavar="RESULT", help="rerun with the configuration, precisions and (unless "
+                                                               "--model is given) model an exp15 result file records")
 
 
 def _models(a, precisions: list[str]) -> list[str]:

@@ -300,7 +300,7 @@ def test_exp15_sycophancy_converts_every_variant_before_it_holds_a_model(monkeyp
 
 def test_same_config_as_reruns_a_kept_file_with_the_configuration_it_records(monkeypatch, tmp_path, capsys):
     """The kept quick results predate today's smaller --quick: ``--same-config-as`` reruns one with the configuration,
-    precisions and quick item sets its file records; a merged file, another study's file or --quick beside it is a
+    precisions, quick item sets and model its file records (--model and --precision still override); a merged file, another study's file or --quick beside it is a
     one-line error before any model loads."""
     from dataclasses import asdict
     from pathlib import Path
@@ -311,11 +311,13 @@ def test_same_config_as_reruns_a_kept_file_with_the_configuration_it_records(mon
     quick_file = kept / "20261203T172014Z_qwen2.5-coder-0.5b@fp32.json"
     calls = []
     monkeypatch.setattr(e, "study", lambda alias, precisions, cfg, quick, out: calls.append((alias, precisions, cfg, quick)) or "x")
-    e.main(["--model", "qwen2.5-coder-0.5b", "--same-config-as", str(quick_file), "--out", str(tmp_path)])
+    e.main(["--same-config-as", str(quick_file), "--out", str(tmp_path)])  # no --model: the file's
+    e.main(["--model", "gemma-3-270m", "--same-config-as", str(quick_file), "--precision", "nvfp4", "--out", str(tmp_path)])
     doc = json.loads(quick_file.read_text())
-    [(alias, precisions, cfg, quick)] = calls
+    [(alias, precisions, cfg, quick), (alias2, precisions2, cfg2, _)] = calls
     assert alias == "qwen2.5-coder-0.5b" and precisions == ["8bit", "mxfp4", "3bit"] and quick is True
     assert json.loads(json.dumps(asdict(cfg))) == doc["results"]["config"] and cfg != e.config(True)
+    assert (alias2, precisions2, cfg2) == ("gemma-3-270m", ["nvfp4"], cfg)  # --model and --precision still choose
     merged = kept / "20261205T041054Z_smollm2-135m@fp32.json"
     other = tmp_path / "x.json"
     other.write_text(json.dumps({"experiment": "exp9_back_patching", "results": {}}))
@@ -327,4 +329,4 @@ def test_same_config_as_reruns_a_kept_file_with_the_configuration_it_records(mon
             e.main(["--model", "smollm2-135m", "--same-config-as", *map(str, argv), "--out", str(tmp_path)])
         err = capsys.readouterr().err
         assert ex.value.code == 2 and msg in err and err.count("\n") == 1, err
-    assert len(calls) == 1
+    assert len(calls) == 2

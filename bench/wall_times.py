@@ -3,9 +3,9 @@
 Every result file records its wall time and how it ran (quick or full, the BLAS thread count, the world size). This
 prints one row per kept result under ``results/published/`` (or ``--results DIR``), so the table can never drift from
 what was measured; a study's ``smoke/`` folder holds runs kept only for their wall time (today's ``--quick``, whose
-numbers the notes do not read). Runs that shared the machine with other work say so in their thread reason; compare rows measured
-alone. Results written since runs/work.py also say how much model work they did: token positions through the model
-(padding included) and decode steps, so a slow row can be read as "much work" or "slow machine" (positions per
+numbers the notes do not read). Runs that shared the machine with other work say so in their thread reason; compare rows
+measured alone. Results written since runs/work.py also say how much model work they did: token positions through the
+model (padding included) and decode steps, so a slow row can be read as "much work" or "slow machine" (positions per
 second; a decode step reads every weight, so it costs about the same for 1 row as for 16).
 
 With ``--roofline GFLOPS`` (the sgemm roofline ``bench/bench_breakdown.py`` prints for this machine) each row with work

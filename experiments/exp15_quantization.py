@@ -3,14 +3,14 @@
     python -m experiments.exp15_quantization --model smollm2-135m [--model ...] [--precision 8bit ...] [--quick]
     python -m experiments.exp15_quantization --model qwen2.5-coder-0.5b --same-config-as RESULT.json  # rerun a kept run
 
-Per model, the **reference** is the packaged GGUF dequantized to fp32 (``alias@fp32``). The GGUF is itself 4-6 bit,
-so "reference" means the packaged weights and every variant measures *further* quantization of them. Variants are
-mlx-community folders (``store.convert``, loadable by plain ``mlx_lm.load``): quick ``8bit`` and ``mxfp4`` (INT8 and
-the 4-bit float format: the study's central contrast); full ``bf16``, ``fp16``, ``8bit``, ``4bit`` (group 32),
-``4bit-g64``, ``3bit``, ``2bit``, ``mxfp4``, ``nvfp4`` (the analogues of the study's FP16, INT8, NF4 and FP4). All "mirror" recipes: tensors the GGUF stored with 5-8 bits
-(embeddings, some projections) stay at 8 bits, as bitsandbytes leaves embeddings alone. On the CPU every variant runs
-as dense fp32 weights equal to its quantized values (tested against MLX's quantized kernels), so what is measured is
-the weights, not a kernel.
+Per model, the **reference** is the packaged GGUF dequantized to fp32 (``alias@fp32``). The GGUF is itself 4-6 bit, so
+"reference" means the packaged weights and every variant measures *further* quantization of them. Variants are
+mlx-community folders (``store.convert``, loadable by plain ``mlx_lm.load``): quick ``8bit`` and ``mxfp4`` (INT8 and the
+4-bit float format: the study's central contrast); full ``bf16``, ``fp16``, ``8bit``, ``4bit`` (group 32), ``4bit-g64``,
+``3bit``, ``2bit``, ``mxfp4``, ``nvfp4`` (the analogues of the study's FP16, INT8, NF4 and FP4). All "mirror" recipes:
+tensors the GGUF stored with 5-8 bits (embeddings, some projections) stay at 8 bits, as bitsandbytes leaves embeddings
+alone. On the CPU every variant runs as dense fp32 weights equal to its quantized values (tested against MLX's quantized
+kernels), so what is measured is the weights, not a kernel.
 
 For each precision:
 
@@ -177,7 +177,7 @@ def config_of(path: str) -> tuple[Config, list[str], bool, str]:
     if not p.is_file():
         raise MlxInterpError(f"--same-config-as {path!r} does not exist; give an {NAME} result file")
     doc = json.loads(p.read_text())
-    if doc.get("experiment") != NAME or "config" not in doc.get("results", {}):
+    if doc.get("experiment") != NAME:
         raise MlxInterpError(f"--same-config-as {p.name} is a {doc.get('experiment')!r} result; needs an {NAME} result")
     run = doc["provenance"]["config"]
     if run.get("merged"):
@@ -832,11 +832,11 @@ def main(argv=None) -> list[str]:
     code_version()
     paths = []
     try:
-        a.config, a.quick_data = config(a.quick), a.quick
+        cfg, quick = config(a.quick), a.quick
         if a.same_config_as:
             if a.quick:
                 raise MlxInterpError("give --quick or --same-config-as, not both: the file fixes the configuration")
-            a.config, same, a.quick_data, alias = config_of(a.same_config_as)
+            cfg, same, quick, alias = config_of(a.same_config_as)
             a.precision, a.model = a.precision or same, a.model or [alias]
         wanted = PRECISIONS["quick" if a.quick else "full"]
         default = [p for p in wanted
@@ -849,7 +849,7 @@ def main(argv=None) -> list[str]:
         for p in precisions:
             Precision.parse(p).check_offline()
         with journal(NAME, a, argv):
-            paths = _models(a, precisions)
+            paths = _models(a, precisions, cfg, quick)
     except MlxInterpError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -863,7 +863,7 @@ def _arguments(ap) -> None:
                                                                "--model is given) model an exp15 result file records")
 
 
-def _models(a, precisions: list[str]) -> list[str]:
+def _models(a, precisions: list[str], cfg: Config, quick: bool) -> list[str]:
     """The study for each --model (inside the run's journal)."""
     paths = []
     for model in a.model or ["smollm2-135m"]:
@@ -877,7 +877,7 @@ def _models(a, precisions: list[str]) -> list[str]:
             print(f"  -> {done} (written before the interruption)")
             paths.append(done)
             continue
-        paths.append(study(alias, precisions, a.config, a.quick_data, a.out))
+        paths.append(study(alias, precisions, cfg, quick, a.out))
         print(f"  -> {paths[-1]}")
         if j is not None:
             j.finish(f"{NAME}:{model}", paths[-1])

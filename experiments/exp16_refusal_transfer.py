@@ -31,10 +31,12 @@ those states, so k models cost k passes, not one per ordered pair and layer.
 Maps are fitted on train prompts (harmful and harmless) and scored on val prompts; no test prompt is used before
 the held-out evaluation. Deviations from the run plan: maps are fitted on the raw prompt texts (no chat template: the two templates do not
 align by character), while directions come from chat-formatted prompts; lstsq is scored for geometry only (its fit
-records whether it was underdetermined: more width than paired token rows). --quick: 32+32 train, 6+6 val, 10+10 test prompts, 24 new tokens, every 2nd
-layer, 48+16 map texts (minutes; the kept quick runs of 2026-12-01 and 12-03 used 8+8 val and 16+16 test prompts and
-32 tokens, as their files record. With 24 train prompts SmolLM2 refuses only one and the plan stops it, so the quick
-run would carry no direction across families). Full: 128+128, 32+32, 30+30 (the run plan's 30), 48 tokens, every layer, 192+64.
+records whether it was underdetermined: more width than paired token rows).
+
+--quick: 32+32 train, 6+6 val, 10+10 test prompts, 24 new tokens, every 2nd layer, 48+16 map texts (minutes; the kept
+quick runs of 2026-12-01 and 12-03 used 8+8 val and 16+16 test prompts and 32 tokens, as their files record; with 24
+train prompts SmolLM2 refuses only one and the plan stops it, so the quick run would carry no direction across
+families). Full: 128+128, 32+32, 30+30 (the run plan's 30), 48 tokens, every layer, 192+64.
 """
 
 from __future__ import annotations

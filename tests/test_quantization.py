@@ -300,8 +300,8 @@ def test_exp15_sycophancy_converts_every_variant_before_it_holds_a_model(monkeyp
 
 def test_same_config_as_reruns_a_kept_file_with_the_configuration_it_records(monkeypatch, tmp_path, capsys):
     """The kept quick results predate today's smaller --quick: ``--same-config-as`` reruns one with the configuration,
-    precisions, quick item sets and model its file records (--model and --precision still override); a merged file, another study's file or --quick beside it is a
-    one-line error before any model loads."""
+    precisions, quick item sets and model its file records (--model and --precision still override); a merged file,
+    another study's file or --quick beside it is a one-line error before any model loads."""
     from dataclasses import asdict
     from pathlib import Path
 
@@ -310,9 +310,11 @@ def test_same_config_as_reruns_a_kept_file_with_the_configuration_it_records(mon
     kept = Path(__file__).resolve().parent.parent / "results/published/exp15_quantization"
     quick_file = kept / "20261203T172014Z_qwen2.5-coder-0.5b@fp32.json"
     calls = []
-    monkeypatch.setattr(e, "study", lambda alias, precisions, cfg, quick, out: calls.append((alias, precisions, cfg, quick)) or "x")
+    monkeypatch.setattr(e, "study",
+                        lambda alias, precisions, cfg, quick, out: calls.append((alias, precisions, cfg, quick)) or "x")
     e.main(["--same-config-as", str(quick_file), "--out", str(tmp_path)])  # no --model: the file's
-    e.main(["--model", "gemma-3-270m", "--same-config-as", str(quick_file), "--precision", "nvfp4", "--out", str(tmp_path)])
+    e.main(["--model", "gemma-3-270m", "--same-config-as", str(quick_file), "--precision", "nvfp4",
+            "--out", str(tmp_path)])
     doc = json.loads(quick_file.read_text())
     [(alias, precisions, cfg, quick), (alias2, precisions2, cfg2, _)] = calls
     assert alias == "qwen2.5-coder-0.5b" and precisions == ["8bit", "mxfp4", "3bit"] and quick is True

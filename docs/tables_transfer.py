@@ -1,9 +1,11 @@
-"""The refusal-direction transfer tables (exp16, the run plan's B1) for docs/results_transfer.md, registered in
-``docs/make_tables.py``.
+"""The refusal-direction transfer tables (exp16, the run plan's B1 and B2) for docs/results_transfer.md, registered
+in ``docs/make_tables.py``.
 
-exp16 names its files by what they hold (``<stamp>_b1_self_<model>.json``, ``..._b1_transfer_<src>_to_<tgt>.json``,
-``..._b1_geometric_comparisons.json``); each table reads the newest file of each name. Rates: ``p [lo, hi] (k/n)``,
-95% Wilson intervals; cosines: the point value with a 95% bootstrap interval over the train prompts.
+exp16 names its files by what they hold and the run plan's stage (``<stamp>_b1_self_<model>.json``,
+``..._b2_transfer_<src>_to_<tgt>.json``, ``..._b1_geometric_comparisons.json``; runs before 2026-12-05 named every
+file ``b1_``): each table reads the newest file per model or pair, and the stage column says B1 (same family) or B2
+(across families). Rates: ``p [lo, hi] (k/n)``, 95% Wilson intervals; cosines: the point value with a 95% bootstrap
+interval over the train prompts.
 """
 
 from __future__ import annotations
@@ -11,14 +13,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from figures.refusal_transfer import geometry_pairs  # noqa: F401  (the figure reads the same merged pairs)
-from mlx_interp.runs.results import newest_by_tag as _newest_by_tag
+from figures.refusal_transfer import (geometry_pairs, plan_stage_of_pair, plan_stage_of_self, self_controls,
+                                      transfers)
+from experiments.exp16_refusal_transfer import PLAN_PREDICTIONS
 
 EXP = "exp16_refusal_transfer"
-
-
-def newest_by_tag(root: Path, prefix: str) -> dict[str, tuple[str, dict]]:
-    return {t: (p.name, d) for t, (p, d) in _newest_by_tag(EXP, root, prefix).items()}
 
 
 def _rate(x: dict | None) -> str:
@@ -29,9 +28,17 @@ def _run(d) -> str:
     return "quick" if d["provenance"]["config"].get("quick") else "full"
 
 
+def _stages(root: Path) -> tuple[dict, dict]:
+    """The newest self-control per model and each one's run-plan stage."""
+    selves = self_controls(root)
+    families = {m: d["results"]["family"] for m, (_, d) in selves.items()}
+    return selves, {m: plan_stage_of_self(d, families) for m, (_, d) in selves.items()}
+
+
 def t_self(newest, root: Path, md_table) -> str:
     rows = []
-    for tag, (f, d) in newest_by_tag(root, "b1_self_").items():
+    selves, stages = _stages(root)
+    for model, (f, d) in selves.items():
         s = d["results"]
         e = s.get("effect", {})
         kept = s.get("vetting", {})
@@ -39,14 +46,16 @@ def t_self(newest, root: Path, md_table) -> str:
                                    f"{kept.get('negative_kept', '?')}/{kept.get('negative_total', '?')} harmless"
         layer = "—" if s.get("layer") is None else f"{s['layer']} ({s['depth']:.2f})"
         verdict = "passed" if s["passed"] else f"stopped: {s['stop']}"
-        rows.append([s["model"], _run(d), verdict, vet, layer,
+        rows.append([s["model"], stages[model], _run(d), verdict, vet, layer,
                      _rate(e.get("harmless_baseline", {}).get("refusal")), _rate(e.get("harmless_plus_r", {}).get("refusal")),
                      _rate(e.get("harmless_plus_random", {}).get("refusal")), _rate(e.get("harmless_plus_r", {}).get("coherent")),
+                     PLAN_PREDICTIONS[stages[model]]["self_control"],
                      _rate(e.get("harmful_baseline", {}).get("refusal")), _rate(e.get("harmful_ablation", {}).get("refusal")),
                      f"`{f}`"])
-    return md_table(["model", "run", "the plan's stop rules", "vetting kept (train)", "layer chosen on val (depth)",
-                     "harmless: refusal, no vector", "+r", "+random (same norm)", "coherent with +r",
-                     "harmful: refusal, no vector", "r ablated", "result file"], rows)
+    return md_table(["model", "run plan stage", "run", "the plan's stop rules", "vetting kept (train)",
+                     "layer chosen on val (depth)", "harmless: refusal, no vector", "+r", "+random (same norm)",
+                     "coherent with +r", "run plan's prediction", "harmful: refusal, no vector", "r ablated",
+                     "result file"], rows)
 
 
 def _unvetted(g: dict) -> str:
@@ -55,13 +64,17 @@ def _unvetted(g: dict) -> str:
         n for n, v in zip((g["source"], g["target"]), g["directions_vetted"]) if not v) + ")"
 
 
+def _pair_stage(g: dict) -> str:
+    return f"{plan_stage_of_pair(g, g['same_family'])} ({'same family' if g['same_family'] else 'across families'})"
+
+
 def t_geometry(newest, root: Path, md_table) -> str:
     rows = []
     for f, g in geometry_pairs(root):
         vet = _unvetted(g)
         for carrier, c in g["comparisons"].items():
             r2 = g["map_scores_held_out"].get(carrier, {}).get("r2")
-            rows.append([f"{g['source']} → {g['target']}{vet}", "same" if g["same_family"] else "across",
+            rows.append([f"{g['source']} → {g['target']}{vet}", _pair_stage(g),
                          f"{g['source_layer']} → {g['target_layer']}", carrier,
                          f"{c['cosine']:+.2f} [{c['cosine_ci95'][0]:+.2f}, {c['cosine_ci95'][1]:+.2f}]",
                          f"{c['norm_ratio']:.2f}",
@@ -69,7 +82,7 @@ def t_geometry(newest, root: Path, md_table) -> str:
                          f"{c['random_abs_cosine_range95'][1]:.2f}]",
                          "yes" if c["beats_random"] else "no", f"{g['predicted'][0]}–{g['predicted'][1]}",
                          "—" if r2 is None else f"{r2:.2f}", f"`{f}`"])
-    return md_table(["source → target", "family", "layers (source → target)", "carried by", "cosine with target's own [95% CI]",
+    return md_table(["source → target", "run plan stage", "layers (source → target)", "carried by", "cosine with target's own [95% CI]",
                      "norm ratio", "random directions: mean |cos| [2.5, 97.5 pct]", "beats random", "run plan's prediction",
                      "map R² (held-out texts)", "result file"], rows)
 
@@ -93,26 +106,51 @@ def t_geometry_by_layer(newest, root: Path, md_table) -> str:
             top = max([rc for rc in cs if rc[1]["beats_random"]], key=lambda rc: rc[1]["cosine"], default=None)
             peak = "—" if top is None else (f"{top[0]['source_layer']} → {top[0]['target_layer']} ({top[0]['source_depth']:.2f}): "
                                             f"{top[1]['cosine']:+.2f} [{top[1]['cosine_ci95'][0]:+.2f}, {top[1]['cosine_ci95'][1]:+.2f}]")
-            rows.append([f"{g['source']} → {g['target']}{_unvetted(g)}", "same" if g["same_family"] else "across", carrier,
+            rows.append([f"{g['source']} → {g['target']}{_unvetted(g)}", _pair_stage(g), carrier,
                          f"{beats}/{len(cs)}", f"{inside}/{len(cs)}", f"{min(vals):+.2f} … {max(vals):+.2f}", peak,
                          str(g["source_layer"]), f"`{f}`"])
-    return md_table(["source → target", "family", "carried by", "layers beating random", "layers beating random and in "
+    return md_table(["source → target", "run plan stage", "carried by", "layers beating random", "layers beating random and in "
                      "the plan's range", "cosine over layers (min … max)", "highest among layers beating random: layers "
                      "(source depth): cosine [95% CI]", "chosen source layer", "result file"], rows)
 
 
+def _vs_plan(stage: str, carried: dict, self_coherent: dict | None) -> str:
+    """The carried direction's coherent rate against the run plan's prediction, on point estimates (the rates'
+    intervals are in their own columns): B1, 50-80% of the target's self-control coherent rate; B2, below 50%."""
+    if stage == "B2":
+        return f"{carried['p']:.2f} {'<' if carried['p'] < 0.5 else '≥'} 0.50: {'as' if carried['p'] < 0.5 else 'not as'} predicted"
+    if not self_coherent or not self_coherent["p"]:
+        return "— (no self-control rate)"
+    ratio = carried["p"] / self_coherent["p"]
+    return f"{ratio:.2f} of {self_coherent['p']:.2f}: {'as' if 0.5 <= ratio <= 0.8 else 'not as'} predicted"
+
+
+def _self_of_run(root: Path, model: str, doc: dict) -> dict:
+    """``model``'s self-control from the run that wrote ``doc`` (the file with the same configuration), or {}."""
+    for p in sorted((root / EXP).glob(f"*_self_{model}.json"), reverse=True):
+        d = json.loads(p.read_text())
+        if d["provenance"]["config"] == doc["provenance"]["config"]:
+            return d
+    return {"results": {}}
+
+
 def t_transfer(newest, root: Path, md_table) -> str:
     rows = []
-    for tag, (f, d) in newest_by_tag(root, "b1_transfer_").items():
+    for (src, tgt), (f, d) in transfers(root).items():
         r = d["results"]
         st = r["steering"]
         own = st["target_own_at_layer"]
+        stage = plan_stage_of_pair(r, r["source_model"]["family"] == d["provenance"]["model"]["family"])
+        tself = _self_of_run(root, tgt, d)["results"].get("effect", {}).get("harmless_plus_r", {})
         for carrier in [k for k in st if k not in ("target_own_at_layer",) and not k.endswith("_random")]:
-            rows.append([f"{r['source']} → {r['target']}", _run(d), f"{r['source_layer']} → {r['target_layer']}", carrier,
-                         _rate(st[carrier]["refusal"]), _rate(st[carrier + "_random"]["refusal"]), _rate(own["refusal"]),
-                         _rate(st[carrier]["coherent"]), f"`{f}`"])
-    return md_table(["source → target", "run", "layers", "carried by", "harmless refusal with the carried direction",
-                     "carried random direction", "target's own direction, same layer", "coherent (carried)", "result file"], rows)
+            rows.append([f"{r['source']} → {r['target']}", stage, _run(d), f"{r['source_layer']} → {r['target_layer']}",
+                         carrier, _rate(st[carrier]["refusal"]), _rate(st[carrier + "_random"]["refusal"]),
+                         _rate(own["refusal"]), _rate(st[carrier]["coherent"]),
+                         _vs_plan(stage, st[carrier]["coherent"], tself.get("coherent")), f"`{f}`"])
+    return md_table(["source → target", "run plan stage", "run", "layers", "carried by",
+                     "harmless refusal with the carried direction", "carried random direction",
+                     "target's own direction, same layer", "coherent (carried)",
+                     "coherent vs the run plan (B1: 50–80% of the target's self-control; B2: < 50%)", "result file"], rows)
 
 
 EXP17 = "exp17_preference_transfer"
@@ -122,8 +160,6 @@ def _exp17_newest(root: Path) -> tuple[str, dict] | None:
     runs = sorted((root / EXP17).glob("*/experiment_results.json"))
     if not runs:
         return None
-    import json
-
     return runs[-1].parent.name, json.loads(runs[-1].read_text())
 
 

@@ -1,9 +1,15 @@
-"""exp16: does a refusal direction learned in one model work in another? (the run plan's B1)
+"""exp16: does a refusal direction learned in one model work in another? (the run plan's B1 and B2)
 
     python -m experiments.exp16_refusal_transfer --model qwen2.5-coder-0.5b --model qwen2.5-coder-0.5b@fp32 \\
         --model smollm2-135m --model gemma-3-270m [--quick] [--out results]
 
-1. **Self-controls** (``b1_self_<model>``). Each model's own difference-in-means refusal direction: vetted harmful
+The run plan ("B1/B2 Transfer Experiments", 2026-02-19) has two stages, and the files carry its names: **B1**,
+same-family transfer (its Qwen 3B-32B ladder), and **B2**, cross-family transfer (Qwen <-> Gemma), whose
+prerequisite is B1's self-controls and which it skips when B1 shows zero same-family transfer. Here a pair of models
+is B1 when both are of one family and B2 otherwise; a self-control is B1 when another model of the run shares its
+family and B2 when none does (the plan's B2 self-control is the one Gemma). ``b<k>`` below is that stage.
+
+1. **Self-controls** (``b<k>_self_<model>``). Each model's own difference-in-means refusal direction: vetted harmful
    minus harmless train prompts (chat template, last token), at ``resid_pre`` of every block. The layer is chosen
    on *validation* prompts: among l < int(0.8 L), the one whose +r (alpha 1, every position) gives the highest mean
    refusal metric (Arditi et al.'s log-odds of the model's own refusal-start tokens) on harmless val prompts. Held
@@ -11,12 +17,16 @@
    same norm; harmful refusal with r ablated. The run plan's stop rules: +r coherent < 50%, or 0% refusal with +r
    (or a base model, or one that refuses fewer than 2 train prompts) stops that model with a message; it then takes
    no part in steering transfer.
-2. **Transfer** (``b1_transfer_<src>_to_<tgt>``, for every ordered pair of models that passed). The source's
+2. **Transfer** (``b<k>_transfer_<src>_to_<tgt>``, for every ordered pair of models that passed; B1 pairs first). The source's
    direction at its chosen layer, carried to the target layer at the same relative depth: directly where the
    widths match, and through each alignment map (ridge, Procrustes) fitted on paired activations of the two
    models on fit texts (scored on disjoint eval texts). Each is added at alpha 1 to harmless test prompts, beside a
-   random source direction of the same norm carried the same way, and beside the target's own direction.
-3. **Geometry** (``b1_geometric_comparisons``, every ordered pair, passed or not; a model the plan stopped on gives
+   random source direction of the same norm carried the same way, and beside the target's own direction. The
+   plan's rule "if B1 shows zero same-family transfer, skip B2": when B1 transfers ran and none of their carried
+   directions made the target refuse a single test prompt, the B2 transfers are skipped with a message (their
+   geometry is still measured: the plan counts a cosine without behavioural transfer as a valid result).
+3. **Geometry** (``b1_geometric_comparisons`` for the B1 pairs, ``b2_geometric_comparisons`` for the B2 pairs;
+   every ordered pair, passed or not; a model the plan stopped on gives
    its unvetted difference of means at L // 2, flagged): cosine of the carried source
    direction with the target's own at the matched layer, the norm ratio, a 95% paired basic bootstrap interval
    (the train prompts resampled once for both models; basic, not percentile: resampling biases a cosine toward 0,
@@ -64,6 +74,30 @@ from mlx_interp.transfer.pairs import TextStates, matched_layer, pair_states, te
 NAME = "exp16_refusal_transfer"
 PREDICTED = {"within_family": [0.2, 0.6], "across_families": [0.1, 0.4],
              "source": "the run plan (issue 18): cosine of a mapped direction with the target's own"}
+# the run plan's other pre-registered outcomes, quoted beside the measured rates (docs/results_transfer.md)
+PLAN_PREDICTIONS = {
+    "B1": {"self_control": "coherent >= 90% (its 3B/7B)",
+           "transfer": "coherent 50-80% of the self-control's (its 14B <-> 32B direct transfer)"},
+    "B2": {"self_control": "coherent about 93% (its Gemma 9B)",
+           "transfer": "coherent < 50% (its Qwen 7B -> Gemma 9B)"},
+}
+
+
+def pair_stage(src, tgt) -> str:
+    """The run plan's stage of an ordered pair: B1 (same family) or B2 (across families)."""
+    return "B1" if src.family == tgt.family else "B2"
+
+
+def self_stage(lm, models: list) -> str:
+    """The run plan's stage of a self-control: B1 when another model of the run shares ``lm``'s family, else B2."""
+    return "B1" if any(m is not lm and m.family == lm.family for m in models) else "B2"
+
+
+def b1_shows_no_transfer(b1_steering: list[dict]) -> bool:
+    """The plan's skip rule for B2: B1 transfers ran, and no carried direction (direct or through a map; random
+    controls and the target's own direction excluded) made any target refuse a single harmless test prompt."""
+    carried = [c for st in b1_steering for k, c in st.items() if k != "target_own_at_layer" and not k.endswith("_random")]
+    return bool(b1_steering) and all(c["refusal"]["k"] == 0 for c in carried)
 STEER_MAPS = ("ridge", "procrustes")
 GEOMETRY_MAPS = ("lstsq", "ridge", "procrustes")
 
@@ -293,7 +327,7 @@ def transfer(src, s_self: dict, tgt, t_self: dict, carriers: dict, tl: int, cfg:
 
 
 def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> list:
-    """The whole B1 plan on the given models; returns the written paths."""
+    """The run plan's B1 and B2 on the given models; returns the written paths."""
     cfg = cfg or config(quick)
     if len(models) < 2:
         raise MlxInterpError(f"exp16 compares models: give at least 2 --model (got {len(models)})")
@@ -302,52 +336,68 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> l
     paths, selves = [], {}
     for lm in models:
         t0 = time.time()
-        print(f"{NAME}: self-control on {lm.name}", file=sys.stderr)
-        s = self_control(lm, cfg, sets)
+        stage = self_stage(lm, models)
+        print(f"{NAME}: {stage} self-control on {lm.name}", file=sys.stderr)
+        s = {**self_control(lm, cfg, sets), "plan_stage": stage}
         if not s["passed"]:
             print(f"  stop: {s['stop']}", file=sys.stderr)
         selves[lm.name] = s
         paths.append(mi.save_result(NAME, _public(s), lm=lm, config=run_cfg, wall_s=time.time() - t0, out_dir=out_dir,
-                                    tag=f"b1_self_{lm.name}"))
+                                    tag=f"{stage.lower()}_self_{lm.name}"))
     (h, hl), (hv, hlv) = refusal_prompts("train"), refusal_prompts("val")  # maps: fitted on train texts, scored on val
     texts = h[:cfg.n_fit_texts // 2] + hl[:cfg.n_fit_texts // 2] + hv[:cfg.n_eval_texts // 2] + hlv[:cfg.n_eval_texts // 2]
     states = {}  # each model's states on the map texts at blocks 1..L-1: one pass per model, reused by every pair
     for lm in models:
         print(f"{NAME}: map texts on {lm.name}", file=sys.stderr)
         states[lm.name] = text_states(lm, texts, range(1, lm.n_layers), site="resid_pre")
-    geo = []
-    for src in models:
-        for tgt in models:
-            if src is tgt:
-                continue
-            t0 = time.time()
-            s_self, t_self = selves[src.name], selves[tgt.name]
-            print(f"{NAME}: {src.name} -> {tgt.name}", file=sys.stderr)
-            done: dict = {}
-            per_layer = per_layer_geometry(src, s_self, tgt, t_self, cfg, states, done)
-            ls = s_self["geometry_layer"]
-            fitted, scores, tl, comp = done.get(ls) or compare_at(src, s_self, tgt, t_self, ls, cfg, states)
-            carriers = maps.carriers(src, tgt, fitted)
-            same = src.family == tgt.family
-            g = {"source": src.name, "target": tgt.name, "source_layer": s_self["geometry_layer"], "target_layer": tl,
-                 "source_layer_rule": s_self["geometry_layer_rule"],
-                 "directions_vetted": [s_self["direction_vetted"], t_self["direction_vetted"]],
-                 "same_family": same, "predicted": PREDICTED["within_family" if same else "across_families"],
-                 "map_scores_held_out": scores, "widths": [src.width, tgt.width],
-                 "direct": "applies" if src.width == tgt.width else f"widths differ ({src.width} vs {tgt.width})",
-                 "comparisons": comp, "per_layer": per_layer,
-                 "both_passed_self_control": bool(s_self["passed"] and t_self["passed"])}
-            geo.append(g)
-            if g["both_passed_self_control"]:
-                res = {**{k: g[k] for k in ("source", "target", "source_layer", "target_layer", "direct", "map_scores_held_out")},
-                       "steering": transfer(src, s_self, tgt, t_self, carriers, tl, cfg, sets),
-                       "source_model": src.describe()}
-                paths.append(mi.save_result(NAME, res, lm=tgt, config=run_cfg, wall_s=time.time() - t0, out_dir=out_dir,
-                                            tag=f"b1_transfer_{src.name}_to_{tgt.name}"))
-    paths.append(mi.save_result(NAME, {"pairs": geo, "predicted": PREDICTED, "models": [m.describe() for m in models],
-                                       "self_controls": {k: {"passed": v["passed"], "stop": v["stop"], "layer": v.get("layer")}
-                                                         for k, v in selves.items()}},
-                                config=run_cfg, out_dir=out_dir, tag="b1_geometric_comparisons"))
+    ordered = sorted([(s, t) for s in models for t in models if s is not t], key=lambda p: pair_stage(*p) != "B1")
+    geo: dict[str, list] = {"B1": [], "B2": []}
+    b1_steering: list[dict] = []
+    b2_skipped = None
+    for src, tgt in ordered:
+        t0 = time.time()
+        stage = pair_stage(src, tgt)
+        if stage == "B2" and b2_skipped is None and b1_shows_no_transfer(b1_steering):
+            b2_skipped = (f"B1 shows zero same-family transfer ({len(b1_steering)} transfer(s), no carried direction "
+                          "made a target refuse): the run plan skips B2's transfers; their geometry is still measured")
+            print(f"  stop: {b2_skipped}", file=sys.stderr)
+        s_self, t_self = selves[src.name], selves[tgt.name]
+        print(f"{NAME}: {stage} {src.name} -> {tgt.name}", file=sys.stderr)
+        done: dict = {}
+        per_layer = per_layer_geometry(src, s_self, tgt, t_self, cfg, states, done)
+        ls = s_self["geometry_layer"]
+        fitted, scores, tl, comp = done.get(ls) or compare_at(src, s_self, tgt, t_self, ls, cfg, states)
+        carriers = maps.carriers(src, tgt, fitted)
+        same = src.family == tgt.family
+        g = {"source": src.name, "target": tgt.name, "plan_stage": stage, "source_layer": s_self["geometry_layer"],
+             "target_layer": tl, "source_layer_rule": s_self["geometry_layer_rule"],
+             "directions_vetted": [s_self["direction_vetted"], t_self["direction_vetted"]],
+             "same_family": same, "predicted": PREDICTED["within_family" if same else "across_families"],
+             "map_scores_held_out": scores, "widths": [src.width, tgt.width],
+             "direct": "applies" if src.width == tgt.width else f"widths differ ({src.width} vs {tgt.width})",
+             "comparisons": comp, "per_layer": per_layer,
+             "both_passed_self_control": bool(s_self["passed"] and t_self["passed"])}
+        geo[stage].append(g)
+        if g["both_passed_self_control"] and not (stage == "B2" and b2_skipped):
+            res = {**{k: g[k] for k in ("source", "target", "plan_stage", "source_layer", "target_layer", "direct",
+                                        "map_scores_held_out")},
+                   "steering": transfer(src, s_self, tgt, t_self, carriers, tl, cfg, sets),
+                   "source_model": src.describe(), "plan_prediction": PLAN_PREDICTIONS[stage]["transfer"]}
+            if stage == "B1":
+                b1_steering.append(res["steering"])
+            paths.append(mi.save_result(NAME, res, lm=tgt, config=run_cfg, wall_s=time.time() - t0, out_dir=out_dir,
+                                        tag=f"{stage.lower()}_transfer_{src.name}_to_{tgt.name}"))
+    for stage, pairs in geo.items():
+        if not pairs:
+            continue
+        names = {n for g in pairs for n in (g["source"], g["target"])}
+        doc = {"pairs": pairs, "plan_stage": stage, "predicted": PREDICTED, "plan_predictions": PLAN_PREDICTIONS[stage],
+               "models": [m.describe() for m in models if m.name in names],
+               "self_controls": {k: {"passed": v["passed"], "stop": v["stop"], "layer": v.get("layer"),
+                                     "plan_stage": v["plan_stage"]} for k, v in selves.items() if k in names}}
+        if stage == "B2":
+            doc["b2_transfers_skipped"] = b2_skipped
+        paths.append(mi.save_result(NAME, doc, config=run_cfg, out_dir=out_dir, tag=f"{stage.lower()}_geometric_comparisons"))
     return paths
 
 

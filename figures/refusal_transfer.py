@@ -1,4 +1,4 @@
-"""Refusal-direction transfer figures (exp16, the run plan's B1), rebuilt from kept result files only.
+"""Refusal-direction transfer figures (exp16, the run plan's B1 and B2), rebuilt from kept result files only.
 
 The geometry: for every source -> target pair and carrier (direct, lstsq, ridge, Procrustes), the cosine of the
 carried direction with the target's own (95% bootstrap interval) beside the band random directions reach through
@@ -17,20 +17,58 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mlx_interp.runs.results import newest_by_tag  # noqa: E402
 from figures.common import save as _save, short as _short  # noqa: E402
 
 EXP = "exp16_refusal_transfer"
 
 
-def geometry_pairs(root: Path) -> list[tuple[str, dict]]:
-    """(file, pair) for every ordered model pair in any ``b1_geometric_comparisons`` file, the newest file's entry
-    winning: a run on a new pair of models (the 0.5B <-> 1.5B one) adds its rows without hiding the earlier pairs."""
+def _newest(root: Path, kind: str, key) -> dict:
+    """key(doc) -> (file, doc), the newest by UTC stamp among ``<stamp>_b1_<kind>...`` and ``<stamp>_b2_<kind>...``
+    files: runs before the B1/B2 split (2026-12-05) named every file ``b1_``, so a pair's newest file may carry
+    either prefix."""
     d = Path(root) / EXP
+    out: dict = {}
+    files = sorted(p for p in (d.glob("*.json") if d.exists() else [])
+                   if p.stem.split("_", 1)[-1].startswith((f"b1_{kind}", f"b2_{kind}")))
+    for p in files:
+        doc = json.loads(p.read_text())
+        out[key(doc)] = (p.name, doc)
+    return out
+
+
+def self_controls(root: Path) -> dict[str, tuple[str, dict]]:
+    """model -> (file, document) of its newest self-control."""
+    return _newest(root, "self_", lambda d: d["results"]["model"])
+
+
+def transfers(root: Path) -> dict[tuple[str, str], tuple[str, dict]]:
+    """(source, target) -> (file, document) of the pair's newest behavioural transfer."""
+    return _newest(root, "transfer_", lambda d: (d["results"]["source"], d["results"]["target"]))
+
+
+def plan_stage_of_self(doc: dict, families: dict[str, str]) -> str:
+    """A self-control's run-plan stage: recorded since the split; before it, B1 when another model of that run
+    (its config's ``models``) has the same family (``families``: model -> family, from the self-control files)."""
+    r = doc["results"]
+    if "plan_stage" in r:
+        return r["plan_stage"]
+    run = doc["provenance"]["config"].get("models", [])
+    return "B1" if any(m != r["model"] and families.get(m) == r["family"] for m in run) else "B2"
+
+
+def plan_stage_of_pair(r: dict, same_family: bool) -> str:
+    """A pair's run-plan stage: recorded since the split, else B1 for a same-family pair and B2 across families."""
+    return r.get("plan_stage") or ("B1" if same_family else "B2")
+
+
+def geometry_pairs(root: Path) -> list[tuple[str, dict]]:
+    """(file, pair) for every ordered model pair in any ``b1_``/``b2_geometric_comparisons`` file, the newest file's
+    entry winning: a run on a new pair of models (the 0.5B <-> 1.5B one) adds its rows without hiding the earlier
+    pairs."""
     pairs: dict = {}
-    for p in sorted(d.glob("*_b1_geometric_comparisons.json")) if d.exists() else []:
-        for g in json.loads(p.read_text())["results"]["pairs"]:
-            pairs[(g["source"], g["target"])] = (p.name, g)
+    for f, doc in _newest(root, "geometric_comparisons", lambda d: id(d)).values():
+        for g in doc["results"]["pairs"]:
+            pairs[(g["source"], g["target"])] = (f, g)
     return list(pairs.values())
 
 
@@ -62,8 +100,9 @@ def fig_transfer(docs: dict, out: Path) -> Path:
     for _, (_, d) in sorted(docs.items()):
         r = d["results"]
         st = r["steering"]
+        stage = plan_stage_of_pair(r, r["source_model"]["family"] == d["provenance"]["model"]["family"])
         for c in [k for k in st if k != "target_own_at_layer" and not k.endswith("_random")]:
-            rows.append((f"{_short(r['source'])} → {_short(r['target'])} ({c})", st[c]["refusal"],
+            rows.append((f"{stage}: {_short(r['source'])} → {_short(r['target'])} ({c})", st[c]["refusal"],
                          st[c + "_random"]["refusal"], st["target_own_at_layer"]["refusal"]))
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
     y = np.arange(len(rows))
@@ -129,7 +168,7 @@ def all_figures(res: Path, out: Path) -> list[Path]:
         by_layer = fig_geometry_by_layer(geo, out)
         if by_layer:
             paths.append(by_layer)
-    transfers = newest_by_tag(EXP, res, "b1_transfer_")
-    if transfers:
-        paths.append(fig_transfer(transfers, out))
+    docs = transfers(res)
+    if docs:
+        paths.append(fig_transfer(docs, out))
     return paths

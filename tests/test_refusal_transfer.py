@@ -1,6 +1,6 @@
-"""exp16 (refusal-direction transfer, the run plan's B1) end to end on a tiny configuration: self-controls with the
-stop rules, direct transfer between two precisions of Qwen, maps across families, geometry with its random
-baseline, and result files named as the run plan."""
+"""exp16 (refusal-direction transfer, the run plan's B1 and B2) end to end on a tiny configuration: self-controls
+with the stop rules, direct transfer between two precisions of Qwen (B1), maps across families (B2), geometry with
+its random baseline, and result files named as the run plan."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ def test_exp16_tiny_run_writes_the_plans_files_with_controls(tmp_path, smol, qwe
                        n_boot=20, n_random=50)
     paths = exp16.run([qwen, q32, smol], True, str(tmp_path), cfg)
     names = [p.name.split("_", 1)[1] for p in paths]
+    stage = {qwen.name: "b1", q32.name: "b1", smol.name: "b2"}  # the run plan: B1 within a family, B2 across
     for m in (qwen, q32, smol):
-        assert f"b1_self_{m.name}.json" in names
-    assert names[-1] == "b1_geometric_comparisons.json"
+        assert f"{stage[m.name]}_self_{m.name}.json" in names
+    assert names[-2:] == ["b1_geometric_comparisons.json", "b2_geometric_comparisons.json"]
     docs = {n: json.loads(p.read_text())["results"] for n, p in zip(names, paths)}
-    selves = {m.name: docs[f"b1_self_{m.name}.json"] for m in (qwen, q32, smol)}
+    selves = {m.name: docs[f"{stage[m.name]}_self_{m.name}.json"] for m in (qwen, q32, smol)}
     for s in selves.values():  # a stopped model says why and has no chosen layer; a passing one has its controls
         if s["passed"]:
             assert s["stop"] is None and s["layer"] < int(0.8 * s["layers"])
@@ -31,8 +32,14 @@ def test_exp16_tiny_run_writes_the_plans_files_with_controls(tmp_path, smol, qwe
                 assert s["effect"][k]["refusal"]["n"] == 2
         else:
             assert s["stop"] and s["direction_vetted"] == (s["layer"] is not None)
-    geo = {(g["source"], g["target"]): g for g in docs["b1_geometric_comparisons.json"]["pairs"]}
+    b1 = {(g["source"], g["target"]) for g in docs["b1_geometric_comparisons.json"]["pairs"]}
+    assert b1 == {(qwen.name, q32.name), (q32.name, qwen.name)}
+    b2 = docs["b2_geometric_comparisons.json"]
+    assert {g["plan_stage"] for g in b2["pairs"]} == {"B2"} and len(b2["pairs"]) == 4 and "b2_transfers_skipped" in b2
+    geo = {(g["source"], g["target"]): g for n in ("b1", "b2") for g in docs[f"{n}_geometric_comparisons.json"]["pairs"]}
     assert len(geo) == 6
+    b1_first = [n for n in names if "_transfer_" in n]  # B1 transfers run first: B2 waits on the plan's skip rule
+    assert b1_first == sorted(b1_first, key=lambda n: not n.startswith("b1_")), b1_first
     same = geo[(qwen.name, q32.name)]
     # two precisions of one model: the direct cosine is high and far above what random directions get
     d = same["comparisons"]["direct"]
@@ -65,6 +72,9 @@ def test_exp16_tiny_run_writes_the_plans_files_with_controls(tmp_path, smol, qwe
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "docs"))
     import make_tables
 
+    selves_table = make_tables.tables_transfer.t_self(None, tmp_path, make_tables._table)
+    assert {r.split(" | ")[0][2:]: r.split(" | ")[1] for r in selves_table.splitlines()[2:]} == \
+        {n: s.upper() for n, s in stage.items()}
     table = make_tables.tables_transfer.t_geometry_by_layer(None, tmp_path, make_tables._table)
     by_layer = [r.split(" | ") for r in table.splitlines()[2:]]
     assert len(by_layer) == sum(len(g["comparisons"]) for g in geo.values())
@@ -99,3 +109,32 @@ def test_geometry_bootstrap_resamples_the_shared_prompts_once_for_both_models():
     for rs, rt in same:
         a, b = _boot_dir(s_self["_acts"], rs, 3), _boot_dir(s_self["_acts"], rt, 3)
         assert np.array_equal(a, b)
+
+
+def test_b2_is_skipped_only_when_b1_transfers_ran_and_none_refused():
+    """The run plan: "if B1 shows zero same-family transfer: SKIP B2". Random controls and the target's own
+    direction do not count as transfer; no B1 transfer at all is no evidence either way."""
+    from experiments.exp16_refusal_transfer import b1_shows_no_transfer
+
+    rate = lambda k: {"refusal": {"k": k, "n": 10}}  # noqa: E731
+    none = {"direct": rate(0), "direct_random": rate(3), "ridge": rate(0), "ridge_random": rate(0),
+            "target_own_at_layer": rate(9)}
+    assert b1_shows_no_transfer([none, none])
+    assert not b1_shows_no_transfer([none, {**none, "ridge": rate(1)}])
+    assert not b1_shows_no_transfer([])
+
+
+def test_files_from_before_the_split_get_their_stage_from_the_run_families():
+    """Runs before 2026-12-05 named every file b1_: a self-control is B1 when another model of its run shares its
+    family, a pair is B1 within a family; a stage recorded in the file wins."""
+    from figures.refusal_transfer import plan_stage_of_pair, plan_stage_of_self
+
+    fams = {"q-a": "qwen", "q-b": "qwen", "s": "llama"}
+    doc = lambda m: {"results": {"model": m, "family": fams[m]},  # noqa: E731
+                     "provenance": {"config": {"models": ["q-a", "q-b", "s"]}}}
+    assert [plan_stage_of_self(doc(m), fams) for m in ("q-a", "q-b", "s")] == ["B1", "B1", "B2"]
+    alone = {"results": {"model": "q-a", "family": "qwen"}, "provenance": {"config": {"models": ["q-a", "s"]}}}
+    assert plan_stage_of_self(alone, fams) == "B2"
+    assert plan_stage_of_self({**alone, "results": {**alone["results"], "plan_stage": "B1"}}, fams) == "B1"
+    assert (plan_stage_of_pair({}, True), plan_stage_of_pair({}, False), plan_stage_of_pair({"plan_stage": "B1"}, False)) \
+        == ("B1", "B2", "B1")

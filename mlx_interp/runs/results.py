@@ -200,16 +200,3 @@ def load_results(experiment: str, out_dir: str | Path = "results") -> list[dict]
     and ``..._model-2.json`` sorts *before* ``..._model.json`` by name.
     """
     return [doc for _, doc in load_results_with_paths(experiment, out_dir)]
-
-
-def newest_by_tag(experiment: str, out_dir: str | Path = "results", prefix: str = "") -> dict[str, tuple[Path, dict]]:
-    """tag -> (file, document) of the newest result per file tag (the part after ``<stamp>_``) starting with
-    ``prefix``: for studies that name their files by content (exp16's ``b1_self_<model>``). Newest by the UTC stamp
-    in the name, so a fresh clone (where every file has the checkout's mtime) reads the same files."""
-    d = Path(out_dir) / experiment
-    out: dict = {}
-    for p in sorted(d.glob("*.json")) if d.exists() else []:
-        tag = p.stem.split("_", 1)[1] if "_" in p.stem else p.stem
-        if tag.startswith(prefix):
-            out[tag] = (p, json.loads(p.read_text()))
-    return out

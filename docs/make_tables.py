@@ -328,9 +328,9 @@ TABLES = {"exp6": t_exp6, "exp6_readouts": t_exp6_readouts, "exp9": t_exp9, "exp
           "exp14_signatures": _module_table(tables_kv.t_signatures), "exp14_transfer": _module_table(tables_kv.t_transfer),
           "exp14_cross": _module_table(tables_kv.t_cross), "exp14e_fit": _module_table(tables_kv.t_projector_fit),
           "exp14e": _module_table(tables_kv.t_projector),
-          "b1_self": _module_table(tables_transfer.t_self), "b1_geometry": _module_table(tables_transfer.t_geometry),
-          "b1_geometry_by_layer": _module_table(tables_transfer.t_geometry_by_layer),
-          "b1_transfer": _module_table(tables_transfer.t_transfer), "exp17": _module_table(tables_transfer.t_exp17),
+          "exp16_self": _module_table(tables_transfer.t_self), "exp16_geometry": _module_table(tables_transfer.t_geometry),
+          "exp16_geometry_by_layer": _module_table(tables_transfer.t_geometry_by_layer),
+          "exp16_transfer": _module_table(tables_transfer.t_transfer), "exp17": _module_table(tables_transfer.t_exp17),
           "exp17_hypotheses": _module_table(tables_transfer.t_exp17_hypotheses),
           **{f"exp15_{n}": _module_table(getattr(tables_quant, f"t_{n}"))
              for n in ("fidelity", "vetting", "cosine", "steering", "cross", "sycophancy", "sycophancy_search", "spread",

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from figures.refusal_transfer import (geometry_pairs, plan_stage_of_pair, plan_stage_of_self, self_controls,
-                                      transfers)
+from figures.refusal_transfer import (geometry_docs, geometry_pairs, plan_stage_of_pair, plan_stage_of_self,
+                                      same_run, self_controls, transfers)
 from experiments.exp16_refusal_transfer import PLAN_PREDICTIONS
 
 EXP = "exp16_refusal_transfer"
@@ -125,13 +125,24 @@ def _vs_plan(stage: str, carried: dict, self_coherent: dict | None) -> str:
     return f"{ratio:.2f} of {self_coherent['p']:.2f}: {'as' if 0.5 <= ratio <= 0.8 else 'not as'} predicted"
 
 
-def _self_of_run(root: Path, model: str, doc: dict) -> dict:
-    """``model``'s self-control from the run that wrote ``doc`` (the file with the same configuration), or {}."""
+def _self_of_run(root: Path, model: str, doc: dict, file: str) -> dict:
+    """``model``'s self-control from the run that wrote ``doc`` (``same_run``), stamped no later than ``file``; {}
+    if there is none."""
     for p in sorted((root / EXP).glob(f"*_self_{model}.json"), reverse=True):
         d = json.loads(p.read_text())
-        if d["provenance"]["config"] == doc["provenance"]["config"]:
+        if p.name[:16] <= file[:16] and same_run(d, doc):
             return d
     return {"results": {}}
+
+
+def _superseded(root: Path, pair: tuple[str, str], doc: dict) -> str:
+    """A note when a later run compared this pair but steered it no more (B2 skipped, or a self-control stopped):
+    the row is then an earlier run's."""
+    f, gdoc = geometry_docs(root).get(pair, (None, None))
+    if gdoc is None or same_run(gdoc, doc):
+        return ""
+    why = gdoc["results"].get("b2_transfers_skipped") or "a self-control stopped"
+    return f" (earlier run: `{f}` did not steer this pair: {why})"
 
 
 def t_transfer(newest, root: Path, md_table) -> str:
@@ -141,16 +152,19 @@ def t_transfer(newest, root: Path, md_table) -> str:
         st = r["steering"]
         own = st["target_own_at_layer"]
         stage = plan_stage_of_pair(r, r["source_model"]["family"] == d["provenance"]["model"]["family"])
-        tself = _self_of_run(root, tgt, d)["results"].get("effect", {}).get("harmless_plus_r", {})
+        tself = _self_of_run(root, tgt, d, f)["results"].get("effect", {}).get("harmless_plus_r", {})
+        note = _superseded(root, (src, tgt), d)
         for carrier in [k for k in st if k not in ("target_own_at_layer",) and not k.endswith("_random")]:
-            rows.append([f"{r['source']} → {r['target']}", stage, _run(d), f"{r['source_layer']} → {r['target_layer']}",
+            rows.append([f"{r['source']} → {r['target']}", stage, _run(d) + note,
+                         f"{r['source_layer']} → {r['target_layer']}",
                          carrier, _rate(st[carrier]["refusal"]), _rate(st[carrier + "_random"]["refusal"]),
                          _rate(own["refusal"]), _rate(st[carrier]["coherent"]),
                          _vs_plan(stage, st[carrier]["coherent"], tself.get("coherent")), f"`{f}`"])
     return md_table(["source → target", "run plan stage", "run", "layers", "carried by",
                      "harmless refusal with the carried direction", "carried random direction",
                      "target's own direction, same layer", "coherent (carried)",
-                     "coherent vs the run plan (B1: 50–80% of the target's self-control; B2: < 50%)", "result file"], rows)
+                     "coherent vs the run plan's direct-transfer prediction, extended here to mapped transfers "
+                     "(B1: 50–80% of the target's self-control; B2: < 50%)", "result file"], rows)
 
 
 EXP17 = "exp17_preference_transfer"

@@ -11,11 +11,15 @@ so a full grid's addition takes hours: it runs in a journal, and ``--resume`` co
 
 It is only valid when it reproduces what the kept file measured on both splits the search touches: the reference's
 sycophancy layer choice on the validation items, and every precision's x1 rows on the test items (-1, 0, +1 and their
-random controls), each equal to the kept one within a relative 1e-9 (as ``exp15_merge`` compares parts), or it stops
-with a one-line error naming the first difference (another model build or code). The new file holds the kept result
+random controls). Every count, choice and flag must be equal and every float within ``TOLERANCE`` (relative; absolute
+for values under 1e-3, as ``compare_results`` measures drift), or it stops with a one-line error naming the first
+difference and both values (another model build or code). Not ``exp15_merge``'s 1e-9: that is for parts of one run
+on one build, while the code at 2026-12-05 reproduces the full grid of 12-04 (commit f1e3f8f) only to about 1e-6
+relative, float32 sums taken in another order (BUGFIX #61). The largest drift is recorded in the new file. The new file holds the kept result
 with each precision's sycophancy row replaced by the searched one, the sycophancy cross rows added, the hypotheses
 recomputed (``exp15_quantization.hypotheses``), ``sycophancy_search`` (the search's settings, as a run of the study
-records them) and ``sycophancy_search_added``: the kept file, its commit, and this step's wall time. Its ``wall_s`` is
+records them) and ``sycophancy_search_added``: the kept file, its commit, this step's wall time and the
+reproduction check's summary. Its ``wall_s`` is
 the kept run's plus this step's. The kept file is never changed; the new one is the model's newest result, so the
 notes' tables read it (run it on the newest file of a model, or the tables move to an older run).
 """
@@ -33,7 +37,8 @@ import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/
 import mlx.core as mx
 
 from experiments.common import journaled
-from experiments.exp15_merge import _Described, first_difference
+from experiments.compare_results import Comparison, compare
+from experiments.exp15_merge import _Described
 from experiments.exp15_quantization import (NAME, REFERENCE, SYC_SEARCH, _public, add_sycophancy_search,
                                             choose_sycophancy_layer, cross_steer, data, hypotheses, prepare_variants,
                                             recorded_config, sycophancy_activations, sycophancy_x1)
@@ -41,12 +46,21 @@ from mlx_interp.errors import MlxInterpError
 from mlx_interp.readouts.directions import diff_of_means_vec
 
 KEPT = ("0", "-1", "+1", "random_-1", "random_+1")  # the x1 rows on the test items the recomputation must reproduce
+TOLERANCE = 1e-4  # the largest float drift from the kept rows accepted (compare_results' measure; about 1e-6 seen)
 
 
-def _same(got, kept, where: str, file_name: str) -> None:
-    if (at := first_difference(got, kept, where)):
-        raise MlxInterpError(f"{file_name}: the recomputed sycophancy rows differ from the kept ones at {at} (another "
-                             "model build or code?); rerun the study instead")
+def _same(got, kept, where: str, file_name: str, seen: Comparison) -> None:
+    """Raise unless ``got`` reproduces ``kept`` (see the module docstring); add what was compared to ``seen``."""
+    c = compare(kept, got, path=where)
+    bad = [(path, k, g) for path, k, g in c.discrete_differ]
+    bad += [(path, k, g) for d, path, k, g in sorted(c.floats, reverse=True) if d > TOLERANCE][:1]
+    if bad:
+        at, k, g = bad[0]
+        raise MlxInterpError(f"{file_name}: the recomputed sycophancy rows differ from the kept ones at {at.lstrip('/')} "
+                             f"(kept {k!r}, now {g!r}; floats may drift by {TOLERANCE:g}): another model build or code? "
+                             "Rerun the study instead")
+    seen.discrete += c.discrete
+    seen.floats += c.floats
 
 
 def add_search(doc: dict, file_name: str) -> tuple[dict, dict, float]:
@@ -68,7 +82,7 @@ def add_search(doc: dict, file_name: str) -> tuple[dict, dict, float]:
     prepare_variants(alias, r["precisions"])
     ref = mi.load(f"{alias}@{REFERENCE}")
     rows = json.loads(json.dumps(r["rows"]))  # a copy to edit
-    searched = {}
+    searched, seen = {}, Comparison()
     for p in r["precisions"]:
         lm = ref if p == REFERENCE else mi.load(f"{alias}@{p}")
         print(f"{NAME} sycophancy search: {lm.name}", file=sys.stderr)
@@ -76,11 +90,12 @@ def add_search(doc: dict, file_name: str) -> tuple[dict, dict, float]:
         if p == REFERENCE:  # the validation items and the reference's vectors: its layer choice must come back
             vecs = {("sycophancy", "answer_letter"): {"diff_of_means": {c: diff_of_means_vec(pos[c], neg[c], letters)
                                                                         for c in cands}}}
-            _same(_public(choose_sycophancy_layer(ref, d, vecs, cands)), kept_layers, "layers/sycophancy", file_name)
+            _same(_public(choose_sycophancy_layer(ref, d, vecs, cands)), kept_layers, "layers/sycophancy", file_name,
+                  seen)
         row = sycophancy_x1(lm, d, diff_of_means_vec(pos[k], neg[k], letters), k, cfg)
         kept = r["rows"][p]["steering"]["sycophancy"]
         for key in KEPT if "skipped" not in kept else ("0",):
-            _same(_public(row.get(key)), kept.get(key), f"rows/{p}/steering/sycophancy/{key}", file_name)
+            _same(_public(row.get(key)), kept.get(key), f"rows/{p}/steering/sycophancy/{key}", file_name, seen)
         if "skipped" not in row:
             row = add_sycophancy_search(lm, d, row, cfg)
         searched[p] = row
@@ -98,7 +113,10 @@ def add_search(doc: dict, file_name: str) -> tuple[dict, dict, float]:
     payload = {**{key: v for key, v in r.items() if key != "rows"}, "rows": rows, "hypotheses": hypotheses(rows, REFERENCE),
                "sycophancy_search": SYC_SEARCH,
                "sycophancy_search_added": {"file": file_name, "git_commit": doc["provenance"].get("git_commit"),
-                                           "wall_s": wall}}
+                                           "wall_s": wall, "reproduction": {**{k: v for k, v in seen.summary().items()
+                                                                              if k in ("non_float_values", "floats",
+                                                                                       "float_max_difference")},
+                                                                           "tolerance": TOLERANCE}}}
     config = {**doc["provenance"]["config"], "sycophancy_search_added": True}
     return _public(payload), config, wall
 

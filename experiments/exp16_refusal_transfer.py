@@ -23,7 +23,8 @@ family and B2 when none does (the plan's B2 self-control is the one Gemma). ``b<
    models on fit texts (scored on disjoint eval texts). Each is added at alpha 1 to harmless test prompts, beside a
    random source direction of the same norm carried the same way, and beside the target's own direction. The
    plan's rule "if B1 shows zero same-family transfer, skip B2": when B1 transfers ran and none of their carried
-   directions made the target refuse a single test prompt, the B2 transfers are skipped with a message (their
+   directions made the target refuse more test prompts than its carried random control, the B2 transfers are
+   skipped with a message (their
    geometry is still measured: the plan counts a cosine without behavioural transfer as a valid result).
 3. **Geometry** (``b1_geometric_comparisons`` for the B1 pairs, ``b2_geometric_comparisons`` for the B2 pairs;
    every ordered pair, passed or not; a model the plan stopped on gives
@@ -77,7 +78,8 @@ PREDICTED = {"within_family": [0.2, 0.6], "across_families": [0.1, 0.4],
 # the run plan's other pre-registered outcomes, quoted beside the measured rates (docs/results_transfer.md)
 PLAN_PREDICTIONS = {
     "B1": {"self_control": "coherent >= 90% (its 3B/7B)",
-           "transfer": "coherent 50-80% of the self-control's (its 14B <-> 32B direct transfer)"},
+           "transfer": "coherent 50-80% of the self-control's (its 14B -> 32B direct transfer; 32B -> 14B: 'less "
+                       "degradation')"},
     "B2": {"self_control": "coherent about 93% (its Gemma 9B)",
            "transfer": "coherent < 50% (its Qwen 7B -> Gemma 9B)"},
 }
@@ -94,10 +96,12 @@ def self_stage(lm, models: list) -> str:
 
 
 def b1_shows_no_transfer(b1_steering: list[dict]) -> bool:
-    """The plan's skip rule for B2: B1 transfers ran, and no carried direction (direct or through a map; random
-    controls and the target's own direction excluded) made any target refuse a single harmless test prompt."""
-    carried = [c for st in b1_steering for k, c in st.items() if k != "target_own_at_layer" and not k.endswith("_random")]
-    return bool(b1_steering) and all(c["refusal"]["k"] == 0 for c in carried)
+    """The plan's skip rule for B2: B1 transfers ran, and no carried direction (direct or through a map) made its
+    target refuse more harmless test prompts than the random direction carried the same way (a target that refuses
+    a few prompts unsteered would otherwise count as transfer)."""
+    pairs = [(c, st[k + "_random"]) for st in b1_steering for k, c in st.items()
+             if k != "target_own_at_layer" and not k.endswith("_random")]
+    return bool(b1_steering) and all(c["refusal"]["k"] <= r["refusal"]["k"] for c, r in pairs)
 STEER_MAPS = ("ridge", "procrustes")
 GEOMETRY_MAPS = ("lstsq", "ridge", "procrustes")
 
@@ -359,7 +363,7 @@ def run(models: list, quick: bool, out_dir: str, cfg: Config | None = None) -> l
         stage = pair_stage(src, tgt)
         if stage == "B2" and b2_skipped is None and b1_shows_no_transfer(b1_steering):
             b2_skipped = (f"B1 shows zero same-family transfer ({len(b1_steering)} transfer(s), no carried direction "
-                          "made a target refuse): the run plan skips B2's transfers; their geometry is still measured")
+                          "beat its random control): the run plan skips B2's transfers; their geometry is still measured")
             print(f"  stop: {b2_skipped}", file=sys.stderr)
         s_self, t_self = selves[src.name], selves[tgt.name]
         print(f"{NAME}: {stage} {src.name} -> {tgt.name}", file=sys.stderr)

@@ -61,15 +61,26 @@ def plan_stage_of_pair(r: dict, same_family: bool) -> str:
     return r.get("plan_stage") or ("B1" if same_family else "B2")
 
 
-def geometry_pairs(root: Path) -> list[tuple[str, dict]]:
-    """(file, pair) for every ordered model pair in any ``b1_``/``b2_geometric_comparisons`` file, the newest file's
-    entry winning: a run on a new pair of models (the 0.5B <-> 1.5B one) adds its rows without hiding the earlier
-    pairs."""
-    pairs: dict = {}
+def same_run(a: dict, b: dict) -> bool:
+    """Whether two exp16 files come from one run: the same configuration (models included) and start commit."""
+    pa, pb = a["provenance"], b["provenance"]
+    return pa["config"] == pb["config"] and pa.get("git_commit") == pb.get("git_commit")
+
+
+def geometry_docs(root: Path) -> dict[tuple[str, str], tuple[str, dict]]:
+    """(source, target) -> (file, document) of the newest ``b1_``/``b2_geometric_comparisons`` file holding the pair:
+    a run on a new pair of models (the 0.5B <-> 1.5B one) adds its pairs without hiding the earlier ones."""
+    out: dict = {}
     for f, doc in _newest(root, "geometric_comparisons", lambda d: id(d)).values():
         for g in doc["results"]["pairs"]:
-            pairs[(g["source"], g["target"])] = (f, g)
-    return list(pairs.values())
+            out[(g["source"], g["target"])] = (f, doc)
+    return out
+
+
+def geometry_pairs(root: Path) -> list[tuple[str, dict]]:
+    """(file, pair) for every ordered model pair, from its newest geometry file (``geometry_docs``)."""
+    return [(f, next(g for g in doc["results"]["pairs"] if (g["source"], g["target"]) == key))
+            for key, (f, doc) in geometry_docs(root).items()]
 
 
 def fig_geometry(pairs: list[tuple[str, dict]], out: Path) -> Path:

@@ -131,7 +131,12 @@ def test_exp15_tiny_end_to_end_then_tables_and_figures(tmp_path, smol):
             del row["steering"]["sycophancy"]["layer"]
         for c in (row.get("cross_steering") or {}).values():
             c["sycophancy"] = {"skipped": "A/B traits are compared per precision at x1 (sycophancy table), not crossed"}
-    payload, config, _ = exp15_sycophancy.add_search(old, "old.json")
+    kept_score = old["results"]["rows"]["fp32"]["steering"]["sycophancy"]["0"]["score"]
+    old["results"]["rows"]["fp32"]["steering"]["sycophancy"]["0"]["score"] = kept_score * (1 + 1e-6)  # float32 drift
+    payload, config, _ = exp15_sycophancy.add_search(old, "old.json")  # (BUGFIX #61: 1e-9 refused every kept grid)
+    rep = payload["sycophancy_search_added"]["reproduction"]
+    assert 5e-7 < rep["float_max_difference"] <= 1e-4 == rep["tolerance"] and rep["non_float_values"] > 0, rep
+    old["results"]["rows"]["fp32"]["steering"]["sycophancy"]["0"]["score"] = kept_score
     assert first_difference(payload["rows"], r["rows"]) is None and first_difference(payload["hypotheses"], r["hypotheses"]) is None
     assert payload["sycophancy_search"] == r["sycophancy_search"]
     assert config["sycophancy_search_added"] and payload["sycophancy_search_added"]["file"] == "old.json"

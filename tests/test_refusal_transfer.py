@@ -112,15 +112,17 @@ def test_geometry_bootstrap_resamples_the_shared_prompts_once_for_both_models():
 
 
 def test_b2_is_skipped_only_when_b1_transfers_ran_and_none_refused():
-    """The run plan: "if B1 shows zero same-family transfer: SKIP B2". Random controls and the target's own
-    direction do not count as transfer; no B1 transfer at all is no evidence either way."""
+    """The run plan: "if B1 shows zero same-family transfer: SKIP B2". A carried direction transfers only when its
+    target refuses more prompts than with the random direction carried the same way (a target that refuses 2/30
+    unsteered gives 2/30 with a carried direction that does nothing); the target's own direction does not count;
+    no B1 transfer at all is no evidence either way."""
     from experiments.exp16_refusal_transfer import b1_shows_no_transfer
 
     rate = lambda k: {"refusal": {"k": k, "n": 10}}  # noqa: E731
-    none = {"direct": rate(0), "direct_random": rate(3), "ridge": rate(0), "ridge_random": rate(0),
+    none = {"direct": rate(0), "direct_random": rate(3), "ridge": rate(2), "ridge_random": rate(2),
             "target_own_at_layer": rate(9)}
     assert b1_shows_no_transfer([none, none])
-    assert not b1_shows_no_transfer([none, {**none, "ridge": rate(1)}])
+    assert not b1_shows_no_transfer([none, {**none, "ridge": rate(3)}])
     assert not b1_shows_no_transfer([])
 
 

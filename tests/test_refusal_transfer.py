@@ -140,3 +140,19 @@ def test_files_from_before_the_split_get_their_stage_from_the_run_families():
     assert plan_stage_of_self({**alone, "results": {**alone["results"], "plan_stage": "B1"}}, fams) == "B1"
     assert (plan_stage_of_pair({}, True), plan_stage_of_pair({}, False), plan_stage_of_pair({"plan_stage": "B1"}, False)) \
         == ("B1", "B2", "B1")
+
+
+def test_the_newest_file_of_a_model_or_pair_wins_whichever_stage_prefix_it_has(tmp_path):
+    """A kept run named a cross-family pair b1_ (before the split), a later run names it b2_: the tables read the
+    later one, and the older b2_ file loses to a newer b1_ one the same way (newest UTC stamp, not prefix)."""
+    from figures.refusal_transfer import EXP, self_controls, transfers
+
+    d = tmp_path / EXP
+    d.mkdir()
+    doc = lambda stamp: {"results": {"model": "m", "source": "a", "target": "b", "stamp": stamp}}  # noqa: E731
+    for name, stamp in (("20261201T000000Z_b1_self_m", 1), ("20261202T000000Z_b2_self_m", 2),
+                        ("20261201T000000Z_b2_transfer_a_to_b", 1), ("20261203T000000Z_b1_transfer_a_to_b", 3),
+                        ("20261204T000000Z_b1_geometric_comparisons", 4)):
+        (d / f"{name}.json").write_text(json.dumps(doc(stamp)))
+    assert {k: v[1]["results"]["stamp"] for k, v in self_controls(tmp_path).items()} == {"m": 2}
+    assert {k: v[1]["results"]["stamp"] for k, v in transfers(tmp_path).items()} == {("a", "b"): 3}

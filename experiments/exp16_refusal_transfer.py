@@ -17,15 +17,15 @@ family and B2 when none does (the plan's B2 self-control is the one Gemma). ``b<
    same norm; harmful refusal with r ablated. The run plan's stop rules: +r coherent < 50%, or 0% refusal with +r
    (or a base model, or one that refuses fewer than 2 train prompts) stops that model with a message; it then takes
    no part in steering transfer.
-2. **Transfer** (``b<k>_transfer_<src>_to_<tgt>``, for every ordered pair of models that passed; B1 pairs first). The source's
-   direction at its chosen layer, carried to the target layer at the same relative depth: directly where the
+2. **Transfer** (``b<k>_transfer_<src>_to_<tgt>``, for every ordered pair of models that passed; B1 pairs first).
+   The source's direction at its chosen layer, carried to the target layer at the same relative depth: directly where the
    widths match, and through each alignment map (ridge, Procrustes) fitted on paired activations of the two
    models on fit texts (scored on disjoint eval texts). Each is added at alpha 1 to harmless test prompts, beside a
    random source direction of the same norm carried the same way, and beside the target's own direction. The
    plan's rule "if B1 shows zero same-family transfer, skip B2": when B1 transfers ran and none of their carried
    directions made the target refuse more test prompts than its carried random control, the B2 transfers are
-   skipped with a message (their
-   geometry is still measured: the plan counts a cosine without behavioural transfer as a valid result).
+   skipped with a message (their geometry is still measured: the plan counts a cosine without behavioural
+   transfer as a valid result).
 3. **Geometry** (``b1_geometric_comparisons`` for the B1 pairs, ``b2_geometric_comparisons`` for the B2 pairs;
    every ordered pair, passed or not; a model the plan stopped on gives
    its unvetted difference of means at L // 2, flagged): cosine of the carried source
@@ -75,6 +75,8 @@ from mlx_interp.transfer.pairs import TextStates, matched_layer, pair_states, te
 NAME = "exp16_refusal_transfer"
 PREDICTED = {"within_family": [0.2, 0.6], "across_families": [0.1, 0.4],
              "source": "the run plan (issue 18): cosine of a mapped direction with the target's own"}
+STEER_MAPS = ("ridge", "procrustes")
+GEOMETRY_MAPS = ("lstsq", "ridge", "procrustes")
 # the run plan's other pre-registered outcomes, quoted beside the measured rates (docs/results_transfer.md)
 PLAN_PREDICTIONS = {
     "B1": {"self_control": "coherent >= 90% (its 3B/7B)",
@@ -102,8 +104,6 @@ def b1_shows_no_transfer(b1_steering: list[dict]) -> bool:
     pairs = [(c, st[k + "_random"]) for st in b1_steering for k, c in st.items()
              if k != "target_own_at_layer" and not k.endswith("_random")]
     return bool(b1_steering) and all(c["refusal"]["k"] <= r["refusal"]["k"] for c, r in pairs)
-STEER_MAPS = ("ridge", "procrustes")
-GEOMETRY_MAPS = ("lstsq", "ridge", "procrustes")
 
 
 @dataclass(frozen=True)

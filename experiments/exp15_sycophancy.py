@@ -12,7 +12,8 @@ so a full grid's addition takes hours: it runs in a journal, and ``--resume`` co
 It is only valid when it reproduces what the kept file measured on both splits the search touches: the reference's
 sycophancy layer choice on the validation items, and every precision's x1 rows on the test items (-1, 0, +1 and their
 random controls). Every count, choice and flag must be equal and every float within ``TOLERANCE`` (relative; absolute
-for values under 1e-3, as ``compare_results`` measures drift), or it stops with a one-line error naming the first
+for values under 1e-3, as ``compare_results`` measures drift) or ``ABS_TOLERANCE`` absolute (a layer's effect is a
+difference of two A/B scores near 0.5, so its relative drift is large: BUGFIX #62), or it stops with a one-line error naming the first
 difference and both values (another model build or code). Not ``exp15_merge``'s 1e-9: that is for parts of one run
 on one build, while the code at 2026-12-05 reproduces the full grid of 12-04 (commit f1e3f8f) only to about 1e-6
 relative, float32 sums taken in another order (BUGFIX #61). The largest drift is recorded in the new file. The new file holds the kept result
@@ -47,18 +48,20 @@ from mlx_interp.readouts.directions import diff_of_means_vec
 
 KEPT = ("0", "-1", "+1", "random_-1", "random_+1")  # the x1 rows on the test items the recomputation must reproduce
 TOLERANCE = 1e-4  # the largest float drift from the kept rows accepted (compare_results' measure; about 1e-6 seen)
+ABS_TOLERANCE = 1e-5  # or this much absolute: a layer effect is a difference of two A/B scores near 0.5 (BUGFIX #62)
 
 
 def _same(got, kept, where: str, file_name: str, seen: Comparison) -> None:
     """Raise unless ``got`` reproduces ``kept`` (see the module docstring); add what was compared to ``seen``."""
     c = compare(kept, got, path=where)
     bad = [(path, k, g) for path, k, g in c.discrete_differ]
-    bad += [(path, k, g) for d, path, k, g in sorted(c.floats, reverse=True) if d > TOLERANCE][:1]
+    bad += [(path, k, g) for d, path, k, g in sorted(c.floats, reverse=True)
+            if d > TOLERANCE and abs(k - g) > ABS_TOLERANCE][:1]
     if bad:
         at, k, g = bad[0]
         raise MlxInterpError(f"{file_name}: the recomputed sycophancy rows differ from the kept ones at {at.lstrip('/')} "
-                             f"(kept {k!r}, now {g!r}; floats may drift by {TOLERANCE:g}): another model build or code? "
-                             "Rerun the study instead")
+                             f"(kept {k!r}, now {g!r}; floats may drift by {TOLERANCE:g} relative or {ABS_TOLERANCE:g} "
+                             "absolute): another model build or code? Rerun the study instead")
     seen.discrete += c.discrete
     seen.floats += c.floats
 
@@ -116,7 +119,8 @@ def add_search(doc: dict, file_name: str) -> tuple[dict, dict, float]:
                                            "wall_s": wall, "reproduction": {**{k: v for k, v in seen.summary().items()
                                                                               if k in ("non_float_values", "floats",
                                                                                        "float_max_difference")},
-                                                                           "tolerance": TOLERANCE}}}
+                                                                           "tolerance": TOLERANCE,
+                                                                           "abs_tolerance": ABS_TOLERANCE}}}
     config = {**doc["provenance"]["config"], "sycophancy_search_added": True}
     return _public(payload), config, wall
 

@@ -4,6 +4,7 @@ data, and the study end to end on a tiny configuration (its file feeds the table
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -337,3 +338,21 @@ def test_same_config_as_reruns_a_kept_file_with_the_configuration_it_records(mon
         err = capsys.readouterr().err
         assert ex.value.code == 2 and msg in err and err.count("\n") == 1, err
     assert len(calls) == 2
+
+
+def test_exp15_sycophancy_reproduction_check_allows_float32_drift_not_changed_choices():
+    """BUGFIX #61/#62, on the drifts seen: SmolLM2's layer effect −0.0011413 kept, −0.0011416 now (2e-4 relative, a
+    difference of two A/B scores near 0.5) and Gemma's 2.4e-5 relative pass; a score 0.01 off, another chosen layer
+    or another count is refused with both values named."""
+    from experiments.compare_results import Comparison
+    from experiments.exp15_sycophancy import _same
+
+    seen = Comparison()
+    _same({"layer": 11, "effect": -0.001141566162929486}, {"layer": 11, "effect": -0.0011413498835652902}, "l", "f", seen)
+    _same({"score": 0.5 * (1 + 2.4e-5)}, {"score": 0.5}, "s", "f", seen)
+    assert seen.discrete == 1 and len(seen.floats) == 2
+    for got, kept, msg in (({"score": 0.51}, {"score": 0.5}, "at s/score (kept 0.5, now 0.51"),
+                           ({"layer": 9}, {"layer": 11}, "at s/layer (kept 11, now 9"),
+                           ({"k": 47}, {"k": 48}, "at s/k (kept 48, now 47")):
+        with pytest.raises(MlxInterpError, match=re.escape(msg)):
+            _same(got, kept, "s", "f", Comparison())

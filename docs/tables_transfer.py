@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from figures.refusal_transfer import (geometry_docs, geometry_pairs, plan_stage_of_pair, plan_stage_of_self,
-                                      same_run, self_controls, transfers)
+                                      same_run, self_controls, transfer_stage, transfers)
 from experiments.exp16_refusal_transfer import PLAN_PREDICTIONS
 
 EXP = "exp16_refusal_transfer"
@@ -135,10 +135,10 @@ def _self_of_run(root: Path, model: str, doc: dict, file: str) -> dict:
     return {"results": {}}
 
 
-def _superseded(root: Path, pair: tuple[str, str], doc: dict) -> str:
+def _superseded(geometry: dict, pair: tuple[str, str], doc: dict) -> str:
     """A note when a later run compared this pair but steered it no more (B2 skipped, or a self-control stopped):
-    the row is then an earlier run's."""
-    f, gdoc = geometry_docs(root).get(pair, (None, None))
+    the row is then an earlier run's. ``geometry``: ``geometry_docs``."""
+    f, gdoc = geometry.get(pair, (None, None))
     if gdoc is None or same_run(gdoc, doc):
         return ""
     why = gdoc["results"].get("b2_transfers_skipped") or "a self-control stopped"
@@ -147,13 +147,14 @@ def _superseded(root: Path, pair: tuple[str, str], doc: dict) -> str:
 
 def t_transfer(newest, root: Path, md_table) -> str:
     rows = []
+    geometry = geometry_docs(root)
     for (src, tgt), (f, d) in transfers(root).items():
         r = d["results"]
         st = r["steering"]
         own = st["target_own_at_layer"]
-        stage = plan_stage_of_pair(r, r["source_model"]["family"] == d["provenance"]["model"]["family"])
+        stage = transfer_stage(d)
         tself = _self_of_run(root, tgt, d, f)["results"].get("effect", {}).get("harmless_plus_r", {})
-        note = _superseded(root, (src, tgt), d)
+        note = _superseded(geometry, (src, tgt), d)
         for carrier in [k for k in st if k not in ("target_own_at_layer",) and not k.endswith("_random")]:
             rows.append([f"{r['source']} → {r['target']}", stage, _run(d) + note,
                          f"{r['source_layer']} → {r['target_layer']}",

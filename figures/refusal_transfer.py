@@ -22,18 +22,17 @@ from figures.common import save as _save, short as _short  # noqa: E402
 EXP = "exp16_refusal_transfer"
 
 
-def _newest(root: Path, kind: str, key) -> dict:
-    """key(doc) -> (file, doc), the newest by UTC stamp among ``<stamp>_b1_<kind>...`` and ``<stamp>_b2_<kind>...``
-    files: runs before the B1/B2 split (2026-12-05) named every file ``b1_``, so a pair's newest file may carry
-    either prefix."""
+def _files(root: Path, kind: str) -> list[Path]:
+    """``<stamp>_b1_<kind>...`` and ``<stamp>_b2_<kind>...`` files, oldest first by UTC stamp: runs before the B1/B2
+    split (2026-12-05) named every file ``b1_``, so a model's or pair's newest file may carry either prefix."""
     d = Path(root) / EXP
-    out: dict = {}
-    files = sorted(p for p in (d.glob("*.json") if d.exists() else [])
-                   if p.stem.split("_", 1)[-1].startswith((f"b1_{kind}", f"b2_{kind}")))
-    for p in files:
-        doc = json.loads(p.read_text())
-        out[key(doc)] = (p.name, doc)
-    return out
+    return sorted(p for p in (d.glob("*.json") if d.exists() else [])
+                  if p.stem.split("_", 1)[-1].startswith((f"b1_{kind}", f"b2_{kind}")))
+
+
+def _newest(root: Path, kind: str, key) -> dict:
+    """key(doc) -> (file, doc) of the newest such file per key."""
+    return {key(doc): (p.name, doc) for p in _files(root, kind) for doc in (json.loads(p.read_text()),)}
 
 
 def self_controls(root: Path) -> dict[str, tuple[str, dict]]:
@@ -61,6 +60,12 @@ def plan_stage_of_pair(r: dict, same_family: bool) -> str:
     return r.get("plan_stage") or ("B1" if same_family else "B2")
 
 
+def transfer_stage(doc: dict) -> str:
+    """A transfer file's run-plan stage, from the source's and target's recorded families where it has no stage."""
+    r = doc["results"]
+    return plan_stage_of_pair(r, r["source_model"]["family"] == doc["provenance"]["model"]["family"])
+
+
 def same_run(a: dict, b: dict) -> bool:
     """Whether two exp16 files come from one run: the same configuration (models included) and start commit."""
     pa, pb = a["provenance"], b["provenance"]
@@ -71,9 +76,10 @@ def geometry_docs(root: Path) -> dict[tuple[str, str], tuple[str, dict]]:
     """(source, target) -> (file, document) of the newest ``b1_``/``b2_geometric_comparisons`` file holding the pair:
     a run on a new pair of models (the 0.5B <-> 1.5B one) adds its pairs without hiding the earlier ones."""
     out: dict = {}
-    for f, doc in _newest(root, "geometric_comparisons", lambda d: id(d)).values():
+    for p in _files(root, "geometric_comparisons"):
+        doc = json.loads(p.read_text())
         for g in doc["results"]["pairs"]:
-            out[(g["source"], g["target"])] = (f, doc)
+            out[(g["source"], g["target"])] = (p.name, doc)
     return out
 
 
@@ -111,7 +117,7 @@ def fig_transfer(docs: dict, out: Path) -> Path:
     for _, (_, d) in sorted(docs.items()):
         r = d["results"]
         st = r["steering"]
-        stage = plan_stage_of_pair(r, r["source_model"]["family"] == d["provenance"]["model"]["family"])
+        stage = transfer_stage(d)
         for c in [k for k in st if k != "target_own_at_layer" and not k.endswith("_random")]:
             rows.append((f"{stage}: {_short(r['source'])} → {_short(r['target'])} ({c})", st[c]["refusal"],
                          st[c + "_random"]["refusal"], st["target_own_at_layer"]["refusal"]))

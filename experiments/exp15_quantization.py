@@ -51,6 +51,9 @@ For each precision:
 Where the time goes: each precision's row records ``wall_s`` and ``stage_s`` (seconds per stage: load, native
 texts, vectors, fidelity, capability, native cosines, controlled text, steering, cross-precision steering), and ``reference_stage_s`` the
 fp32 stage before them (texts, vectors, steering layers).
+Every steered A/B pass (sycophancy's layer choice, ×1 rows, search and crossings) resumes at its layer from one
+unsteered pass over the same items (``ab_base``, since 2026-12-05), so it runs L - k of the L blocks; the logits are
+exactly the full pass's (``bench/bench_resume.py`` times the saving).
 
 Deviations from the study: small models (135M-0.5B) and MLX formats instead of bitsandbytes/AWQ; bf16 and fp16 are
 rounded weights computed in fp32 on the CPU (the weights' effect, not fp16 arithmetic); vectors at ``resid_post``;
@@ -81,6 +84,7 @@ import numpy as np
 
 from experiments.common import journal, parse, progress
 from mlx_interp.core.generate import generate, generate_conditions
+from mlx_interp.core.trace import Trace, run
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.measures.ab import MASS_FLOOR, ab_from_logits, ab_items
 from mlx_interp.measures.coherence import coherence_by_condition
@@ -94,7 +98,7 @@ from mlx_interp.readouts.directions import (collect, collect_ab, collect_respons
                                             split_consistency)
 from mlx_interp.readouts.vectors import VectorSet, compare_vectors
 from mlx_interp.runs import work
-from mlx_interp.runs.journal import active
+from mlx_interp.runs.journal import active, memo
 from mlx_interp.runs.results import code_version
 from mlx_interp.store.precision import Precision, split_name, supported_formats
 from mlx_interp.store.registry import REGISTRY
@@ -413,15 +417,30 @@ def _tokens(trait: str, cfg: Config) -> int:
     return cfg.summary_tokens[1] if trait == "persona" else cfg.max_tokens
 
 
-def _ab(lm, items_key: str, d: dict, vec=None, layer=None, m: float = 0.0) -> dict:
-    """CAA's A/B score and logit difference (matching - not matching) on validation or test items."""
-    from mlx_interp.core.trace import run
+def ab_base(lm, items_key: str, d: dict, layers) -> Trace:
+    """The unsteered pass over ``items_key``'s A/B prompts, capturing ``resid_pre`` at ``layers`` at every position:
+    the base that ``_ab``'s steered passes at one of those layers resume from (``run(resume=(base, k))`` skips the
+    blocks below k and gives exactly the full pass's logits, tests/test_shim.py), so each costs L - k of L blocks."""
+    items = ab_items(lm, [g["question"] for g in d[items_key]], lm.instruct)
+    return run(lm, items.prompts, capture=mi.Capture("resid_pre", sorted({int(k) for k in layers}), "all"))
 
+
+def _ab(lm, items_key: str, d: dict, vec=None, layer=None, m: float = 0.0, base: Trace | None = None) -> dict:
+    """CAA's A/B score and logit difference (matching - not matching) on validation or test items. ``base``
+    (``ab_base`` of the same items, capturing ``layer``): the unsteered row is read from it, and a steered pass
+    resumes from it at ``layer`` (the same logits, fewer blocks; journaled as its logits, so ``--resume`` replays it)."""
     qs = [g["question"] for g in d[items_key]]
     letters = [_letter(g["answer_matching_behavior"]) for g in d[items_key]]
     items = ab_items(lm, qs, lm.instruct)
     ivs = [mi.Add(vec, layers=layer, alpha=m)] if vec is not None and m else []
-    res = ab_from_logits(items, run(lm, items.prompts, interventions=ivs).logits, letters)
+    if base is None:
+        logits = run(lm, items.prompts, interventions=ivs).logits
+    elif not ivs:
+        logits = base.logits
+    else:
+        logits = mx.array(memo("exp15_ab", (lm.name, items.prompts, ivs, layer), lambda: np.array(
+            run(lm, items.prompts, interventions=ivs, resume=(base, layer)).logits.astype(mx.float32))))
+    res = ab_from_logits(items, logits, letters)
     pm = np.where(np.array(letters) == "A", res.p_a, res.p_b)
     po = np.where(np.array(letters) == "A", res.p_b, res.p_a)
     return {**res.summary(), "logit_diff": float(np.mean(np.log(pm) - np.log(po))), "per_item": res.score.tolist()}
@@ -429,10 +448,11 @@ def _ab(lm, items_key: str, d: dict, vec=None, layer=None, m: float = 0.0) -> di
 
 def choose_sycophancy_layer(ref, d: dict, vecs: dict, cands: list[int]) -> dict:
     key = ("sycophancy", "answer_letter")
-    rows = []
+    rows, base = [], ab_base(ref, "syc_val", d, cands)
     for k in cands:
         v = vecs[key]["diff_of_means"][k]
-        rows.append({"layer": k, "effect": _ab(ref, "syc_val", d, v, k, 1.0)["score"] - _ab(ref, "syc_val", d, v, k, -1.0)["score"]})
+        rows.append({"layer": k, "effect": _ab(ref, "syc_val", d, v, k, 1.0, base)["score"]
+                     - _ab(ref, "syc_val", d, v, k, -1.0, base)["score"]})
     best = max(rows, key=lambda r: (r["effect"], -r["layer"]))
     return {"layer": best["layer"], "candidates": rows, "chosen_on": "CAA validation items, reference precision: score(+1) - score(-1)"}
 
@@ -443,10 +463,11 @@ def search_sycophancy(lm, d: dict, vec, layer: int, unit_alpha: float) -> dict:
     scored answer letters keep a median probability mass >= ``MASS_FLOOR`` (the model still answers with a letter, so
     the score still measures its choice); ties go to the smaller multiplier. ``best`` is None when none keeps them.
     ``val_baseline`` is the unsteered score on the same items, so a reader sees whether the chosen multiplier moved it."""
-    base = _ab(lm, "syc_val", d)
+    trace = ab_base(lm, "syc_val", d, [layer])
+    base = _ab(lm, "syc_val", d, base=trace)
     steps = []
     for m in SYC_MULTIPLIERS:
-        r = _ab(lm, "syc_val", d, vec, layer, m * unit_alpha)
+        r = _ab(lm, "syc_val", d, vec, layer, m * unit_alpha, trace)
         steps.append({"multiplier": m, "alpha": m * unit_alpha, "score": r["score"], "mass_median": r["mass_median"],
                       "answers_with_a_letter": r["mass_median"] >= MASS_FLOOR})
     ok = [s for s in steps if s["answers_with_a_letter"]]
@@ -518,15 +539,18 @@ def steer_sycophancy(lm, d: dict, v, k: int, cfg: Config) -> dict:
 def sycophancy_x1(lm, d: dict, v, k: int, cfg: Config) -> dict:
     """CAA's A/B rows on the test items at -1/0/+1 times the raw vector ``v`` at layer ``k``, beside a random vector
     of its norm; ``skipped`` (the unsteered row only) below the letter-mass floor. ``_vector`` keeps ``v`` for the
-    cross-precision rows either way: another precision can still be steered with it."""
-    base = _public(_ab(lm, "syc_test", d))
+    cross-precision rows either way: another precision can still be steered with it. ``_ab_base``: the test items'
+    ``ab_base`` at ``k``, which this precision's later steered test passes resume from."""
+    trace = ab_base(lm, "syc_test", d, [k])
+    base = _public(_ab(lm, "syc_test", d, base=trace))
     if base["mass_median"] < MASS_FLOOR:
         return {"skipped": f"the scored answer tokens carry a median probability of {base['mass_median']:.3f} "
-                           f"< {MASS_FLOOR} on {lm.name}", "0": base, "layer": k, "_vector": v}
+                           f"< {MASS_FLOOR} on {lm.name}", "0": base, "layer": k, "_vector": v, "_ab_base": trace}
     rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=cfg.seed + k)
     return {"layer": k, "multiplier": "x1 the raw difference of means (CAA)", "0": base,
-            **{f"{m:+.0f}": _public(_ab(lm, "syc_test", d, v, k, m)) for m in (-1.0, 1.0)},
-            **{f"random_{m:+.0f}": _public(_ab(lm, "syc_test", d, rnd, k, m)) for m in (-1.0, 1.0)}, "_vector": v}
+            **{f"{m:+.0f}": _public(_ab(lm, "syc_test", d, v, k, m, trace)) for m in (-1.0, 1.0)},
+            **{f"random_{m:+.0f}": _public(_ab(lm, "syc_test", d, rnd, k, m, trace)) for m in (-1.0, 1.0)},
+            "_vector": v, "_ab_base": trace}
 
 
 def add_sycophancy_search(lm, d: dict, row: dict, cfg: Config) -> dict:
@@ -541,8 +565,8 @@ def add_sycophancy_search(lm, d: dict, row: dict, cfg: Config) -> dict:
         a = s["best"]["alpha"]
         rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=cfg.seed + k)
         row["best"] = {"multiplier": s["best"]["multiplier"], "alpha": a, "val_score": s["best"]["score"]}
-        row["test"] = _public(_ab(lm, "syc_test", d, v, k, a))
-        row["test_random"] = _public(_ab(lm, "syc_test", d, rnd, k, a))
+        row["test"] = _public(_ab(lm, "syc_test", d, v, k, a, row.get("_ab_base")))
+        row["test_random"] = _public(_ab(lm, "syc_test", d, rnd, k, a, row.get("_ab_base")))
     return row
 
 
@@ -568,7 +592,7 @@ def cross_steer(receiver, judge, d: dict, own: dict, foreign: dict, cfg: Config)
         v_own, v_for = row["_vector"], foreign[trait]["_vector"]
         v = v_for / np.linalg.norm(v_for) * np.linalg.norm(v_own)
         if trait == "sycophancy":  # the A/B test items at the receiver's searched multiplier
-            out[trait] = _public(_ab(receiver, "syc_test", d, v, row["layer"], row["best"]["alpha"]))
+            out[trait] = _public(_ab(receiver, "syc_test", d, v, row["layer"], row["best"]["alpha"], row.get("_ab_base")))
             continue
         test = _prompts(receiver, trait, d["steer"][trait][1])
         n_tok = _tokens(trait, cfg)
@@ -584,8 +608,6 @@ def cross_steer(receiver, judge, d: dict, own: dict, foreign: dict, cfg: Config)
 
 def capability(lm, d: dict) -> dict:
     """A/B accuracy on MMLU and TruthfulQA (correct when p(correct) > p(other)), with per-item outcomes for pairing."""
-    from mlx_interp.core.trace import run
-
     out = {}
     for name, items in d["capability"].items():
         ab = ab_items(lm, [x["prompt"] for x in items], lm.instruct)
@@ -801,6 +823,7 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
             row["cross_steering"] = {"reference_vector_on_variant": cross_steer(lm, ref, d, steered[prec], steered[REFERENCE], cfg),
                                      "variant_vector_on_reference": cross_steer(ref, ref, d, steered[REFERENCE], steered[prec], cfg)}
             lap("cross_steering")
+            steered[prec].get("sycophancy", {}).pop("_ab_base", None)  # its test-item activations: used up
             if kept and ref_kept:
                 row["vetting"]["harmful_refused_minus_reference"] = paired_diff(
                     np.array(kept["flags"]["harmful_refused"], dtype=float),

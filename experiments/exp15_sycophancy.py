@@ -109,6 +109,7 @@ def add_search(doc: dict, file_name: str) -> tuple[dict, dict, float]:
                                                 ("variant_vector_on_reference", ref, searched[REFERENCE], row)):
                 got = cross_steer(receiver, None, d, {"sycophancy": own}, {"sycophancy": foreign}, cfg)["sycophancy"]
                 cross.setdefault(key, {})["sycophancy"] = _public(got)
+            row.pop("_ab_base", None)  # its test-item activations: used up (fp32's serve every variant's crossing)
             del lm
             gc.collect()
             mx.clear_cache()  # give this variant's weights back before the next

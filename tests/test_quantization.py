@@ -186,8 +186,8 @@ def test_sycophancy_search_takes_the_best_multiplier_that_keeps_the_letters(monk
     unit = 8.0
 
     def fake(outcomes):
-        def ab(lm, key, d, vec=None, layer=None, alpha=0.0):
-            assert key == "syc_val"  # the search reads the validation items only
+        def ab(lm, key, d, vec=None, layer=None, alpha=0.0, base=None):
+            assert key == "syc_val" and base == ("base", "syc_val", (3,))  # validation items, resumed from one base
             if vec is None:  # the unsteered baseline
                 return {"score": 0.7, "mass_median": 0.95}
             assert layer == 3
@@ -195,6 +195,7 @@ def test_sycophancy_search_takes_the_best_multiplier_that_keeps_the_letters(monk
         return ab
 
     d = {"syc_val": [None] * 3}
+    monkeypatch.setattr(e, "ab_base", lambda lm, key, d, layers: ("base", key, tuple(layers)))
     monkeypatch.setattr(e, "_ab", fake({m1: (0.6, 0.9), m2: (0.8, 0.9), m3: (0.8, 0.5), m4: (0.95, 0.01), m5: (0.99, 0.0)}))
     s = e.search_sycophancy(None, d, "vec", 3, unit)
     assert s["val_baseline"] == {"score": 0.7, "mass_median": 0.95, "n": 3}
@@ -223,14 +224,39 @@ def test_sycophancy_crosses_at_the_receivers_multiplier_and_norm(monkeypatch):
     from experiments import exp15_quantization as e
 
     calls = []
-    monkeypatch.setattr(e, "_ab", lambda lm, key, d, vec, layer, alpha: calls.append((key, vec, layer, alpha)) or {"score": 0.7})
-    own = {"sycophancy": {"best": {"alpha": 2.5}, "_vector": np.array([3.0, 4.0, 0.0]), "layer": 7}}
-    foreign = {"sycophancy": {"_vector": np.array([0.0, 0.0, 0.2])}}
+    monkeypatch.setattr(e, "_ab", lambda lm, key, d, vec, layer, alpha, base: calls.append((key, vec, layer, alpha, base))
+                        or {"score": 0.7})
+    own = {"sycophancy": {"best": {"alpha": 2.5}, "_vector": np.array([3.0, 4.0, 0.0]), "layer": 7,
+                          "_ab_base": "receiver's test-item base"}}
+    foreign = {"sycophancy": {"_vector": np.array([0.0, 0.0, 0.2]), "_ab_base": "the other precision's"}}
     out = e.cross_steer("receiver", None, {}, own, foreign, None)
     assert out["sycophancy"] == {"score": 0.7} and len(calls) == 1
-    key, vec, layer, alpha = calls[0]
-    assert key == "syc_test" and layer == 7 and alpha == 2.5
+    key, vec, layer, alpha, base = calls[0]
+    assert key == "syc_test" and layer == 7 and alpha == 2.5 and base == "receiver's test-item base"
     np.testing.assert_allclose(vec, [0.0, 0.0, 5.0])
+
+
+def test_sycophancy_ab_rows_resumed_from_one_base_equal_full_passes(smol):
+    """exp15's A/B rows read from one unsteered base (``ab_base``): the unsteered row is the base pass's, and a steered
+    row resumed at its layer equals the full steered pass exactly (every per-item score, the logit difference) while
+    running only the blocks from that layer on."""
+    from experiments import exp15_quantization as e
+    from mlx_interp.runs import work
+    from mlx_interp.tasks.datasets import caa_sycophancy
+
+    d = {"syc_val": caa_sycophancy()[0][:5]}
+    k = smol.n_layers // 2
+    v = np.random.default_rng(1).normal(size=smol.width)
+    base = e.ab_base(smol, "syc_val", d, [k - 2, k])
+    assert e._ab(smol, "syc_val", d, base=base) == e._ab(smol, "syc_val", d)
+    for alpha in (-4.0, 4.0):
+        full = e._ab(smol, "syc_val", d, v, k, alpha)
+        work.take()
+        resumed = e._ab(smol, "syc_val", d, v, k, alpha, base)
+        done = work.take()
+        assert resumed == full, alpha
+        assert done["block_positions"] == pytest.approx(done["positions"] * (smol.n_layers - k) / smol.n_layers)
+    assert full["score"] != e._ab(smol, "syc_val", d)["score"]  # the vector moved the scores: a real comparison
 
 
 def test_spread_reads_sycophancy_at_its_searched_multiple():

@@ -64,7 +64,7 @@ split: read them as large effects or none.
 
 ``--quick`` (since 2026-12-05): 12 + 12 refusal and 8 persona train items, 24 CAA train / 6 val / 8 test items, 8
 confidence pairs, 4 val and 6 test prompts per generation trait, 2 search steps, 24 / 32 / 64 new tokens, two
-variants: 6-25 minutes per model on a 2-core CPU, Gemma to Qwen-0.5B (README, "How long studies take"). The kept
+variants: 6-25 minutes per model on a 2-core CPU, Gemma to Qwen-0.5B, and 80 on Qwen-1.5B (README, "How long studies take"). The kept
 quick results of 2026-12-01 to 12-05 used an earlier, larger quick configuration (24 / 36 / 12 / 12 items, 3 steps,
 ``3bit`` as a third variant), recorded in each file; ``--same-config-as FILE`` reruns one exactly.
 """

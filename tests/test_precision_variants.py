@@ -9,6 +9,7 @@ import shutil
 import mlx.core as mx
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten
 
 from mlx_interp.errors import MlxInterpError
 from mlx_interp.store.models import load, prepare
@@ -38,6 +39,11 @@ def test_variant_loads_with_plain_mlx_lm_and_dense_path_equals_kernels(precision
     kernel = np.array(kernel_model(ids)[0])  # every position
     lm = load(f"smollm2-135m@{precision}")
     assert lm.cpu_path["dense_fp32"] and not any("Quantized" in type(m).__name__ for _, m in lm.model.named_modules())
+    params = dict(tree_flatten(lm.model.parameters()))
+    assert {str(v.dtype) for v in params.values()} == {"mlx.core.float32"}  # BUGFIX #63: mxfp4/nvfp4 came out bf16
+    if mode != "affine":  # ... and bf16 held those weights exactly, so results computed before the fix are unchanged
+        w = params["model.layers.0.mlp.down_proj.weight"]
+        assert mx.array_equal(w.astype(mx.bfloat16).astype(mx.float32), w)
     dense = np.array(lm.model(ids)[0])
     assert np.abs(dense - kernel).max() <= DENSE_VS_KERNEL_RTOL * np.abs(kernel).max()
     if bits >= 3:  # 2-bit SmolLM2 no longer knows it; the equality above is what this test is for

@@ -55,6 +55,9 @@ def optimize_for_cpu(model: nn.Module, memory_fraction: float = 0.5) -> dict:
     model.set_dtype(mx.float32)
     if dense:
         dequantize_model(model)
+        # mxfp4/nvfp4 scales are uint8, so dequantize_model gives their layers bfloat16 weights (exact: e2m1 times a
+        # power of two or an e4m3 scale fits bf16's mantissa), which every matmul then cast to fp32 again (BUGFIX #63)
+        model.set_dtype(mx.float32)
     mx.eval(model.parameters())
     msg = _blas.notice()
     if msg:

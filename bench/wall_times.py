@@ -6,7 +6,10 @@ what was measured; a study's ``smoke/`` folder holds runs kept only for their wa
 numbers the notes do not read). Runs that shared the machine with other work say so in their thread reason; compare rows
 measured alone. Results written since runs/work.py also say how much model work they did: token positions through the
 model (padding included) and decode steps, so a slow row can be read as "much work" or "slow machine" (positions per
-second; a decode step reads every weight, so it costs about the same for 1 row as for 16).
+second; a decode step reads every weight, so it costs about the same for 1 row as for 16). A run resumed from its
+journal (``--resume``) records what its replayed calls took when computed (``work.replayed``, ``wall_s_total``, since
+2026-12-06): its row reads the whole compute, both processes' work and time; older resumed files show only their
+last process.
 
 With ``--roofline GFLOPS`` (the sgemm roofline ``bench/bench_breakdown.py`` prints for this machine) each row with work
 counts also gets a lower bound: the minutes its matmul FLOPs alone would take at that rate. The count is 2 x (the
@@ -51,13 +54,17 @@ def rows(results: Path) -> list[dict]:
         if prov.get("wall_s") is None:
             continue
         cfg = prov.get("config", {})
+        wall = prov.get("wall_s_total", prov["wall_s"])
+        if "work" in prov:  # this process's work plus its replayed calls' (a resumed run)
+            rep = prov["work"].get("replayed", {})
+            prov = {**prov, "work": {k: v + rep.get(k, 0) if isinstance(v, (int, float)) else v for k, v in prov["work"].items()}}
         out.append({"experiment": doc.get("experiment", p.parent.name), "model": prov.get("model", {}).get("name", "?"),
-                    "run": "quick" if cfg.get("quick") else "full", "minutes": prov["wall_s"] / 60,
+                    "run": "quick" if cfg.get("quick") else "full", "minutes": wall / 60,
                     "threads": prov.get("blas_threads"), "ranks": prov.get("world", {}).get("size", 1),
                     "date": prov.get("timestamp_utc", "")[:10], "file": str(p.relative_to(results)),
                     "mpos": None if "work" not in prov else prov["work"]["positions"] / 1e6,
                     "steps": None if "work" not in prov else prov["work"]["decode_steps"],
-                    "pos_per_s": None if "work" not in prov else prov["work"]["positions"] / max(prov["wall_s"], 1e-9),
+                    "pos_per_s": None if "work" not in prov else prov["work"]["positions"] / max(wall, 1e-9),
                     "gflop": None if "work" not in prov else matmul_gflop(prov.get("model", {}), prov["work"])})
     return sorted(out, key=lambda r: (r["experiment"], r["model"], r["run"], r["date"]))
 

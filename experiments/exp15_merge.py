@@ -28,6 +28,8 @@ from experiments.exp15_quantization import NAME, REFERENCE, _public, hypotheses
 from mlx_interp.errors import MlxInterpError
 
 SAME = ("reference", "config", "layers", "positions", "methods", "sycophancy_search")  # fields every part must share
+#: a row's timings and work profile: a part's own (a resumed part counts only the work its last process computed)
+TIMING = ("wall_s", "wall_s_total", "stage_s", "stage_work", "model")
 
 
 class _Described:
@@ -81,8 +83,7 @@ def merge_docs(parts: list[tuple[str, dict]]) -> tuple[dict, dict]:
             if (at := first_difference(r.get(k), r0.get(k), k)):
                 raise MlxInterpError(f"{f} and {f0} differ at {at}: parts of one grid must share the reference stage "
                                      "(same model, size and code)")
-        ref, ref0 = ({k: v for k, v in x["rows"][REFERENCE].items() if k not in ("wall_s", "stage_s", "model")}
-                     for x in (r, r0))
+        ref, ref0 = ({k: v for k, v in x["rows"][REFERENCE].items() if k not in TIMING} for x in (r, r0))
         if (at := first_difference(ref, ref0, f"rows/{REFERENCE}")):
             raise MlxInterpError(f"{f} and {f0} differ at {at}: the parts measured different references (another "
                                  "commit or setting?); rerun them at one commit")
@@ -98,6 +99,7 @@ def merge_docs(parts: list[tuple[str, dict]]) -> tuple[dict, dict]:
                "merged_from": [{"file": f, "git_commit": d["provenance"].get("git_commit"),
                                 "precisions": [p for p in d["results"]["precisions"] if p != REFERENCE],
                                 "wall_s": d["provenance"].get("wall_s"),
+                                "wall_s_total": d["provenance"].get("wall_s_total", d["provenance"].get("wall_s")),
                                 "reference_stage_s": d["results"].get("reference_stage_s")} for f, d in parts]}
     config = {"quick": quick0, "precisions": precisions[1:], "merged": True}
     return _public(payload), config
@@ -112,7 +114,7 @@ def merge(files: list[str | Path], out_dir: str | Path) -> Path:
         except (OSError, ValueError) as e:
             raise MlxInterpError(f"cannot read exp15 result {f}: {e}") from None
     payload, config = merge_docs(parts)
-    walls = [d["provenance"].get("wall_s") for _, d in parts]
+    walls = [d["provenance"].get("wall_s_total", d["provenance"].get("wall_s")) for _, d in parts]  # resumed parts: all
     return mi.save_result(NAME, payload, lm=_Described(parts[0][1]["provenance"]["model"]), config=config,
                           wall_s=sum(walls) if all(w is not None for w in walls) else None, out_dir=out_dir)
 

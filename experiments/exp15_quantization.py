@@ -745,19 +745,22 @@ def hypotheses(rows: dict, ref_name: str) -> dict:
 class Laps:
     """Wall seconds and model work per named stage (``lap(name)`` closes the stage that began at the previous lap):
     where a run's time goes, recorded beside each row's ``wall_s``. The work (token positions through the model and
-    decode steps, ``runs.work``) does not depend on what else the machine ran, so it profiles even a crowded run."""
+    decode steps, ``runs.work``) does not depend on what else the machine ran, so it profiles even a crowded run.
+    A resumed run computes only part of a stage: ``replayed_s`` is what the stage's replayed calls took when an
+    earlier process computed them (``runs.work.credit``), so ``stage_s`` + ``replayed_s`` is the stage's compute."""
 
     def __init__(self):
         self.t, self.seconds, self.work = time.time(), {}, {}
-        self.w = work.totals()
+        self.w, self.r = work.totals(), work.replayed_totals()
 
     def __call__(self, name: str) -> None:
-        now, w = time.time(), work.totals()
+        now, w, r = time.time(), work.totals(), work.replayed_totals()
         self.seconds[name] = self.seconds.get(name, 0.0) + now - self.t
-        done = self.work.setdefault(name, {"positions": 0, "decode_steps": 0})
-        for k in done:
+        done = self.work.setdefault(name, {"positions": 0, "decode_steps": 0, "replayed_s": 0.0})
+        for k in ("positions", "decode_steps"):
             done[k] += w[k] - self.w[k]
-        self.t, self.w = now, w
+        done["replayed_s"] += r["seconds"] - self.r["seconds"]
+        self.t, self.w, self.r = now, w, r
 
 
 def prepare_variants(alias: str, precisions) -> None:
@@ -833,6 +836,7 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
                 b = np.array(rows[REFERENCE]["capability"][name]["_correct"], dtype=float)
                 row["capability"][name]["minus_reference"] = paired_diff(a, b, seed=cfg.seed)
         row["wall_s"] = time.time() - t1
+        row["wall_s_total"] = row["wall_s"] + sum(v["replayed_s"] for v in lap.work.values())  # with resumed calls
         row["stage_s"], row["stage_work"] = lap.seconds, lap.work
         rows[prec] = row
         if lm is not ref:

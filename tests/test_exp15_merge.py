@@ -40,10 +40,12 @@ def test_two_parts_merge_back_into_the_one_process_grid(tmp_path):
     doc = _full_grid()
     variants = doc["results"]["precisions"][1:]
     a, b = _part(doc, variants[:3]), _part(doc, variants[3:])
-    a["results"]["rows"]["fp32"]["wall_s"] += 5.0  # a part's own timing may differ
+    a["results"]["rows"]["fp32"]["wall_s"] += 5.0  # a part's own timing may differ, and its work profile (a resumed
+    a["results"]["rows"]["fp32"]["stage_work"] = {"capability": {"positions": 0, "replayed_s": 9.0}}  # part replays)
+    b["provenance"]["wall_s_total"] = b["provenance"]["wall_s"] + 100.0  # b was resumed: 100 s replayed
     payload, config = merge_docs([("a.json", a), ("b.json", b)])
     assert payload["precisions"] == doc["results"]["precisions"] and config["merged"]
-    assert first_difference(payload["rows"], doc["results"]["rows"], "rows") == "rows/fp32/wall_s"
+    assert first_difference(payload["rows"], doc["results"]["rows"], "rows") in ("rows/fp32/wall_s", "rows/fp32/stage_work")
     # the hypotheses the study computed in one process, recomputed from the merged rows
     assert first_difference(payload["hypotheses"], doc["results"]["hypotheses"], "hypotheses") is None
     assert [m["precisions"] for m in payload["merged_from"]] == [variants[:3], variants[3:]]
@@ -53,7 +55,8 @@ def test_two_parts_merge_back_into_the_one_process_grid(tmp_path):
     path = merge([fa, fb], tmp_path / "out")
     written = json.loads(path.read_text())
     assert written["provenance"]["model"]["name"] == doc["provenance"]["model"]["name"]
-    assert written["provenance"]["wall_s"] == pytest.approx(a["provenance"]["wall_s"] + b["provenance"]["wall_s"], abs=1e-3)
+    assert written["provenance"]["wall_s"] == pytest.approx(a["provenance"]["wall_s"] + b["provenance"]["wall_s"] + 100.0,
+                                                            abs=1e-3)
 
 
 def test_parts_that_measured_different_references_or_the_same_precision_are_refused():

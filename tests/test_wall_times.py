@@ -64,3 +64,17 @@ def test_smoke_runs_are_listed_but_parts_are_not(tmp_path):
         (tmp_path / f).write_text(json.dumps({"experiment": f[:4], "provenance": prov}))
     assert sorted(r["file"] for r in main(["--results", str(tmp_path)])) == \
         ["expX/a.json", "expX/smoke/b.json", "expY/smoke/run1/experiment_results.json"]
+
+
+def test_a_resumed_run_is_listed_with_its_replayed_time_and_work(tmp_path):
+    """A run resumed from its journal records what its replayed calls took (``work.replayed``, ``wall_s_total``):
+    its row reads both processes' time and work, so positions per second and the bound cover the whole run."""
+    (tmp_path / "expX").mkdir()
+    work = {"positions": 600, "decode_steps": 10, "decode_positions": 40, "counted_on": "this process",
+            "replayed": {"calls": 3, "seconds": 240.0, "positions": 400, "decode_steps": 5, "decode_positions": 20}}
+    prov = {"wall_s": 60.0, "wall_s_total": 300.0, "config": {}, "blas_threads": 2,
+            "timestamp_utc": "2026-12-06T00:00:00", "model": _model(tmp_path, True), "work": work}
+    (tmp_path / "expX" / "r.json").write_text(json.dumps({"experiment": "expX", "provenance": prov}))
+    r = main(["--results", str(tmp_path)])[0]
+    assert (r["minutes"], r["mpos"], r["steps"], r["pos_per_s"]) == (5.0, 1000 / 1e6, 15, 1000 / 300)
+    assert r["gflop"] == pytest.approx((2 * 950 * 1000 + 2 * 50 * 60) / 1e9)

@@ -28,6 +28,7 @@ from .batching import (DEFAULT_BATCH_SIZE, DEFAULT_CHAT, MAX_PADDING, Prompts, d
 from .capture import BoundCapture, bind_captures
 from .hooks import Context, hooked
 from ..runs import journal, work
+from ..runs.work import Meter
 from .interventions import bind_all, flatten
 from .kvcache import PromptCache, _build, _kv
 from .parts import parts
@@ -151,9 +152,11 @@ def run(
         hit = j.get(key)
         if hit is not None:
             return _from_host(hit)
+    meter = Meter()
     tr = _run(lm, toks, interventions, capture, logits, batch_size, cache, return_cache, resume)
     if key is not None:
-        j.put(key, _to_host(tr))
+        host = _to_host(tr)  # evaluates the pass, so the cost below includes it
+        j.put(key, host, meter.cost())
     return tr
 
 

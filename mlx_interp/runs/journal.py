@@ -7,7 +7,9 @@ interventions and captures with their vectors' bytes, the sampling settings. An 
 ``--resume`` finds the calls it already made in the journal and replays them instead of recomputing, then goes on; its
 result equals an uninterrupted run's exactly, because the same code consumes the same numbers. Nothing half-written is
 read: a file appears only complete, and an unreadable one is recomputed. The journal is deleted when the study's
-result has been written.
+result has been written. Beside each call it keeps what computing it took (seconds and model work, ``runs.work.Meter``),
+and a replay credits that to ``runs.work``'s replayed ledger, so a run resumed over several processes reports its
+whole compute time (``wall_s_total``) as well as its last process's (``wall_s``).
 
 Calls whose result would not be reproducible from their key are not journaled: an ``Edit`` with an arbitrary function,
 a continued ``cache=``, ``resume=`` from a base trace, a pass keeping its KV cache, sampling at ``temperature > 0``, or
@@ -116,7 +118,17 @@ class Journal:
             return None
         if out is not None:
             self.hits += 1
+            self._credit(key)
         return out
+
+    def _credit(self, key: str) -> None:
+        """Credit the replayed call's recorded cost (``runs.work``); journals written before costs were kept have none."""
+        from . import work
+
+        try:
+            work.credit(json.loads((self.folder / f"{key}.cost.json").read_text()))
+        except (OSError, ValueError):
+            work.credit({})
 
     def _read(self, key: str):
         p = self.folder / f"{key}.pkl"
@@ -128,7 +140,9 @@ class Journal:
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
             return None  # unreadable: recompute
 
-    def put(self, key: str | None, value) -> None:
+    def put(self, key: str | None, value, cost: dict | None = None) -> None:
+        """Keep a completed call's result; ``cost`` (``runs.work.Meter``): what computing it took, credited when a
+        resumed run replays it. Written before the result, so a result never appears without its cost."""
         from ..runtime.parallel import world
 
         if key is None:
@@ -138,6 +152,10 @@ class Journal:
             return
         if world().main:  # the ranks of a data-parallel run hold the same gathered results; rank 0 keeps them
             self.folder.mkdir(parents=True, exist_ok=True)
+            if cost is not None:
+                tmp = self.folder / f".tmp-{key}-{os.getpid()}.cost"
+                tmp.write_text(json.dumps(cost))
+                os.replace(tmp, self.folder / f"{key}.cost.json")
             tmp = self.folder / f".tmp-{key}-{os.getpid()}"
             tmp.write_bytes(blob)
             os.replace(tmp, self.folder / f"{key}.pkl")
@@ -179,12 +197,14 @@ def memo(name: str, parts: tuple, compute):
     hit = j.get(key)
     if hit is not None:
         return hit
-    _ACTIVE = None
+    from .work import Meter
+
+    _ACTIVE, meter = None, Meter()
     try:
         out = compute()
     finally:
         _ACTIVE = j
-    j.put(key, out)
+    j.put(key, out, meter.cost())
     return out
 
 

@@ -83,7 +83,7 @@ def provenance(lm=None, *, config: dict | None = None, seed: int | None = None, 
     from ..runtime.parallel import world
     from . import work
 
-    w = world()
+    w, replayed = world(), work.take_replayed()
     prov = {
         "timestamp_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mlx_version": _version("mlx"),
@@ -101,8 +101,11 @@ def provenance(lm=None, *, config: dict | None = None, seed: int | None = None, 
         "seed": seed,
         "config": config or {},
         "wall_s": None if wall_s is None else round(wall_s, 3),
-        "work": {**work.take(), "counted_on": "this process" if w.size == 1 else f"rank {w.rank} of {w.size} (its own share)"},
+        "work": {**work.take(), "counted_on": "this process" if w.size == 1 else f"rank {w.rank} of {w.size} (its own share)",
+                 "replayed": replayed},
     }
+    if wall_s is not None:  # a resumed run: this process's time plus what its replayed calls took when computed
+        prov["wall_s_total"] = round(wall_s + replayed["seconds"], 3)
     now = git_commit()
     if now != prov["git_commit"]:  # the tree changed during the run: record both, the first is what ran
         prov["git_commit_at_save"] = now

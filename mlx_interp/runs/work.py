@@ -7,15 +7,23 @@ since the previous result was written, so ``bench/wall_times.py`` can turn a wal
 a lower bound at the matmul roofline. ``block_positions`` weighs each position by the share of the blocks it went
 through: a pass resumed at block k (``run(resume=(base, k))``, a layer sweep) runs L - k of L blocks, so it counts
 (L - k) / L per position; the lower bound reads it, since counting a resumed pass as a full one would overstate
-the work. A journaled call replayed on ``--resume`` forwards nothing and counts nothing:
-a resumed run's counts, like its wall time, cover what it computed itself. In a data-parallel run each rank counts
-its own share (the result says whose).
+the work. A journaled call replayed on ``--resume`` forwards nothing and counts nothing here: a resumed run's counts,
+like its ``wall_s``, cover what it computed itself. What the replayed calls cost when they were computed (seconds and
+the same counts, kept beside each call by ``runs.journal``) is credited to a separate ledger (``credit``), which
+results record as ``work.replayed`` and fold into ``wall_s_total``: the compute time of a run spread over several
+processes. In a data-parallel run each rank counts its own share (the result says whose).
 """
 
 from __future__ import annotations
 
+import time
+
 _TOTAL = {"forward_calls": 0, "positions": 0, "block_positions": 0.0, "decode_steps": 0, "decode_positions": 0}
 _MARK = dict(_TOTAL)
+#: what replayed journaled calls cost when an earlier process computed them
+_REPLAYED = {"calls": 0, "seconds": 0.0, "positions": 0, "block_positions": 0.0, "decode_steps": 0, "decode_positions": 0}
+_REPLAYED_MARK = dict(_REPLAYED)
+COSTED = ("positions", "block_positions", "decode_steps", "decode_positions")
 
 
 def count(batch: int, length: int, step: bool = False, blocks: float = 1.0) -> None:
@@ -40,3 +48,35 @@ def take() -> dict:
     out = {k: _TOTAL[k] - _MARK[k] for k in _TOTAL}
     _MARK.update(_TOTAL)
     return out
+
+
+def credit(cost: dict) -> None:
+    """A replayed call's recorded cost (``{"seconds": ..., "positions": ...}``, ``runs.journal``) into the ledger."""
+    _REPLAYED["calls"] += 1
+    _REPLAYED["seconds"] += float(cost.get("seconds", 0.0))
+    for k in COSTED:
+        _REPLAYED[k] += cost.get(k, 0)
+
+
+def replayed_totals() -> dict:
+    """The replayed calls' recorded cost since the process started."""
+    return dict(_REPLAYED)
+
+
+def take_replayed() -> dict:
+    """The replayed calls' recorded cost since the previous ``take_replayed``, and start a new interval."""
+    out = {k: _REPLAYED[k] - _REPLAYED_MARK[k] for k in _REPLAYED}
+    _REPLAYED_MARK.update(_REPLAYED)
+    return out
+
+
+class Meter:
+    """The seconds and counted work of one computation: ``m = Meter()`` before it, ``m.cost()`` after (what the
+    journal keeps beside a call's result, so a replay can credit it)."""
+
+    def __init__(self):
+        self.t, self.w = time.perf_counter(), totals()
+
+    def cost(self) -> dict:
+        w = totals()
+        return {"seconds": time.perf_counter() - self.t, **{k: w[k] - self.w[k] for k in COSTED}}

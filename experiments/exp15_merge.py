@@ -28,7 +28,8 @@ from experiments.exp15_quantization import NAME, REFERENCE, _public, hypotheses
 from mlx_interp.errors import MlxInterpError
 
 SAME = ("reference", "config", "layers", "positions", "methods", "sycophancy_search")  # fields every part must share
-#: a row's timings and work profile: a part's own (a resumed part counts only the work its last process computed)
+#: a row's timings, work profile and load description: a part's own (a resumed part's work counts only what its last
+#: process computed)
 TIMING = ("wall_s", "wall_s_total", "stage_s", "stage_work", "model")
 
 

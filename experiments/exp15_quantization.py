@@ -747,7 +747,8 @@ class Laps:
     where a run's time goes, recorded beside each row's ``wall_s``. The work (token positions through the model and
     decode steps, ``runs.work``) does not depend on what else the machine ran, so it profiles even a crowded run.
     A resumed run computes only part of a stage: ``replayed_s`` is what the stage's replayed calls took when an
-    earlier process computed them (``runs.work.credit``), so ``stage_s`` + ``replayed_s`` is the stage's compute."""
+    earlier process computed them (``runs.work.credit``); ``stage_s`` + ``replayed_s`` is this process's time plus
+    their compute (not the earlier process's time between calls, or a call it did not finish)."""
 
     def __init__(self):
         self.t, self.seconds, self.work = time.time(), {}, {}

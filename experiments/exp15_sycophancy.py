@@ -133,7 +133,7 @@ def _run(file: str, out: str) -> Path:
     except (OSError, ValueError) as e:
         raise MlxInterpError(f"cannot read exp15 result {f}: {e}") from None
     payload, config, wall = add_search(doc, f.name)
-    before = doc["provenance"].get("wall_s")
+    before = doc["provenance"].get("wall_s_total", doc["provenance"].get("wall_s"))  # a resumed run's: all of it
     return mi.save_result(NAME, payload, lm=_Described(doc["provenance"]["model"]), config=config,
                           wall_s=None if before is None else before + wall, out_dir=out)
 

@@ -132,6 +132,11 @@ def test_a_quick_experiment_killed_midway_resumes_to_the_same_result_in_one_proc
         docs[run] = json.loads(files[0].read_text())
     assert docs["c"]["provenance"]["world"] == {"rank": 0, "size": 2, "backend": "ring"}
     assert docs["a"]["provenance"]["world"]["size"] == 1
+    # the resumed runs credit what the replayed calls took when computed; the uninterrupted one credits nothing
+    pa, pb, pc = (docs[r]["provenance"] for r in "abc")
+    assert pa["work"]["replayed"]["calls"] == 0 and pa["wall_s_total"] == pa["wall_s"]
+    for p in (pb, pc):
+        assert p["work"]["replayed"]["calls"] >= 3 and p["wall_s_total"] > p["wall_s"]
     _same(docs["a"]["results"], docs["b"]["results"])
     _same(docs["a"]["results"], docs["c"]["results"])
 

@@ -33,28 +33,34 @@ def test_forwards_count_padded_positions_and_decode_steps_and_results_record_eac
 
 
 def test_a_replayed_journaled_call_counts_nothing_and_credits_what_it_cost(smol, tmp_path):
-    """A replay computes nothing, so it counts nothing; its recorded cost goes to the replayed ledger, so a run
-    resumed over several processes still reports its whole compute time (``wall_s_total``)."""
+    """A replay computes nothing, so it counts nothing. A call an earlier process computed credits its recorded cost
+    to the replayed ledger, so a run resumed over several processes reports its whole compute (``wall_s_total``);
+    a call this process computed and meets again credits nothing (its time is already in ``wall_s``)."""
     prompts = ["The capital of France is", "The capital of the United Kingdom is"]
-    with journal.opened(tmp_path / "j", resume=False) as j:
+    calls = lambda: (mi.run(smol, prompts, chat=False),  # noqa: E731
+                     generate(smol, prompts, max_tokens=4, chat=False, stop_at_eos=False),
+                     journal.memo("tokens", ("x",), lambda: mi.run(smol, prompts[:1], chat=False).tokens))
+    with pytest.raises(KeyboardInterrupt), journal.opened(tmp_path / "j", resume=False) as j:  # the first process
         work.take(), work.take_replayed()
-        mi.run(smol, prompts, chat=False)
-        generate(smol, prompts, max_tokens=4, chat=False, stop_at_eos=False)
+        calls()
         computed = work.take()
-        assert computed["forward_calls"] == 5 and work.take_replayed()["calls"] == 0
-        mi.run(smol, prompts, chat=False)  # the same calls again: replayed from the journal
-        generate(smol, prompts, max_tokens=4, chat=False, stop_at_eos=False)
-        assert j.hits == 2 and work.take()["forward_calls"] == 0
+        assert computed["forward_calls"] == 6
+        calls()  # the same calls again in the same process: found, not recomputed, not credited
+        assert j.hits == 3 and work.take()["forward_calls"] == 0 and work.take_replayed()["calls"] == 0
+        raise KeyboardInterrupt  # interrupted: the journal is kept
+    with journal.opened(tmp_path / "j", resume=True) as j:  # a resumed process replays them: credited
+        calls()
+        assert j.hits == 3 and work.take()["forward_calls"] == 0
         replayed = work.take_replayed()
-        assert replayed["calls"] == 2 and replayed["seconds"] > 0  # the seconds recorded when they were computed
+        assert replayed["calls"] == 3 and replayed["seconds"] > 0  # the seconds recorded when they were computed
         assert {k: replayed[k] for k in work.COSTED} == {k: computed[k] for k in work.COSTED}
-        journal.memo("words", ("x",), lambda: mi.run(smol, prompts, chat=False).tokens)  # a memo's cost is its passes'
-        journal.memo("words", ("x",), lambda: 1 / 0)
-        assert work.take_replayed()["positions"] == work.take()["positions"] > 0
-        mi.run(smol, prompts, chat=False)
+        calls()  # met again in this process: the same earlier work, credited once
+        assert work.take_replayed()["calls"] == 0
+        mi.run(smol, prompts[1:], chat=False)  # new work in the resumed process
         doc = json.loads(mi.save_result("work_check", {"x": 1}, lm=smol, wall_s=1.0, out_dir=tmp_path).read_text())
     prov = doc["provenance"]
-    assert prov["work"]["replayed"]["calls"] == 1 and prov["wall_s_total"] == round(1.0 + prov["work"]["replayed"]["seconds"], 3)
+    assert prov["work"]["forward_calls"] == 1 and prov["work"]["replayed"]["calls"] == 0
+    assert prov["wall_s_total"] == 1.0
 
 
 def test_a_pass_resumed_at_block_k_counts_the_share_of_blocks_it_ran(smol):

@@ -20,8 +20,7 @@ from mlx_lm.sample_utils import make_sampler
 from ..errors import MlxInterpError
 from .batching import DEFAULT_BATCH_SIZE, DEFAULT_CHAT, Prompts, distribute, encode, gather_chunks, plan, shared_errors
 from .hooks import hooked
-from ..runs import journal
-from ..runs.work import Meter
+from ..runs import journal, work
 from .interventions import bind_all, flatten, rows_list
 from .kvcache import PromptCache
 from .positions import validate
@@ -77,11 +76,11 @@ def generate(
         hit = j.get(key)
         if hit is not None:
             return Generations(hit)
-    meter = Meter()
+    meter = work.Meter()
     out = _generate(lm, toks, interventions, max_tokens, temperature, top_p, seed, stop_at_eos, batch_size, cache,
                     return_cache)
     if key is not None:
-        j.put(key, list(out), meter.cost())
+        j.put(key, list(out), meter)
     return out
 
 

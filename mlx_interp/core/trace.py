@@ -28,7 +28,6 @@ from .batching import (DEFAULT_BATCH_SIZE, DEFAULT_CHAT, MAX_PADDING, Prompts, d
 from .capture import BoundCapture, bind_captures
 from .hooks import Context, hooked
 from ..runs import journal, work
-from ..runs.work import Meter
 from .interventions import bind_all, flatten
 from .kvcache import PromptCache, _build, _kv
 from .parts import parts
@@ -152,11 +151,10 @@ def run(
         hit = j.get(key)
         if hit is not None:
             return _from_host(hit)
-    meter = Meter()
+    meter = work.Meter()
     tr = _run(lm, toks, interventions, capture, logits, batch_size, cache, return_cache, resume)
     if key is not None:
-        host = _to_host(tr)  # evaluates the pass, so the cost below includes it
-        j.put(key, host, meter.cost())
+        j.put(key, _to_host(tr), meter)  # _to_host evaluates the pass, so its cost includes it
     return tr
 
 

@@ -88,6 +88,7 @@ class Journal:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.hits = self.writes = 0
+        self.seen: set[str] = set()  # keys this process computed or already credited: a hit on one credits nothing
         self.stop_after = int(os.environ.get("MLX_INTERP_JOURNAL_STOP_AFTER", "0") or 0)  # tests: simulate a kill
 
     def finished(self, tag: str) -> str | None:
@@ -118,11 +119,14 @@ class Journal:
             return None
         if out is not None:
             self.hits += 1
-            self._credit(key)
+            if key not in self.seen and world().main:
+                self._credit(key)
+            self.seen.add(key)
         return out
 
     def _credit(self, key: str) -> None:
-        """Credit the replayed call's recorded cost (``runs.work``); journals written before costs were kept have none."""
+        """Credit what an earlier process's call cost (``runs.work``), on the main rank, which measured it (the other
+        ranks' ledgers stay empty); journals written before costs were kept have none: a call, no seconds."""
         from . import work
 
         try:
@@ -140,9 +144,10 @@ class Journal:
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError):
             return None  # unreadable: recompute
 
-    def put(self, key: str | None, value, cost: dict | None = None) -> None:
-        """Keep a completed call's result; ``cost`` (``runs.work.Meter``): what computing it took, credited when a
-        resumed run replays it. Written before the result, so a result never appears without its cost."""
+    def put(self, key: str | None, value, meter=None) -> None:
+        """Keep a completed call's result; ``meter`` (``runs.work.Meter``, started before the call): what computing
+        it took, read once the value is pickled (so any lazy evaluation is in it) and credited when a later process
+        replays the call. Written before the result, so a result never appears without its cost."""
         from ..runtime.parallel import world
 
         if key is None:
@@ -150,11 +155,12 @@ class Journal:
         blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
         if len(blob) > MAX_BYTES:
             return
+        self.seen.add(key)
         if world().main:  # the ranks of a data-parallel run hold the same gathered results; rank 0 keeps them
             self.folder.mkdir(parents=True, exist_ok=True)
-            if cost is not None:
+            if meter is not None:
                 tmp = self.folder / f".tmp-{key}-{os.getpid()}.cost"
-                tmp.write_text(json.dumps(cost))
+                tmp.write_text(json.dumps(meter.cost()))
                 os.replace(tmp, self.folder / f"{key}.cost.json")
             tmp = self.folder / f".tmp-{key}-{os.getpid()}"
             tmp.write_bytes(blob)
@@ -204,7 +210,7 @@ def memo(name: str, parts: tuple, compute):
         out = compute()
     finally:
         _ACTIVE = j
-    j.put(key, out, meter.cost())
+    j.put(key, out, meter)
     return out
 
 

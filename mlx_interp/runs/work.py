@@ -43,11 +43,16 @@ def totals() -> dict:
     return dict(_TOTAL)
 
 
+def _since(total: dict, mark: dict) -> dict:
+    """``total`` less ``mark``, then move ``mark`` up to ``total`` (one interval of a ledger)."""
+    out = {k: total[k] - mark[k] for k in total}
+    mark.update(total)
+    return out
+
+
 def take() -> dict:
     """The counts since the previous ``take`` (or the process start), and start a new interval."""
-    out = {k: _TOTAL[k] - _MARK[k] for k in _TOTAL}
-    _MARK.update(_TOTAL)
-    return out
+    return _since(_TOTAL, _MARK)
 
 
 def credit(cost: dict) -> None:
@@ -65,9 +70,7 @@ def replayed_totals() -> dict:
 
 def take_replayed() -> dict:
     """The replayed calls' recorded cost since the previous ``take_replayed``, and start a new interval."""
-    out = {k: _REPLAYED[k] - _REPLAYED_MARK[k] for k in _REPLAYED}
-    _REPLAYED_MARK.update(_REPLAYED)
-    return out
+    return _since(_REPLAYED, _REPLAYED_MARK)
 
 
 class Meter:

@@ -50,7 +50,9 @@ For each precision:
 
 Where the time goes: each precision's row records ``wall_s`` and ``stage_s`` (seconds per stage: load, native
 texts, vectors, fidelity, capability, native cosines, controlled text, steering, cross-precision steering), and ``reference_stage_s`` the
-fp32 stage before them (texts, vectors, steering layers).
+fp32 stage before them (texts, vectors, steering layers). A run resumed with ``--resume`` also records, per stage, what
+its replayed calls took when an earlier process computed them (``stage_work[...]["replayed_s"]``), and ``wall_s_total``
+per row and per file (``runs.work``), so a grid spread over sessions still says its compute time.
 Every steered A/B pass (sycophancy's layer choice, ×1 rows, search and crossings) resumes at its layer from one
 unsteered pass over the same items (``ab_base``, since 2026-12-05), so it runs L - k of the L blocks; the logits are
 exactly the full pass's (``bench/bench_resume.py`` times the saving).

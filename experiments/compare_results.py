@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 
+from mlx_interp.errors import MlxInterpError
+
 #: leaves that differ between any two runs by nature: timings, work profiles, and where the BLAS library lives
 IGNORE = ("wall_s", "wall_s_total", "stage_s", "stage_work", "reference_stage_s", "reference_stage_work", "blas")
+TOLERANCE = 1e-4  # the largest float drift from kept values a recomputation may show (this module's measure; ~1e-6 seen)
+ABS_TOLERANCE = 1e-5  # or this much absolute: a layer effect is a difference of two A/B scores near 0.5 (BUGFIX #62)
 
 
 @dataclass
@@ -26,6 +31,7 @@ class Comparison:
     discrete_differ: list = field(default_factory=list)  # (path, kept, rerun)
     floats: list = field(default_factory=list)  # (difference, path, kept, rerun)
     only_one: int = 0
+    one_sided: list = field(default_factory=list)  # (path, "kept" or "rerun": the side that has it)
 
     def summary(self, over: float = 1e-4) -> dict:
         worst = sorted(self.floats, reverse=True)
@@ -46,10 +52,16 @@ def compare(kept, rerun, ignore=IGNORE, path: str = "", out: Comparison | None =
                 compare(kept[k], rerun[k], ignore, f"{path}/{k}", out)
             else:
                 out.only_one += 1
+                out.one_sided.append((f"{path}/{k}", "kept" if k in kept else "rerun"))
     elif isinstance(kept, list) and isinstance(rerun, list) and len(kept) == len(rerun):
         for i, (a, b) in enumerate(zip(kept, rerun)):
             compare(a, b, ignore, f"{path}[{i}]", out)
     elif isinstance(kept, float) and isinstance(rerun, (int, float)) and not isinstance(rerun, bool):
+        if math.isnan(kept) or math.isnan(rerun):  # NaN only reproduces NaN
+            out.discrete += 1
+            if not (math.isnan(kept) and math.isnan(rerun)):
+                out.discrete_differ.append((path, kept, rerun))
+            return out
         size = max(abs(kept), abs(rerun))
         d = abs(kept - rerun)
         out.floats.append((d / size if size >= 1e-3 else d, path, kept, rerun))
@@ -58,6 +70,30 @@ def compare(kept, rerun, ignore=IGNORE, path: str = "", out: Comparison | None =
         if kept != rerun:
             out.discrete_differ.append((path, kept, rerun))
     return out
+
+
+def require_same(got, kept, where: str, file_name: str, seen: Comparison, what: str, all_keys: bool = False) -> None:
+    """Raise unless ``got`` reproduces ``kept``: every count, choice, flag and text equal (NaN only to NaN), every
+    float within ``TOLERANCE`` (relative; absolute under 1e-3) or ``ABS_TOLERANCE`` absolute, and with ``all_keys``
+    every key on both sides (else a key one side lacks, what a study added since, is not compared); add what was
+    compared to ``seen``. For a step that recomputes part of a kept result before building on it
+    (``exp15_sycophancy``, exp15's ``--reference-from``): not ``exp15_merge``'s 1e-9, since code of another commit
+    reorders float32 sums (BUGFIX #61)."""
+    c = compare(kept, got, path=where)
+    bad = [(path, k, g) for path, k, g in c.discrete_differ]
+    if all_keys:
+        bad += [(path, "present", "absent") if side == "kept" else (path, "absent", "present") for path, side in c.one_sided]
+    bad += [(path, k, g) for d, path, k, g in sorted(c.floats, reverse=True)
+            if d > TOLERANCE and abs(k - g) > ABS_TOLERANCE][:1]
+    if not bad and c.discrete + len(c.floats) == 0:
+        bad = [(where, kept, got)]  # nothing in common: a kept value this step cannot read is not a reproduction
+    if bad:
+        at, k, g = bad[0]
+        raise MlxInterpError(f"{file_name}: {what} differ from the kept ones at {at.lstrip('/')} (kept {k!r}, now {g!r}; "
+                             f"floats may drift by {TOLERANCE:g} relative or {ABS_TOLERANCE:g} absolute): another model "
+                             "build or code? Rerun the study instead")
+    seen.discrete += c.discrete
+    seen.floats += c.floats
 
 
 def main(argv=None) -> dict:

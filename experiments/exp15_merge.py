@@ -4,15 +4,20 @@
 
 Why: a full grid takes hours to days per model on two cores (Qwen-0.5B about 9 h, docs/results_quantization.md),
 more than one session, and a session's machine does not keep a run's journal. Run the grid in parts with
-``--precision`` (each part repeats the fp32 reference stage: its texts, vectors, steering layers), keep each part's
-result, then merge them here.
+``--precision`` (each part repeats the fp32 reference stage: its texts, vectors, steering layers; or, with
+``--reference-from`` an earlier part, only what comparing a variant needs), keep each part's result, then merge them
+here.
 
 A merge is only valid when every part measured the same reference: the parts must agree on the model, the run
 size (quick or full, and the study's config), the steering layers chosen on validation, and the fp32 row itself (its
-capability, fidelity, cosines and steering, which the study recomputes in every part). Any difference is a one-line
-error naming it; so is a precision that two parts both measured. The merged file holds every part's rows, the
-hypotheses recomputed over all of them (``exp15_quantization.hypotheses``), and ``merged_from``: each part's file,
-commit, precisions and wall time. Its ``wall_s`` is the sum of the parts' (each counts its own reference stage).
+capability, fidelity, cosines and steering, which a part run without ``--reference-from`` recomputes). Any
+difference is a one-line error naming it; so is a precision that two parts both measured. A part run with
+``--reference-from`` an earlier part (``exp15_reference``) copied that part's layers and fp32 row after reproducing
+what it recomputes of fp32 to ``compare_results.TOLERANCE`` (1e-4 relative: it may run at another commit), so it
+passes this 1e-9 check by construction. The merged file holds every part's rows, the hypotheses recomputed over all of
+them (``exp15_quantization.hypotheses``), and ``merged_from``: each part's file, commit, precisions, wall time and
+``reference_from`` (the part whose layers and fp32 row it took, with its SHA-256; None for a part that computed
+them). Its ``wall_s`` is the sum of the parts' (each counts its own reference stage).
 """
 
 from __future__ import annotations
@@ -101,7 +106,8 @@ def merge_docs(parts: list[tuple[str, dict]]) -> tuple[dict, dict]:
                                 "precisions": [p for p in d["results"]["precisions"] if p != REFERENCE],
                                 "wall_s": d["provenance"].get("wall_s"),
                                 "wall_s_total": d["provenance"].get("wall_s_total", d["provenance"].get("wall_s")),
-                                "reference_stage_s": d["results"].get("reference_stage_s")} for f, d in parts]}
+                                "reference_stage_s": d["results"].get("reference_stage_s"),
+                                "reference_from": d["results"].get("reference_from")} for f, d in parts]}
     config = {"quick": quick0, "precisions": precisions[1:], "merged": True}
     return _public(payload), config
 

@@ -2,6 +2,7 @@
 
     python -m experiments.exp15_quantization --model smollm2-135m [--model ...] [--precision 8bit ...] [--quick]
     python -m experiments.exp15_quantization --model qwen2.5-coder-0.5b --same-config-as RESULT.json  # rerun a kept run
+    python -m experiments.exp15_quantization --precision 3bit --reference-from PART.json  # a grid's next part (exp15_reference)
 
 Per model, the **reference** is the packaged GGUF dequantized to fp32 (``alias@fp32``). The GGUF is itself 4-6 bit, so
 "reference" means the packaged weights and every variant measures *further* quantization of them. Variants are
@@ -505,30 +506,39 @@ def steer(lm, judge, d: dict, vecs: dict, layers: dict, cfg: Config) -> dict:
                               max_tokens=n_tok, chat=lm.instruct, control=False, judge=judge)
         row = {"layer": k, "search": {"steps": [{"multiplier": x.multiplier, "score": x.score, "coherent_rate": x.coherent_rate}
                                                 for x in s.steps]}}
-        conds = {"base": (test, [])}  # unsteered, steered and random-direction test rows: one generate call
-        if s.best is not None:
-            rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=cfg.seed + k)
-            conds.update(test=(test, [mi.Add(v, layers=k, alpha=s.best.alpha)]),
-                         test_random=(test, [mi.Add(rnd, layers=k, alpha=s.best.alpha)]))
-        gens = generate_conditions(lm, conds, max_tokens=n_tok, chat=lm.instruct)
-        judged = coherence_by_condition(judge, gens)  # one scoring pass: the conditions share their test prompts
-        base_test = gens["base"]
-        flags = _flags(trait, [g.text for g in base_test])
-        row["test_baseline"] = _evaluate(judge, base_test, flags, judged["base"])
-        if trait == "persona":  # "longer than unsteered" is false by construction for the unsteered text itself
-            row["test_baseline"]["rate"] = None
-            row["test_baseline"]["score"] = None
+        tested, base_test = steer_test(lm, judge, trait, v, k, None if s.best is None else s.best.alpha, test, cfg)
+        row["test_baseline"] = tested.pop("test_baseline")
         if s.best is None:
             row.update(best=None, why="no multiplier kept the validation generations coherent")
         else:
             row["best"] = {"multiplier": s.best.multiplier, "alpha": s.best.alpha, "val_score": s.best.score}
-            for name in ("test", "test_random"):
-                row[name] = _evaluate(judge, gens[name], flags, judged[name])
-        row["_unit_alpha"], row["_vector"], row["_base_test"] = s.unit_alpha, v, [g.text for g in base_test]
+            row.update(tested)
+        row["_unit_alpha"], row["_vector"], row["_base_test"] = s.unit_alpha, v, base_test
         out[trait] = row
     k = layers["sycophancy"]["layer"]
     out["sycophancy"] = steer_sycophancy(lm, d, vecs[("sycophancy", "answer_letter")]["diff_of_means"][k], k, cfg)
     return out
+
+
+def steer_test(lm, judge, trait: str, v, k: int, alpha: float | None, test: list[str], cfg: Config) -> tuple[dict, list[str]]:
+    """A generation trait's test rows at the chosen coefficient ``alpha`` of ``v`` at layer ``k``: unsteered, steered,
+    and a random direction of the same norm at the same coefficient (``alpha`` None: unsteered only), from one
+    generate call and one coherence pass; and the unsteered texts (what cross-precision steering is judged against)."""
+    conds = {"base": (test, [])}
+    if alpha is not None:
+        rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=cfg.seed + k)
+        conds.update(test=(test, [mi.Add(v, layers=k, alpha=alpha)]), test_random=(test, [mi.Add(rnd, layers=k, alpha=alpha)]))
+    gens = generate_conditions(lm, conds, max_tokens=_tokens(trait, cfg), chat=lm.instruct)
+    judged = coherence_by_condition(judge, gens)  # one scoring pass: the conditions share their test prompts
+    flags = _flags(trait, [g.text for g in gens["base"]])
+    out = {"test_baseline": _evaluate(judge, gens["base"], flags, judged["base"])}
+    if trait == "persona":  # "longer than unsteered" is false by construction for the unsteered text itself
+        out["test_baseline"]["rate"] = None
+        out["test_baseline"]["score"] = None
+    if alpha is not None:
+        for name in ("test", "test_random"):
+            out[name] = _evaluate(judge, gens[name], flags, judged[name])
+    return out, [g.text for g in gens["base"]]
 
 
 def steer_sycophancy(lm, d: dict, v, k: int, cfg: Config) -> dict:
@@ -774,7 +784,36 @@ def prepare_variants(alias: str, precisions) -> None:
             mi.prepare(alias, prec)
 
 
-def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: str) -> str:
+def measure_row(lm, ref, d: dict, own: tuple, reference: tuple, layers: dict, cfg: Config, lap: Laps) -> tuple[dict, dict]:
+    """One precision's row before its cross-precision steering: fidelity, capability, vetting, native cosines, the
+    controlled-text cosines (a variant) and steering; and its steering rows with their vectors (``steer``).
+    ``own`` and ``reference`` are (texts, vetted sets, vectors) of this precision and of fp32."""
+    (texts, kept, vecs), (ref_texts, ref_kept, ref_vecs) = own, reference
+    L = {t: v["layer"] for t, v in layers.items()}
+    row = {"model": lm.describe(), "fidelity": agreement(ref, lm, d["fidelity"])}
+    lap("fidelity")
+    row["capability"] = capability(lm, d)
+    lap("capability")
+    row.update(vetting=kept.get("report"), skipped={t: v["skipped"] for t, v in vecs.items() if isinstance(t, str)},
+               cosine={"native": cosines(ref_vecs, vecs, ref, lm, L)})
+    lap("native_cosines")
+    if lm is not ref and texts:
+        controlled = text_vectors(lm, d, ref_texts, ref_kept, cfg)  # this precision reading the reference's text
+        ref_reads = text_vectors(ref, d, texts, kept, cfg)  # the reference reading this precision's text
+        row["cosine"]["controlled"] = cosines(ref_vecs, controlled, ref, lm, L)
+        row["cosine"]["reference_on_variant_text"] = cosines(ref_vecs, ref_reads, ref, ref, L)
+        row["cosine"]["variant_text_model_effect"] = cosines(ref_reads, vecs, ref, lm, L)
+        row["cosine"]["variant_model_text_effect"] = cosines(controlled, vecs, lm, lm, L)
+    lap("controlled_text")
+    row["steering"] = steer(lm, ref, d, vecs, layers, cfg)
+    lap("steering")
+    return row, row["steering"]
+
+
+def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: str, reused=None) -> str:
+    """The study on ``alias`` at fp32 and each of ``precisions``; returns the result file's path. ``reused``
+    (``exp15_reference.Reused``): take the steering layers and the fp32 row from a kept part instead of recomputing
+    them, after checking that what this part recomputes of fp32 reproduces it."""
     t0 = time.time()
     d = data(cfg, quick)
     prepare_variants(alias, precisions)
@@ -787,11 +826,14 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
     ref_kept = vetted(ref_texts, cfg)
     ref_vecs = {**text_vectors(ref, d, ref_texts, ref_kept, cfg), **fixed_vectors(ref, d, cfg)}
     lap("vectors")
-    progress(2, 4, f"{ref.name}: steering layers (validation)")
-    layers = choose_layers(ref, d, ref_vecs, cfg)
-    lap("steering_layers")
+    if reused is None:
+        progress(2, 4, f"{ref.name}: steering layers (validation)")
+        layers = choose_layers(ref, d, ref_vecs, cfg)
+        lap("steering_layers")
+    else:
+        layers = reused.layers
     reference_stage_s, reference_stage_work = lap.seconds, lap.work
-    L = {t: v["layer"] for t, v in layers.items()}
+    reference = (ref_texts, ref_kept, ref_vecs)
     rows, steered = {}, {}
     for i, prec in enumerate([REFERENCE] + list(precisions)):
         t1 = time.time()
@@ -799,33 +841,18 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
         lm = ref if prec == REFERENCE else mi.load(f"{alias}@{prec}")
         lap("load")
         progress(3, 4, f"{lm.name}: capability, vectors, steering ({i + 1}/{len(precisions) + 1})")
-        if prec == REFERENCE:
-            texts, kept, vecs = ref_texts, ref_kept, ref_vecs
+        if prec == REFERENCE and reused is not None:
+            row, steered[prec] = reused.reference_row(ref, d, reference, cfg)
+            lap("reference_check")
+        elif prec == REFERENCE:
+            row, steered[prec] = measure_row(ref, ref, d, reference, reference, layers, cfg, lap)
         else:
             texts = native_texts(lm, d, cfg)
             lap("native_texts")
             kept = vetted(texts, cfg)
             vecs = {**text_vectors(lm, d, texts, kept, cfg), **fixed_vectors(lm, d, cfg)}
             lap("vectors")
-        row = {"model": lm.describe(), "fidelity": agreement(ref, lm, d["fidelity"])}
-        lap("fidelity")
-        row["capability"] = capability(lm, d)
-        lap("capability")
-        row.update(vetting=kept.get("report"), skipped={t: v["skipped"] for t, v in vecs.items() if isinstance(t, str)},
-                   cosine={"native": cosines(ref_vecs, vecs, ref, lm, L)})
-        lap("native_cosines")
-        if prec != REFERENCE and texts:
-            controlled = text_vectors(lm, d, ref_texts, ref_kept, cfg)  # this precision reading the reference's text
-            ref_reads = text_vectors(ref, d, texts, kept, cfg)  # the reference reading this precision's text
-            row["cosine"]["controlled"] = cosines(ref_vecs, controlled, ref, lm, L)
-            row["cosine"]["reference_on_variant_text"] = cosines(ref_vecs, ref_reads, ref, ref, L)
-            row["cosine"]["variant_text_model_effect"] = cosines(ref_reads, vecs, ref, lm, L)
-            row["cosine"]["variant_model_text_effect"] = cosines(controlled, vecs, lm, lm, L)
-        lap("controlled_text")
-        steered[prec] = steer(lm, ref, d, vecs, layers, cfg)
-        row["steering"] = steered[prec]
-        lap("steering")
-        if prec != REFERENCE:
+            row, steered[prec] = measure_row(lm, ref, d, (texts, kept, vecs), reference, layers, cfg, lap)
             row["cross_steering"] = {"reference_vector_on_variant": cross_steer(lm, ref, d, steered[prec], steered[REFERENCE], cfg),
                                      "variant_vector_on_reference": cross_steer(ref, ref, d, steered[REFERENCE], steered[prec], cfg)}
             lap("cross_steering")
@@ -851,9 +878,12 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
                "layers": layers, "rows": rows, "hypotheses": hypotheses(rows, REFERENCE),
                "positions": STEER_WITH, "methods": METHODS, "sycophancy_search": SYC_SEARCH,
                "reference_stage_s": reference_stage_s, "reference_stage_work": reference_stage_work}
+    if reused is not None:
+        payload["reference_from"] = reused.provenance()
     payload = _public(payload)
     path = mi.save_result(NAME, payload, lm=ref, wall_s=time.time() - t0, out_dir=out_dir,
-                          config={"quick": quick, "precisions": list(precisions)})
+                          config={"quick": quick, "precisions": list(precisions),
+                                  **({"reference_from": reused.file_name} if reused is not None else {})})
     return str(path)
 
 
@@ -868,6 +898,10 @@ def main(argv=None) -> list[str]:
                 raise MlxInterpError("give --quick or --same-config-as, not both: the file fixes the configuration")
             cfg, same, quick, alias = config_of(a.same_config_as)
             a.precision, a.model = a.precision or same, a.model or [alias]
+        reused = None
+        if a.reference_from:
+            reused = _reused(a)
+            cfg, quick = reused.cfg, reused.quick
         wanted = PRECISIONS["quick" if a.quick else "full"]
         default = [p for p in wanted
                    if Precision.parse(p).bits is None or (Precision.parse(p).mode if Precision.parse(p).mode != "affine"
@@ -879,7 +913,7 @@ def main(argv=None) -> list[str]:
         for p in precisions:
             Precision.parse(p).check_offline()
         with journal(NAME, a, argv):
-            paths = _models(a, precisions, cfg, quick)
+            paths = _models(a, precisions, cfg, quick, reused)
     except MlxInterpError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -891,9 +925,30 @@ def _arguments(ap) -> None:
                                                           "default: the quick or full set)")
     ap.add_argument("--same-config-as", metavar="RESULT", help="rerun with the configuration, precisions and (unless "
                                                                "--model is given) model an exp15 result file records")
+    ap.add_argument("--reference-from", metavar="RESULT", help="a part of a grid: take the steering layers and the fp32 "
+                    "row from this kept exp15 result (its model and configuration) after reproducing fp32's texts, "
+                    "vectors, capability and test rows (experiments/exp15_reference.py); give --precision")
 
 
-def _models(a, precisions: list[str], cfg: Config, quick: bool) -> list[str]:
+def _reused(a):
+    """The kept part ``--reference-from`` names (``exp15_reference.Reused``), after checking the other arguments."""
+    from experiments.exp15_reference import Reused  # it builds on this module
+
+    if a.quick or a.same_config_as:
+        raise MlxInterpError("give --reference-from without --quick or --same-config-as: the kept file fixes the run's "
+                             "configuration")
+    if not a.precision:
+        raise MlxInterpError("--reference-from needs the variants this part measures: give --precision (repeatable)")
+    reused = Reused(a.reference_from)
+    for m in a.model or []:
+        if split_name(m)[0] != reused.alias:
+            raise MlxInterpError(f"--reference-from {reused.file_name} measured {reused.alias}; it cannot serve "
+                                 f"--model {m} (give --model {reused.alias} or leave --model out)")
+    a.model = a.model or [reused.alias]
+    return reused
+
+
+def _models(a, precisions: list[str], cfg: Config, quick: bool, reused=None) -> list[str]:
     """The study for each --model (inside the run's journal)."""
     paths = []
     for model in a.model or ["smollm2-135m"]:
@@ -907,7 +962,7 @@ def _models(a, precisions: list[str], cfg: Config, quick: bool) -> list[str]:
             print(f"  -> {done} (written before the interruption)")
             paths.append(done)
             continue
-        paths.append(study(alias, precisions, cfg, quick, a.out))
+        paths.append(study(alias, precisions, cfg, quick, a.out, reused))
         print(f"  -> {paths[-1]}")
         if j is not None:
             j.finish(f"{NAME}:{model}", paths[-1])

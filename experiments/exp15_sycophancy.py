@@ -38,7 +38,7 @@ import mlx_interp as mi  # first: it preloads the fast BLAS before mlx (runtime/
 import mlx.core as mx
 
 from experiments.common import journaled
-from experiments.compare_results import Comparison, compare
+from experiments.compare_results import ABS_TOLERANCE, TOLERANCE, Comparison, require_same
 from experiments.exp15_merge import _Described
 from experiments.exp15_quantization import (NAME, REFERENCE, SYC_SEARCH, _public, add_sycophancy_search,
                                             choose_sycophancy_layer, cross_steer, data, hypotheses, prepare_variants,
@@ -47,23 +47,10 @@ from mlx_interp.errors import MlxInterpError
 from mlx_interp.readouts.directions import diff_of_means_vec
 
 KEPT = ("0", "-1", "+1", "random_-1", "random_+1")  # the x1 rows on the test items the recomputation must reproduce
-TOLERANCE = 1e-4  # the largest float drift from the kept rows accepted (compare_results' measure; about 1e-6 seen)
-ABS_TOLERANCE = 1e-5  # or this much absolute: a layer effect is a difference of two A/B scores near 0.5 (BUGFIX #62)
 
 
 def _same(got, kept, where: str, file_name: str, seen: Comparison) -> None:
-    """Raise unless ``got`` reproduces ``kept`` (see the module docstring); add what was compared to ``seen``."""
-    c = compare(kept, got, path=where)
-    bad = [(path, k, g) for path, k, g in c.discrete_differ]
-    bad += [(path, k, g) for d, path, k, g in sorted(c.floats, reverse=True)
-            if d > TOLERANCE and abs(k - g) > ABS_TOLERANCE][:1]
-    if bad:
-        at, k, g = bad[0]
-        raise MlxInterpError(f"{file_name}: the recomputed sycophancy rows differ from the kept ones at {at.lstrip('/')} "
-                             f"(kept {k!r}, now {g!r}; floats may drift by {TOLERANCE:g} relative or {ABS_TOLERANCE:g} "
-                             "absolute): another model build or code? Rerun the study instead")
-    seen.discrete += c.discrete
-    seen.floats += c.floats
+    require_same(got, kept, where, file_name, seen, "the recomputed sycophancy rows")
 
 
 def add_search(doc: dict, file_name: str) -> tuple[dict, dict, float]:

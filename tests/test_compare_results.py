@@ -39,3 +39,20 @@ def test_bad_input_is_one_line(tmp_path, capsys):
             main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and msg in err and err.count("\n") == 1, err
+
+
+def test_require_same_holds_nan_to_nan_and_with_all_keys_every_key():
+    """A recomputation reproduces NaN only with NaN (a NaN's difference once compared below every tolerance), and
+    with ``all_keys`` a key only one side has is a difference, not a count."""
+    from experiments.compare_results import Comparison, require_same
+    from mlx_interp.errors import MlxInterpError
+
+    nan = float("nan")
+    require_same({"a": nan, "b": 1.0}, {"a": nan, "b": 1.0 + 1e-7}, "r", "f.json", Comparison(), "the rows")
+    with pytest.raises(MlxInterpError, match=r"^f.json: the rows differ from the kept ones at r/a \(kept 0.5, now nan"):
+        require_same({"a": nan}, {"a": 0.5}, "r", "f.json", Comparison(), "the rows")
+    require_same({"a": 1.0, "new": 2}, {"a": 1.0}, "r", "f.json", Comparison(), "the rows")  # added since: not compared
+    with pytest.raises(MlxInterpError, match=r"at r/x/old \(kept 'present', now 'absent'"):
+        require_same({"x": {"a": 1}}, {"x": {"a": 1, "old": 2}}, "r", "f.json", Comparison(), "the rows", all_keys=True)
+    with pytest.raises(MlxInterpError, match=r"at r \(kept \{\}, now \{\}"):  # nothing compared is no reproduction
+        require_same({}, {}, "r", "f.json", Comparison(), "the rows")

@@ -1,10 +1,14 @@
 """exp15 (issue 17): vector comparison across precisions, next-token agreement, response activations, the capability
-data, and the study end to end on a tiny configuration (its file feeds the tables and figures)."""
+data, and the study end to end on a tiny configuration (its file feeds the tables and figures, and a part that reuses
+its fp32 reference with ``--reference-from``)."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,14 +66,23 @@ def test_capability_items_quick_stride_covers_every_mmlu_subject():
         capability_items("arc")
 
 
-@pytest.mark.slow
-def test_exp15_tiny_end_to_end_then_tables_and_figures(tmp_path, smol):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, smol):
+    """(config, result path, results root) of the study at fp32 and 3bit on a tiny configuration, run once."""
     from experiments import exp15_quantization as e
-    from mlx_interp.measures.ab import ab_scores
 
     cfg = e.Config(n_refusal=4, n_persona=4, n_syc=8, n_val_ab=2, n_test_ab=2, n_conf=4, n_val=2, n_test=2, n_fidelity=1,
                    depths=(0.5,), search_steps=1, max_tokens=8, summary_tokens=(8, 16), min_kept=2, n_capability=2)
-    path = e.study("smollm2-135m", ["3bit"], cfg, True, str(tmp_path))
+    out = tmp_path_factory.mktemp("exp15")
+    return cfg, e.study("smollm2-135m", ["3bit"], cfg, True, str(out)), out
+
+
+@pytest.mark.slow
+def test_exp15_tiny_end_to_end_then_tables_and_figures(tmp_path, tiny_run):
+    from experiments import exp15_quantization as e
+    from mlx_interp.measures.ab import ab_scores
+
+    cfg, path, out_root = tiny_run
     doc = json.loads(open(path).read())
     r = doc["results"]
     assert doc["provenance"]["model"]["name"] == "smollm2-135m@fp32" and r["precisions"] == ["fp32", "3bit"]
@@ -109,7 +122,6 @@ def test_exp15_tiny_end_to_end_then_tables_and_figures(tmp_path, smol):
     import make_tables
     from figures import quantization
 
-    out_root = tmp_path  # <root>/exp15_quantization/<file>
     for n in ("fidelity", "vetting", "cosine", "steering", "sycophancy", "sycophancy_search", "spread", "hypotheses"):
         table = make_tables.TABLES[f"exp15_{n}"](out_root)
         assert table.count("\n") >= (3 if n in ("fidelity", "vetting", "cosine", "steering", "hypotheses", "sycophancy_search")
@@ -146,6 +158,71 @@ def test_exp15_tiny_end_to_end_then_tables_and_figures(tmp_path, smol):
     old["results"]["rows"]["fp32"]["steering"]["sycophancy"]["0"]["score"] += 0.01
     with pytest.raises(MlxInterpError, match="differ from the kept ones at rows/fp32/steering/sycophancy/0/score"):
         exp15_sycophancy.add_search(old, "old.json")
+
+
+@pytest.mark.slow
+def test_a_part_reusing_a_kept_reference_measures_as_the_one_process_run_and_refuses_what_it_cannot_reproduce(tiny_run,
+                                                                                                               tmp_path):
+    """exp15 --reference-from (``experiments.exp15_reference``): a part that takes a kept run's steering layers and
+    fp32 row, and recomputes only what comparing a variant needs, measures the variant exactly as the one-process run
+    did; its fp32 row is the kept one (the merge's criterion). A kept fp32 value this part does not reproduce stops it
+    with a one-line error naming where."""
+    from experiments import exp15_quantization as e
+    from experiments.exp15_merge import TIMING, first_difference
+    from experiments.exp15_reference import Reused
+
+    cfg, path, _ = tiny_run
+    kept = json.loads(open(path).read())
+    reused = Reused(path)
+    assert reused.cfg == cfg and reused.quick and reused.alias == "smollm2-135m"
+    new = json.loads(open(e.study("smollm2-135m", ["3bit"], reused.cfg, reused.quick, str(tmp_path / "a"), reused)).read())
+    r, k = new["results"], kept["results"]
+    for p in ("fp32", "3bit"):
+        got, want = ({x: v for x, v in d["rows"][p].items() if x not in TIMING} for d in (r, k))
+        assert first_difference(got, want) is None, p
+    assert first_difference(r["hypotheses"], k["hypotheses"]) is None and r["layers"] == k["layers"]
+    # not vacuous: steering fp32 with the variant's vectors read the rebuilt fp32 rows (best, unsteered texts, A/B base)
+    crossed = r["rows"]["3bit"]["cross_steering"]["variant_vector_on_reference"]
+    assert "skipped" not in crossed["sycophancy"] and any("skipped" not in crossed[t] for t in ("persona", "confidence"))
+    src = r["reference_from"]
+    assert src["file"] == Path(path).name and src["sha256"] == hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    assert src["reproduction"]["non_float_values"] > 20 and src["reproduction"]["floats"] > 10, src
+    assert src["reproduction"]["float_max_difference"] == 0.0  # one process, one build: the same bits
+    assert "steering_layers" not in r["reference_stage_s"] and "steering_layers" in k["reference_stage_s"]
+    assert "reference_check" in r["rows"]["fp32"]["stage_s"] and new["provenance"]["config"]["reference_from"] == src["file"]
+    bad = copy.deepcopy(kept)
+    bad["results"]["rows"]["fp32"]["steering"]["sycophancy"]["0"]["score"] += 0.01
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(MlxInterpError, match=r"^bad.json: the fp32 values this part recomputed differ from the kept ones at "
+                                             r"rows/fp32/steering/sycophancy/0/score \(kept"):
+        e.study("smollm2-135m", ["3bit"], cfg, True, str(tmp_path / "b"), Reused(str(tmp_path / "bad.json")))
+    assert not (tmp_path / "b").exists()  # nothing written
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--reference-from", "none.json", "--precision", "3bit"], "--reference-from 'none.json': cannot read it"),
+    (["--reference-from", "OLD", "--precision", "3bit"], "predates sycophancy's coefficient search"),
+    (["--reference-from", "NEW", "--precision", "3bit", "--model", "gemma-3-270m"], "measured qwen2.5-coder-0.5b; it cannot serve --model gemma-3-270m"),
+    (["--reference-from", "NEW"], "--reference-from needs the variants this part measures: give --precision"),
+    (["--reference-from", "NEW", "--precision", "3bit", "--quick"], "give --reference-from without --quick"),
+    (["--reference-from", "BROKEN", "--precision", "3bit"], "broken.json is not a complete exp15_quantization result"),
+    (["--reference-from", "OTHER_GRID", "--precision", "3bit"], "other.json measured fp32 with sycophancy_search {"),
+])
+def test_exp15_reference_from_refuses_what_cannot_serve_in_one_line(args, msg, capsys, tmp_path):
+    from experiments import exp15_quantization as e
+
+    kept = Path(__file__).resolve().parent.parent / "results" / "published" / "exp15_quantization"
+    files = {"OLD": kept / "20261203T172014Z_qwen2.5-coder-0.5b@fp32.json",  # before sycophancy's search
+             "NEW": kept / "20261205T072722Z_qwen2.5-coder-0.5b@fp32.json", "BROKEN": tmp_path / "broken.json",
+             "OTHER_GRID": tmp_path / "other.json"}
+    files["BROKEN"].write_text(json.dumps({"experiment": "exp15_quantization", "results": {}}))
+    other = json.loads(files["NEW"].read_text())
+    other["results"]["sycophancy_search"]["multipliers"] = [0.5, 1.0]  # searched on another grid than today's
+    files["OTHER_GRID"].write_text(json.dumps(other))
+    with pytest.raises(SystemExit) as ex:
+        e.main([str(files.get(a, a)) for a in args] + ["--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ex.value.code == 2 and err[-1].startswith("error: ") and msg in err[-1], err
 
 
 def test_spread_reads_rates_not_unsteered_persona_and_gives_a_paired_interval():

@@ -574,12 +574,17 @@ def add_sycophancy_search(lm, d: dict, row: dict, cfg: Config) -> dict:
     if s["best"] is None:
         row.update(best=None, why=f"no multiplier kept the validation answers' letter mass >= {MASS_FLOOR}")
     else:
-        a = s["best"]["alpha"]
-        rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=cfg.seed + k)
-        row["best"] = {"multiplier": s["best"]["multiplier"], "alpha": a, "val_score": s["best"]["score"]}
-        row["test"] = _public(_ab(lm, "syc_test", d, v, k, a, row.get("_ab_base")))
-        row["test_random"] = _public(_ab(lm, "syc_test", d, rnd, k, a, row.get("_ab_base")))
+        row["best"] = {"multiplier": s["best"]["multiplier"], "alpha": s["best"]["alpha"], "val_score": s["best"]["score"]}
+        row.update(sycophancy_test(lm, d, v, k, s["best"]["alpha"], row.get("_ab_base"), cfg))
     return row
+
+
+def sycophancy_test(lm, d: dict, v, k: int, alpha: float, base: Trace | None, cfg: Config) -> dict:
+    """The CAA test items at the searched coefficient ``alpha`` of ``v`` at layer ``k``, beside a random vector of the
+    same norm at the same coefficient (both resumed from ``base``, the test items' ``ab_base``, when given)."""
+    rnd = random_direction(lm.width, float(np.linalg.norm(v)), seed=cfg.seed + k)
+    return {"test": _public(_ab(lm, "syc_test", d, v, k, alpha, base)),
+            "test_random": _public(_ab(lm, "syc_test", d, rnd, k, alpha, base))}
 
 
 def _evaluate(judge, gens, flags, judged: dict | None = None) -> dict:
@@ -784,9 +789,9 @@ def prepare_variants(alias: str, precisions) -> None:
             mi.prepare(alias, prec)
 
 
-def measure_row(lm, ref, d: dict, own: tuple, reference: tuple, layers: dict, cfg: Config, lap: Laps) -> tuple[dict, dict]:
+def measure_row(lm, ref, d: dict, own: tuple, reference: tuple, layers: dict, cfg: Config, lap: Laps) -> dict:
     """One precision's row before its cross-precision steering: fidelity, capability, vetting, native cosines, the
-    controlled-text cosines (a variant) and steering; and its steering rows with their vectors (``steer``).
+    controlled-text cosines (a variant) and steering (``steer``'s rows, with their vectors until ``_public``).
     ``own`` and ``reference`` are (texts, vetted sets, vectors) of this precision and of fp32."""
     (texts, kept, vecs), (ref_texts, ref_kept, ref_vecs) = own, reference
     L = {t: v["layer"] for t, v in layers.items()}
@@ -807,7 +812,7 @@ def measure_row(lm, ref, d: dict, own: tuple, reference: tuple, layers: dict, cf
     lap("controlled_text")
     row["steering"] = steer(lm, ref, d, vecs, layers, cfg)
     lap("steering")
-    return row, row["steering"]
+    return row
 
 
 def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: str, reused=None) -> str:
@@ -845,14 +850,16 @@ def study(alias: str, precisions: list[str], cfg: Config, quick: bool, out_dir: 
             row, steered[prec] = reused.reference_row(ref, d, reference, cfg)
             lap("reference_check")
         elif prec == REFERENCE:
-            row, steered[prec] = measure_row(ref, ref, d, reference, reference, layers, cfg, lap)
+            row = measure_row(ref, ref, d, reference, reference, layers, cfg, lap)
+            steered[prec] = row["steering"]
         else:
             texts = native_texts(lm, d, cfg)
             lap("native_texts")
             kept = vetted(texts, cfg)
             vecs = {**text_vectors(lm, d, texts, kept, cfg), **fixed_vectors(lm, d, cfg)}
             lap("vectors")
-            row, steered[prec] = measure_row(lm, ref, d, (texts, kept, vecs), reference, layers, cfg, lap)
+            row = measure_row(lm, ref, d, (texts, kept, vecs), reference, layers, cfg, lap)
+            steered[prec] = row["steering"]
             row["cross_steering"] = {"reference_vector_on_variant": cross_steer(lm, ref, d, steered[prec], steered[REFERENCE], cfg),
                                      "variant_vector_on_reference": cross_steer(ref, ref, d, steered[REFERENCE], steered[prec], cfg)}
             lap("cross_steering")

@@ -36,14 +36,12 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
-
 from experiments.compare_results import ABS_TOLERANCE, TOLERANCE, Comparison, require_same
-from experiments.exp15_quantization import (METHODS, NAME, REFERENCE, STEER_WITH, SYC_SEARCH, Config, _ab, _prompts, _public,
-                                            capability, cosines, recorded_config, steer_test, steerable, sycophancy_x1)
+from experiments.exp15_quantization import (METHODS, NAME, REFERENCE, STEER_WITH, SYC_SEARCH, Config, _prompts, _public,
+                                            capability, cosines, recorded_config, steer_test, steerable, sycophancy_test,
+                                            sycophancy_x1)
 from experiments.exp15_sycophancy import KEPT
 from mlx_interp.errors import MlxInterpError
-from mlx_interp.readouts.directions import random_direction
 
 
 class Reused:
@@ -118,10 +116,7 @@ class Reused:
         x1 = sycophancy_x1(ref, d, v, k, cfg)  # the unsteered CAA test pass, which sycophancy's crossings resume from
         got = {name: x1.get(name) for name in (KEPT if "skipped" not in row else ("0",))}
         if row.get("best"):  # the test items at the kept searched coefficient, beside its random control
-            a = row["best"]["alpha"]
-            rnd = random_direction(ref.width, float(np.linalg.norm(v)), seed=cfg.seed + k)
-            got.update(test=_ab(ref, "syc_test", d, v, k, a, x1["_ab_base"]),
-                       test_random=_ab(ref, "syc_test", d, rnd, k, a, x1["_ab_base"]))
+            got.update(sycophancy_test(ref, d, v, k, row["best"]["alpha"], x1["_ab_base"], cfg))
         self._same(got, {name: row.get(name) for name in got}, f"rows/{REFERENCE}/steering/sycophancy")
         steered["sycophancy"] = {**row, "_vector": v, "_ab_base": x1["_ab_base"]}
         out = json.loads(json.dumps(kept))  # the kept row, with this part's per-item outcomes to pair variants with

@@ -420,7 +420,7 @@ def test_same_config_as_reruns_a_kept_file_with_the_configuration_it_records(mon
     quick_file = kept / "20261203T172014Z_qwen2.5-coder-0.5b@fp32.json"
     calls = []
     monkeypatch.setattr(e, "study",
-                        lambda alias, precisions, cfg, quick, out: calls.append((alias, precisions, cfg, quick)) or "x")
+                        lambda alias, precisions, cfg, quick, out, reused=None: calls.append((alias, precisions, cfg, quick)) or "x")
     e.main(["--same-config-as", str(quick_file), "--out", str(tmp_path)])  # no --model: the file's
     e.main(["--model", "gemma-3-270m", "--same-config-as", str(quick_file), "--precision", "nvfp4",
             "--out", str(tmp_path)])

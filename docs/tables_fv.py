@@ -2,7 +2,9 @@
 
 Registered in ``docs/make_tables.py`` (``TABLES``), which rewrites and checks them like every other table. Each
 is built from the newest kept exp13 result per model. Rates: ``p [lo, hi] (k/n)``, 95% Wilson intervals;
-tasks with fewer than 20 test survivors are marked and left out of every mean.
+tasks with fewer than 20 test survivors are marked and left out of every mean. The summary's cells give the pooled
+rate over the averaged tasks' test items, ``pooled p [lo, hi] (k/n)``, then the unweighted mean of the tasks'
+accuracies (the paper's statistic), ``task mean m``; the interval belongs to the pooled rate only.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ def _rate(x: dict | None) -> str:
 
 
 def _pooled(rates: list[dict]) -> str:
-    """Mean of the tasks' accuracies (the paper's statistic), then the pooled items with their interval."""
+    """The pooled rate over the tasks' items with its Wilson interval and counts, then the unweighted mean of the
+    tasks' accuracies (the paper's statistic), each labelled: ``pooled p [lo, hi] (k/n); task mean m``."""
     if not rates:
         return "—"
     k, n = sum(r["k"] for r in rates), sum(r["n"] for r in rates)
     lo, hi = wilson(k, n)
-    return f"{np.mean([r['p'] for r in rates]):.2f} (pooled {k}/{n} [{lo:.2f}, {hi:.2f}])"
+    return f"pooled {k / n:.2f} [{lo:.2f}, {hi:.2f}] ({k}/{n}); task mean {np.mean([r['p'] for r in rates]):.2f}"
 
 
 def _tasks(d: dict) -> dict:
@@ -69,9 +72,9 @@ def t_summary(newest, root: Path, md_table) -> str:
     if p:
         paper = next(iter(p.values()))[1]["results"]["paper"]
         for kind, label in KINDS.items():
-            rows.append(["GPT-J 6B (paper)", label, "six headline tasks", f"{paper[kind][0]:.3f}", f"{paper[kind][1]:.3f}",
-                         "", "", "", ""])
-    return md_table(["model", "prompt", "tasks averaged (≥ 20 test survivors)"] + [NAMES[m] for m in NAMES], rows)
+            rows.append(["GPT-J 6B (paper)", label, "six headline tasks", f"task mean {paper[kind][0]:.3f}",
+                         f"task mean {paper[kind][1]:.3f}", "", "", "", ""])
+    return md_table(["model", "prompt", "tasks (≥ 20 test survivors)"] + [NAMES[m] for m in NAMES], rows)
 
 
 def t_accuracy(newest, root: Path, md_table) -> str:

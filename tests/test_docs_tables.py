@@ -109,3 +109,21 @@ def test_an_ab_score_below_the_mass_floor_is_not_printed():
     r = {"score": 0.45, "score_lo": 0.40, "score_hi": 0.50}
     assert make_tables._ab({**r, "mass_median": MASS_FLOOR - 0.01}) == f"below floor (mass {MASS_FLOOR - 0.01:.2f})"
     assert make_tables._ab({**r, "mass_median": MASS_FLOOR}) == "0.45 [0.40, 0.50]"
+
+
+def test_exp13_summary_cell_gives_the_pooled_rate_inside_its_own_interval_and_labels_the_task_mean():
+    """BUGFIX #68: the cell printed an unweighted task mean beside the pooled count's interval, which need not contain
+    it (0.18 beside [0.22, 0.32]); the pooled rate now comes first with its interval, and the task mean is labelled."""
+    import re
+
+    sys.path.insert(0, str(ROOT / "docs"))
+    import tables_fv
+
+    rates = [{"k": 60, "n": 144, "p": 60 / 144}, {"k": 2, "n": 36, "p": 2 / 36}, {"k": 5, "n": 72, "p": 5 / 72}]
+    cell = tables_fv._pooled(rates)
+    m = re.fullmatch(r"pooled (\d\.\d\d) \[(\d\.\d\d), (\d\.\d\d)\] \((\d+)/(\d+)\); task mean (\d\.\d\d)", cell)
+    assert m, cell
+    p, lo, hi, k, n, mean = (float(g) for g in m.groups())
+    assert (k, n) == (67, 252) and p == round(67 / 252, 2) and lo <= p <= hi
+    assert mean == round((60 / 144 + 2 / 36 + 5 / 72) / 3, 2) and not lo <= mean <= hi  # the case the old cell hid
+    assert tables_fv._pooled([]) == "—"

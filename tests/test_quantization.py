@@ -78,6 +78,7 @@ def tiny_run(tmp_path_factory, smol):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("exp15_tiny")  # one worker computes tiny_run once for both of its tests (it took 2 min on each)
 def test_exp15_tiny_end_to_end_then_tables_and_figures(tmp_path, tiny_run):
     from experiments import exp15_quantization as e
     from mlx_interp.measures.ab import ab_scores
@@ -161,6 +162,7 @@ def test_exp15_tiny_end_to_end_then_tables_and_figures(tmp_path, tiny_run):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("exp15_tiny")
 def test_a_part_reusing_a_kept_reference_measures_as_the_one_process_run_and_refuses_what_it_cannot_reproduce(tiny_run,
                                                                                                                tmp_path):
     """exp15 --reference-from (``experiments.exp15_reference``): a part that takes a kept run's steering layers and

@@ -1,4 +1,4 @@
-"""exp15 grids run in parts (``--precision``) and merged (``experiments.exp15_merge``): the kept full Gemma grid, split
+"""exp15 grids run in parts (``--precision``) and merged (``experiments.exp15_merge``): the newest kept full grid, split
 into two parts that share its fp32 row, merges back into the same rows and the same hypotheses the one-process run
 computed; parts that measured different references, or the same precision twice, are refused."""
 
@@ -45,7 +45,8 @@ def test_two_parts_merge_back_into_the_one_process_grid(tmp_path):
     b["provenance"]["wall_s_total"] = b["provenance"]["wall_s"] + 100.0  # b was resumed: 100 s replayed
     payload, config = merge_docs([("a.json", a), ("b.json", b)])
     assert payload["precisions"] == doc["results"]["precisions"] and config["merged"]
-    assert first_difference(payload["rows"], doc["results"]["rows"], "rows") == "rows/fp32/stage_work"
+    # the only difference is the work profile the test changed (how deep it shows depends on the kept file's keys)
+    assert (first_difference(payload["rows"], doc["results"]["rows"], "rows") or "").startswith("rows/fp32/stage_work")
     # the hypotheses the study computed in one process, recomputed from the merged rows
     assert first_difference(payload["hypotheses"], doc["results"]["hypotheses"], "hypotheses") is None
     assert [m["precisions"] for m in payload["merged_from"]] == [variants[:3], variants[3:]]

@@ -37,6 +37,15 @@ def _run(d) -> str:
     return "quick" if d["provenance"]["config"].get("quick") else "full"
 
 
+def _kept8(model: dict) -> str:
+    """How many weight matrices a sub-8-bit "mirror" variant keeps at 8 bits (the GGUF stored them with 5-8 bits): the
+    variant's own format covers only the rest, so "3bit" is not the same share of the model on every model."""
+    q = model.get("quantization")
+    if not q or q.get("bits", 16) >= 8:
+        return "—"
+    return str(sum(isinstance(v, dict) and v.get("bits") == 8 for v in q.values()))
+
+
 def t_fidelity(newest, root: Path, md_table) -> str:
     rows = []
     for f, d in _docs(newest, root):
@@ -44,11 +53,11 @@ def t_fidelity(newest, root: Path, md_table) -> str:
         for p in _precs(r):
             x = r["rows"][p]
             cap = x["capability"]
-            rows.append([r["reference"].split("@")[0], _run(d), p, f"{x['fidelity']['kl']:.5f}",
+            rows.append([r["reference"].split("@")[0], _run(d), p, _kept8(x["model"]), f"{x['fidelity']['kl']:.5f}",
                          f"{x['fidelity']['top1_agreement']:.3f}", _rate(cap["mmlu"]["accuracy"]),
                          _diff(cap["mmlu"].get("minus_reference")), _rate(cap["truthfulqa"]["accuracy"]),
                          _diff(cap["truthfulqa"].get("minus_reference")), f"`{f}`"])
-    return md_table(["model", "run", "precision", "KL(fp32 ‖ p), nats/token", "top-1 agreement", "MMLU A/B accuracy",
+    return md_table(["model", "run", "precision", "matrices kept at 8 bits (mirror)", "KL(fp32 ‖ p), nats/token", "top-1 agreement", "MMLU A/B accuracy",
                      "minus fp32 (paired)", "TruthfulQA A/B accuracy", "minus fp32 (paired)", "result file"], rows)
 
 

@@ -127,3 +127,17 @@ def test_exp13_summary_cell_gives_the_pooled_rate_inside_its_own_interval_and_la
     assert (k, n) == (67, 252) and p == round(67 / 252, 2) and lo <= p <= hi
     assert mean == round((60 / 144 + 2 / 36 + 5 / 72) / 3, 2) and not lo <= mean <= hi  # the case the old cell hid
     assert tables_fv._pooled([]) == "—"
+
+
+def test_fidelity_table_says_how_many_matrices_a_mirror_variant_keeps_at_8_bits():
+    """BUGFIX #70: "3bit" on Qwen-0.5B is 12 of 170 matrices at 3 bits (158 kept at 8, as its GGUF stored them), on
+    SmolLM2 210 of 211; the table must show it, read from each row's recorded quantization block."""
+    sys.path.insert(0, str(ROOT / "docs"))
+    import tables_quant
+
+    kept = ROOT / "results" / "published" / "exp15_quantization"
+    qwen = json.loads((kept / "20261206T191902Z_qwen2.5-coder-0.5b@fp32.json").read_text())["results"]["rows"]
+    smol = json.loads((kept / "20261205T213720Z_smollm2-135m@fp32.json").read_text())["results"]["rows"]
+    assert [tables_quant._kept8(qwen[p]["model"]) for p in ("3bit", "2bit", "mxfp4", "4bit")] == ["158"] * 4
+    assert [tables_quant._kept8(smol[p]["model"]) for p in ("3bit", "nvfp4")] == ["1", "1"]
+    assert {tables_quant._kept8(qwen[p]["model"]) for p in ("fp32", "bf16", "fp16", "8bit")} == {"—"}
